@@ -1,0 +1,95 @@
+//! Events of a job's stream (`GET /v1/jobs/{id}/stream`), one JSON object per
+//! SSE `data:` line, tagged by `type`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::request::ImageFormat;
+
+/// Sent as the last `data:` line after the terminal event.
+pub const DONE_SENTINEL: &str = "[DONE]";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// The job waits; `position` 1 runs next. Sent again whenever it moves up.
+    Queued { position: u32 },
+    /// The job left the queue and the model started on it.
+    Started { total: u32 },
+    /// Something the client should know but that does not stop the job
+    /// (for example a prompt cut to the text encoder's window).
+    Warning { code: String, message: String },
+    /// One denoising step finished.
+    Progress {
+        step: u32,
+        total: u32,
+        percent: f32,
+        /// Estimated time to completion, from the mean step time so far.
+        eta_ms: u64,
+    },
+    /// A cheap approximation of the current image, decoded from the latents
+    /// without the VAE.
+    Preview {
+        step: u32,
+        image: String,
+        format: ImageFormat,
+    },
+    /// Terminal: the job finished.
+    Complete {
+        images: Vec<GeneratedImage>,
+        elapsed_ms: u64,
+    },
+    /// Terminal: the job failed.
+    Error { code: ErrorCode, message: String },
+    /// Terminal: the job was cancelled.
+    Cancelled {},
+}
+
+impl StreamEvent {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            StreamEvent::Complete { .. } | StreamEvent::Error { .. } | StreamEvent::Cancelled {}
+        )
+    }
+}
+
+/// One output image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratedImage {
+    /// Base64 of the encoded image (no `data:` prefix).
+    pub image: String,
+    pub format: ImageFormat,
+    pub seed: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_and_field_names() {
+        let e = StreamEvent::Progress {
+            step: 3,
+            total: 20,
+            percent: 15.0,
+            eta_ms: 1700,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"progress","step":3,"total":20,"percent":15.0,"eta_ms":1700}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&StreamEvent::Cancelled {}).unwrap(),
+            r#"{"type":"cancelled"}"#
+        );
+        let back: StreamEvent = serde_json::from_str(r#"{"type":"cancelled"}"#).unwrap();
+        assert!(back.is_terminal());
+        let err: StreamEvent =
+            serde_json::from_str(r#"{"type":"error","code":"generation_failed","message":"m"}"#)
+                .unwrap();
+        assert!(err.is_terminal());
+    }
+}

@@ -1,0 +1,66 @@
+//! `GET /v1/info`: what this worker serves and which requests it accepts.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub implementation: String,
+    pub version: String,
+    pub worker_id: String,
+    pub model: ModelInfo,
+    /// `cpu`, `cuda:0`, `metal:0`.
+    pub device: String,
+    /// `f32`, `f16` or `bf16`.
+    pub dtype: String,
+    /// Scheduler names accepted in a request's `scheduler` field.
+    pub schedulers: Vec<String>,
+    /// Operations accepted in a request's `operation` field.
+    pub operations: Vec<String>,
+    pub limits: Limits,
+    pub defaults: Defaults,
+    pub queue_capacity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// What a request's `model` field must say: the hub repository id or the folder name.
+    pub id: String,
+    /// `stable-diffusion-1`, `stable-diffusion-2`, ...
+    pub family: String,
+    /// Where it was loaded from: a folder path or `hf://repo@revision`.
+    pub source: String,
+    pub native_width: u32,
+    pub native_height: u32,
+    /// `epsilon`, `v_prediction` or `sample`.
+    pub prediction_type: String,
+    /// True when the UNet takes the 9-channel inpainting input.
+    pub inpainting: bool,
+    /// Tokens per prompt window of the text encoder (77 for CLIP).
+    pub max_prompt_tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Width and height must be multiples of this.
+    pub size_multiple: u32,
+    pub min_size: u32,
+    pub max_size: u32,
+    /// Upper bound of width * height.
+    pub max_pixels: u64,
+    pub max_steps: u32,
+    pub min_guidance_scale: f64,
+    pub max_guidance_scale: f64,
+    pub max_images: u32,
+    pub max_seed: u64,
+    pub max_prompt_chars: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Defaults {
+    pub steps: u32,
+    pub guidance_scale: f64,
+    pub width: u32,
+    pub height: u32,
+    pub scheduler: String,
+    pub num_images: u32,
+}

@@ -1,0 +1,18 @@
+//! Wire types of the sd-worker job API.
+//!
+//! This crate is the single source of truth for the contract between the worker,
+//! the hive and browser clients: the worker serialises exactly these types, and
+//! the browser SDK's TypeScript definitions are generated from them. Nothing here
+//! depends on the worker's runtime, so the crate compiles natively and to wasm32.
+
+pub mod error;
+pub mod events;
+pub mod info;
+pub mod job;
+pub mod request;
+
+pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use events::{GeneratedImage, StreamEvent, DONE_SENTINEL};
+pub use info::{Defaults, Limits, ModelInfo, WorkerInfo};
+pub use job::{JobAccepted, JobResult, JobSnapshot, JobStatus, Timings};
+pub use request::{GenerationParams, ImageFormat, JobRequest, Operation, MAX_SEED};

@@ -1,0 +1,194 @@
+//! `sd-worker bench`: per-stage timings and peak memory of the real pipeline on
+//! a named model shape with random weights (or on a model folder). Random
+//! weights cost the same arithmetic as trained ones, so the numbers hold for
+//! the real model of that shape.
+
+use anyhow::{Context, Result};
+use candle_core::Tensor;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::device::{default_dtype, device_name, dtype_name, parse_device};
+use crate::model::generate::{write_model, WeightInit};
+use crate::model::shapes::{ModelShape, SHAPE_NAMES};
+use crate::model::{source, LoadedModel};
+use crate::pipeline::{prompt, text_to_image, Observer, Outcome, Request};
+use crate::scheduler::SchedulerKind;
+use sd_worker_sdk::ImageFormat;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Model shape with random weights: tiny or sd15.
+    #[arg(long, default_value = "sd15")]
+    pub shape: String,
+    /// Benchmark this diffusers folder instead of a generated shape.
+    #[arg(long)]
+    pub model_path: Option<PathBuf>,
+    /// Image width (default: the model's native size).
+    #[arg(long)]
+    pub width: Option<u32>,
+    #[arg(long)]
+    pub height: Option<u32>,
+    #[arg(long, default_value_t = 4)]
+    pub steps: usize,
+    /// Above 1 runs the unconditional pass too (batch of 2), as real jobs do.
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance_scale: f64,
+    #[arg(long, default_value_t = 1)]
+    pub num_images: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, value_enum)]
+    pub dtype: Option<crate::cli::DTypeArg>,
+    /// Also print the figures as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Quiet;
+impl Observer for Quiet {
+    fn warning(&mut self, _: &str, _: &str) {}
+    fn step(&mut self, _: usize, _: usize, _: &Tensor) -> bool {
+        true
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let dtype = args
+        .dtype
+        .map(|d| d.to_candle())
+        .unwrap_or_else(|| default_dtype(&device));
+    let mut generated = None;
+    let (dir, label) = match &args.model_path {
+        Some(dir) => (dir.clone(), dir.display().to_string()),
+        None => {
+            let shape = ModelShape::by_name(&args.shape).with_context(|| {
+                format!(
+                    "unknown shape `{}`; one of: {}",
+                    args.shape,
+                    SHAPE_NAMES.join(", ")
+                )
+            })?;
+            let tmp = tempdir_in_cache()?;
+            let t0 = Instant::now();
+            eprintln!(
+                "writing a random-weight `{}` model to {} ...",
+                shape.name,
+                tmp.display()
+            );
+            write_model(&tmp, &shape, WeightInit::Fast)?;
+            eprintln!("  written in {:.1} s", t0.elapsed().as_secs_f64());
+            generated = Some(tmp.clone());
+            (tmp, format!("{} (random weights)", shape.name))
+        }
+    };
+    let result = measure(args, &dir, &label, &device, dtype);
+    if let Some(tmp) = generated {
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    result
+}
+
+fn measure(
+    args: &BenchArgs,
+    dir: &std::path::Path,
+    label: &str,
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let model = LoadedModel::from_files(
+        source::local(dir, dtype != candle_core::DType::F32)?,
+        device,
+        dtype,
+    )?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let rss_after_load = peak_rss_mib();
+
+    // Text encoder alone, warm (second of two calls).
+    let _ = prompt::encode(
+        &model,
+        "a photograph of an astronaut riding a horse",
+        "prompt",
+    )?;
+    let t0 = Instant::now();
+    let _ = prompt::encode(
+        &model,
+        "a photograph of an astronaut riding a horse",
+        "prompt",
+    )?;
+    let text_ms = t0.elapsed().as_secs_f64() * 1000.0;
+
+    let req = Request {
+        prompt: "a photograph of an astronaut riding a horse".into(),
+        negative_prompt: String::new(),
+        steps: args.steps,
+        guidance_scale: args.guidance_scale,
+        seed: 0,
+        width: args.width.unwrap_or(model.meta.native_width),
+        height: args.height.unwrap_or(model.meta.native_height),
+        scheduler: SchedulerKind::Euler,
+        num_images: args.num_images,
+        output_format: ImageFormat::Png,
+    };
+    let t0 = Instant::now();
+    let Outcome::Completed { timings, .. } = text_to_image::run(&model, &req, &mut Quiet)? else {
+        anyhow::bail!("the benchmark run was cancelled");
+    };
+    let e2e_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let step_ms = timings.denoise_ms / timings.unet_steps.max(1) as f64;
+    let peak = peak_rss_mib();
+    let batch = args.num_images * if args.guidance_scale > 1.0 { 2 } else { 1 };
+
+    println!("sd-worker bench: {label}");
+    println!(
+        "  device {} dtype {}  {}x{}  {} steps  UNet batch {batch}",
+        device_name(device),
+        crate::device::dtype_name(dtype),
+        req.width,
+        req.height,
+        args.steps
+    );
+    println!("  load                  {:>10.2} s", load_s);
+    println!("  text encoder (1 pass) {:>10.1} ms", text_ms);
+    println!("  UNet step (mean)      {:>10.1} ms", step_ms);
+    println!("  VAE decode            {:>10.1} ms", timings.vae_decode_ms);
+    println!("  end to end            {:>10.1} ms", e2e_ms);
+    println!(
+        "  peak RSS after load   {:>10} MiB",
+        fmt_mib(rss_after_load)
+    );
+    println!("  peak RSS              {:>10} MiB", fmt_mib(peak));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": label, "device": device_name(device), "dtype": dtype_name(dtype),
+                "width": req.width, "height": req.height, "steps": args.steps, "unet_batch": batch,
+                "load_s": load_s, "text_encoder_ms": text_ms, "unet_step_ms": step_ms,
+                "vae_decode_ms": timings.vae_decode_ms, "end_to_end_ms": e2e_ms,
+                "peak_rss_mib_after_load": rss_after_load, "peak_rss_mib": peak,
+            })
+        );
+    }
+    Ok(())
+}
+
+fn tempdir_in_cache() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sd-worker-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`); None elsewhere.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+fn fmt_mib(v: Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into())
+}

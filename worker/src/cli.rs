@@ -1,0 +1,116 @@
+//! Command-line flags. Every serving flag has an environment variable too, so
+//! a hive or a container can configure the worker without a command line.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sd-worker",
+    version,
+    about = "Stable Diffusion image-generation worker: job queue, HTTP API, SSE progress"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Time each pipeline stage on a model shape with random weights (nothing downloaded).
+    Bench(crate::bench::BenchArgs),
+    /// Write a random-weight model of a named shape in the diffusers layout.
+    GenerateModel(GenerateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to bind. Anything but loopback exposes the worker to the network.
+    #[arg(long, env = "SD_WORKER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to bind; 0 picks a free one (the bound address is printed).
+    #[arg(long, env = "SD_WORKER_PORT", default_value_t = 8600)]
+    pub port: u16,
+    /// A local diffusers-layout model folder.
+    #[arg(long, env = "SD_WORKER_MODEL_PATH", conflicts_with = "model")]
+    pub model_path: Option<PathBuf>,
+    /// A Hugging Face hub repository id, or an alias such as `sd15` (see docs/MODELS.md).
+    #[arg(long, env = "SD_WORKER_MODEL")]
+    pub model: Option<String>,
+    /// Hub revision (branch, tag or commit) for --model.
+    #[arg(long, env = "SD_WORKER_REVISION", requires = "model")]
+    pub revision: Option<String>,
+    /// cpu, cuda, cuda:N, metal, metal:N or auto.
+    #[arg(long, env = "SD_WORKER_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// Weights and activations precision; default f32 on CPU, f16 on GPUs.
+    #[arg(long, env = "SD_WORKER_DTYPE", value_enum)]
+    pub dtype: Option<DTypeArg>,
+    /// Identifier reported to the hive and in /v1/info.
+    #[arg(long, env = "SD_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Jobs that may wait behind the running one; more get 429.
+    #[arg(long, env = "SD_WORKER_QUEUE_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub queue_size: u32,
+    /// How long a finished job's result and events are kept (e.g. 600s, 10m, 1h).
+    #[arg(long, env = "SD_WORKER_JOB_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub job_ttl: Duration,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "SD_WORKER_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Browser origin allowed to call the API (repeatable; `*` for any).
+    #[arg(
+        long = "cors-origin",
+        env = "SD_WORKER_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+    /// How long a running job may take to finish when the worker is asked to stop.
+    #[arg(long, env = "SD_WORKER_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Log format on stderr.
+    #[arg(long, env = "SD_WORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl DTypeArg {
+    pub fn to_candle(self) -> candle_core::DType {
+        match self {
+            DTypeArg::F32 => candle_core::DType::F32,
+            DTypeArg::F16 => candle_core::DType::F16,
+            DTypeArg::Bf16 => candle_core::DType::BF16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Shape name: tiny or sd15.
+    #[arg(long, default_value = "tiny")]
+    pub shape: String,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the weights (same seed, byte-identical files).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}

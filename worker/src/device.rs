@@ -1,0 +1,64 @@
+//! `--device` and `--dtype` resolution.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+
+/// Parses `cpu`, `cuda[:N]`, `metal[:N]` or `auto` (first GPU the build supports, else CPU).
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let (kind, index) = match spec.split_once(':') {
+        Some((k, i)) => (
+            k,
+            i.parse::<usize>()
+                .with_context(|| format!("bad device index in `{spec}`"))?,
+        ),
+        None => (spec, 0),
+    };
+    match kind {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(index).with_context(|| {
+            format!("opening {spec} (was the worker built with --features cuda?)")
+        }),
+        "metal" => Device::new_metal(index).with_context(|| {
+            format!("opening {spec} (was the worker built with --features metal?)")
+        }),
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(d);
+                }
+            }
+            if candle_core::utils::metal_is_available() {
+                if let Ok(d) = Device::new_metal(0) {
+                    return Ok(d);
+                }
+            }
+            Ok(Device::Cpu)
+        }
+        other => bail!("unknown device `{other}`; use cpu, cuda[:N], metal[:N] or auto"),
+    }
+}
+
+/// f32 on CPU (half-precision CPU kernels are slow and lossy), f16 on GPUs.
+pub fn default_dtype(device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::F16
+    }
+}
+
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+pub fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        _ => "f32",
+    }
+}

@@ -1,0 +1,216 @@
+//! One job: its validated request, its state, and its event history. The
+//! history is the single source of truth: state changes only by appending an
+//! event, so every stream reader, the status endpoint and a reader arriving
+//! late all see the same story.
+
+use sd_worker_sdk::{
+    ApiError, ErrorCode, JobResult, JobSnapshot, JobStatus, Operation, StreamEvent, Timings,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+use crate::pipeline::Request;
+
+pub struct Job {
+    pub id: String,
+    pub operation: Operation,
+    pub request: Request,
+    pub preview_every: u32,
+    cancel: AtomicBool,
+    state: Mutex<JobState>,
+    /// Number of events so far; stream readers wait on changes.
+    events_len: watch::Sender<usize>,
+}
+
+struct JobState {
+    status: JobStatus,
+    queue_position: Option<u32>,
+    step: u32,
+    total_steps: u32,
+    events: Vec<StreamEvent>,
+    warnings: Vec<String>,
+    created_at_ms: u64,
+    created: Instant,
+    started: Option<(u64, Instant)>,
+    finished: Option<(u64, Instant)>,
+}
+
+impl Job {
+    pub fn new(id: String, operation: Operation, request: Request, preview_every: u32) -> Self {
+        let total_steps = request.steps as u32;
+        Self {
+            id,
+            operation,
+            request,
+            preview_every,
+            cancel: AtomicBool::new(false),
+            state: Mutex::new(JobState {
+                status: JobStatus::Queued,
+                queue_position: None,
+                step: 0,
+                total_steps,
+                events: Vec::new(),
+                warnings: Vec::new(),
+                created_at_ms: unix_ms(),
+                created: Instant::now(),
+                started: None,
+                finished: None,
+            }),
+            events_len: watch::channel(0).0,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, JobState> {
+        // A panic while holding this lock cannot leave the state half-written
+        // (every update is a single push), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends an event and applies it to the state. Events after the terminal
+    /// one are dropped: a job ends exactly once.
+    pub fn push(&self, event: StreamEvent) -> bool {
+        let mut s = self.state();
+        if s.status.is_terminal() {
+            return false;
+        }
+        match &event {
+            StreamEvent::Queued { position } => {
+                if s.status != JobStatus::Queued || s.queue_position == Some(*position) {
+                    return false;
+                }
+                s.queue_position = Some(*position);
+            }
+            StreamEvent::Started { total } => {
+                s.status = JobStatus::Running;
+                s.queue_position = None;
+                s.total_steps = *total;
+                s.started = Some((unix_ms(), Instant::now()));
+            }
+            StreamEvent::Progress { step, total, .. } => {
+                s.step = *step;
+                s.total_steps = *total;
+            }
+            StreamEvent::Warning { message, .. } => s.warnings.push(message.clone()),
+            StreamEvent::Preview { .. } => {}
+            StreamEvent::Complete { .. } => s.status = JobStatus::Completed,
+            StreamEvent::Error { .. } => s.status = JobStatus::Failed,
+            StreamEvent::Cancelled {} => s.status = JobStatus::Cancelled,
+        }
+        if s.status.is_terminal() {
+            s.queue_position = None;
+            s.finished = Some((unix_ms(), Instant::now()));
+        }
+        s.events.push(event);
+        let len = s.events.len();
+        drop(s);
+        self.events_len.send_replace(len);
+        true
+    }
+
+    /// Events with sequence ids greater than `after` (ids start at 1), with their ids.
+    pub fn events_after(&self, after: usize) -> Vec<(usize, StreamEvent)> {
+        let s = self.state();
+        s.events
+            .iter()
+            .enumerate()
+            .skip(after)
+            .map(|(i, e)| (i + 1, e.clone()))
+            .collect()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.events_len.subscribe()
+    }
+
+    pub fn status(&self) -> JobStatus {
+        self.state().status
+    }
+
+    pub fn request_cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// Seconds since the job ended, if it has.
+    pub fn finished_for(&self) -> Option<std::time::Duration> {
+        self.state().finished.map(|(_, at)| at.elapsed())
+    }
+
+    /// The encoded images of a completed job, base64 as on the wire.
+    pub fn result_images(&self) -> Option<Vec<sd_worker_sdk::GeneratedImage>> {
+        match self.state().events.last() {
+            Some(StreamEvent::Complete { images, .. }) => Some(images.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn snapshot(&self) -> JobSnapshot {
+        let s = self.state();
+        let (result, error) = match s.events.last() {
+            Some(StreamEvent::Complete { images, elapsed_ms }) => (
+                Some(JobResult {
+                    images: images.clone(),
+                    elapsed_ms: *elapsed_ms,
+                }),
+                None,
+            ),
+            Some(StreamEvent::Error { code, message }) => {
+                (None, Some(ApiError::new(*code, message.clone())))
+            }
+            _ => (None, None),
+        };
+        let queue_ms = s
+            .started
+            .map(|(_, at)| at.duration_since(s.created))
+            .or_else(|| {
+                s.finished
+                    .filter(|_| s.started.is_none())
+                    .map(|(_, at)| at.duration_since(s.created))
+            });
+        let generation_ms = match (s.started, s.finished) {
+            (Some((_, a)), Some((_, b))) => Some(b.duration_since(a)),
+            (Some((_, a)), None) => Some(a.elapsed()),
+            _ => None,
+        };
+        JobSnapshot {
+            job_id: self.id.clone(),
+            operation: self.operation,
+            status: s.status,
+            queue_position: s.queue_position,
+            step: s.step,
+            total_steps: s.total_steps,
+            seed: self.request.seed,
+            cancel_requested: self.cancel_requested() && !s.status.is_terminal(),
+            timings: Timings {
+                created_at_ms: s.created_at_ms,
+                started_at_ms: s.started.map(|(ms, _)| ms),
+                finished_at_ms: s.finished.map(|(ms, _)| ms),
+                queue_ms: queue_ms.map(|d| d.as_millis() as u64),
+                generation_ms: generation_ms.map(|d| d.as_millis() as u64),
+            },
+            warnings: s.warnings.clone(),
+            result,
+            error,
+        }
+    }
+
+    /// Fails a job that never ran (shutdown, engine gone).
+    pub fn fail(&self, code: ErrorCode, message: impl Into<String>) -> bool {
+        self.push(StreamEvent::Error {
+            code,
+            message: message.into(),
+        })
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,120 @@
+//! The HTTP API: routes by resource, one file each. Handlers only translate
+//! between HTTP and the engine; validation and generation live elsewhere.
+
+pub mod error;
+pub mod info;
+pub mod jobs;
+pub mod stream;
+
+use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use sd_worker_sdk::ErrorCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::engine::Engine;
+use crate::profile::Profile;
+use error::HttpError;
+
+/// State shared by every handler.
+pub struct Shared {
+    pub engine: Engine,
+    /// Set once the model is loaded.
+    pub profile: OnceLock<Profile>,
+    /// Cleared when shutdown begins.
+    pub accepting: AtomicBool,
+}
+
+pub type AppState = Arc<Shared>;
+
+impl Shared {
+    pub fn new(engine: Engine) -> AppState {
+        Arc::new(Self {
+            engine,
+            profile: OnceLock::new(),
+            accepting: AtomicBool::new(true),
+        })
+    }
+
+    /// The profile, or the 503 a client should see while loading or stopping.
+    pub fn ready_profile(&self) -> Result<&Profile, HttpError> {
+        if !self.accepting.load(Ordering::SeqCst) {
+            return Err(HttpError::new(
+                ErrorCode::ShuttingDown,
+                "the worker is shutting down",
+            ));
+        }
+        self.profile.get().ok_or_else(|| {
+            let mut e = HttpError::new(
+                ErrorCode::Unavailable,
+                "the model is still loading; retry shortly",
+            );
+            e.retry_after_secs = Some(5);
+            e
+        })
+    }
+}
+
+pub struct HttpOptions {
+    pub max_body_bytes: usize,
+    /// Allowed browser origins; `*` allows any.
+    pub cors_origins: Vec<String>,
+}
+
+pub fn router(state: AppState, opts: &HttpOptions) -> Router {
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let api = Router::new()
+        .route("/health", get(info::health))
+        .route("/ready", get(info::ready))
+        .route("/v1/info", get(info::info))
+        .route("/v1/jobs", post(jobs::submit))
+        .route("/v1/jobs/{id}", get(jobs::status).delete(jobs::cancel))
+        .route("/v1/jobs/{id}/stream", get(stream::stream))
+        .route("/v1/jobs/{id}/images/{index}", get(jobs::image))
+        .fallback(|| async { HttpError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            let mut res = axum::response::IntoResponse::into_response(HttpError::new(
+                ErrorCode::InvalidRequest,
+                "method not allowed on this route",
+            ));
+            *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            res
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(opts.max_body_bytes))
+        .with_state(state);
+    let mut app = api
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string();
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid));
+    if !opts.cors_origins.is_empty() {
+        let origins = if opts.cors_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(opts.cors_origins.iter().filter_map(|o| o.parse().ok()))
+        };
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    HeaderName::from_static("last-event-id"),
+                ])
+                .expose_headers([header::RETRY_AFTER, HeaderName::from_static("x-request-id")]),
+        );
+    }
+    app
+}

@@ -1,0 +1,17 @@
+//! sd-worker: a Stable Diffusion image-generation worker on Candle.
+//!
+//! The data path, one module each:
+//! request -> [`validation`] -> [`engine`] (queue, registry, generation thread)
+//! -> [`pipeline`] (with [`model`] and [`scheduler`]) -> job events -> [`http`] stream.
+
+pub mod bench;
+pub mod cli;
+pub mod device;
+pub mod engine;
+pub mod http;
+pub mod model;
+pub mod pipeline;
+pub mod profile;
+pub mod scheduler;
+pub mod server;
+pub mod validation;

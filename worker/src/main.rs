@@ -1,0 +1,56 @@
+use clap::Parser;
+use sd_worker::cli::{Cli, Command, LogFormat, ServeArgs};
+use sd_worker::model::{generate, shapes};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(sd_worker::server::serve(args))
+}
+
+fn generate_model(args: &sd_worker::cli::GenerateArgs) -> anyhow::Result<()> {
+    let shape = shapes::ModelShape::by_name(&args.shape).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown shape `{}`; one of: {}",
+            args.shape,
+            shapes::SHAPE_NAMES.join(", ")
+        )
+    })?;
+    generate::write_model(&args.out, &shape, generate::WeightInit::Seeded(args.seed))?;
+    println!("wrote the `{}` shape to {}", args.shape, args.out.display());
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Bench(args)) => {
+            init_logging(LogFormat::Human);
+            sd_worker::bench::run(&args)
+        }
+        Some(Command::GenerateModel(args)) => generate_model(&args),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Loading a Stable Diffusion model: resolve its files ([`source`]), read its
+//! configs ([`config`]), and build the tokenizer, text encoder, UNet and VAE on
+//! a device. [`generate`] writes random-weight models in the same layout for
+//! tests, the bundled default and benchmarks.
+
+pub mod bundled;
+pub mod config;
+pub mod generate;
+pub mod shapes;
+pub mod source;
+pub mod text_encoder;
+pub mod tokenizer;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::scheduler::{SchedulerConfig, SchedulerKind};
+use config::{read_json, ModelIndex, TextEncoderConfig, UNetConfig, VaeConfig};
+use source::ModelFiles;
+use text_encoder::ClipTextEncoder;
+use tokenizer::ClipTokenizer;
+
+/// Architecture family, detected from the configs (never from a name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// CLIP ViT-L text encoder (768-wide cross-attention) and its relatives.
+    StableDiffusion1,
+    /// OpenCLIP ViT-H text encoder (1024-wide cross-attention).
+    StableDiffusion2,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::StableDiffusion1 => "stable-diffusion-1",
+            Family::StableDiffusion2 => "stable-diffusion-2",
+        }
+    }
+
+    fn detect(unet: &UNetConfig, text: &TextEncoderConfig) -> Self {
+        if text.hidden_size == 1024 {
+            Family::StableDiffusion2
+        } else {
+            let _ = unet;
+            Family::StableDiffusion1
+        }
+    }
+}
+
+/// Which model to load, as given on the command line.
+#[derive(Debug, Clone)]
+pub enum ModelSpec {
+    /// The small model compiled into the binary.
+    Bundled,
+    Local(PathBuf),
+    Hub {
+        repo: String,
+        revision: Option<String>,
+    },
+}
+
+/// Facts about the loaded model that requests are validated against.
+#[derive(Debug, Clone)]
+pub struct ModelMeta {
+    pub id: String,
+    pub source: String,
+    pub family: Family,
+    pub native_width: u32,
+    pub native_height: u32,
+    pub vae_scale_factor: u32,
+    pub latent_channels: usize,
+    pub vae_scaling_factor: f64,
+    pub vae_shift_factor: Option<f64>,
+    pub prediction_type: String,
+    pub inpainting: bool,
+    pub default_scheduler: SchedulerKind,
+    pub max_prompt_tokens: usize,
+    pub load_ms: u64,
+}
+
+/// Every network of a pipeline, ready on its device.
+pub struct LoadedModel {
+    pub meta: ModelMeta,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextEncoder,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoEncoderKL,
+    pub scheduler_config: SchedulerConfig,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl LoadedModel {
+    pub fn load(spec: &ModelSpec, device: &Device, dtype: DType) -> Result<Self> {
+        let want_half = dtype != DType::F32;
+        let files = match spec {
+            ModelSpec::Bundled => source::local(&bundled::materialize()?, want_half)?,
+            ModelSpec::Local(dir) => source::local(dir, want_half)?,
+            ModelSpec::Hub { repo, revision } => source::hub(repo, revision.as_deref(), want_half)?,
+        };
+        Self::from_files(files, device, dtype)
+    }
+
+    pub fn from_files(files: ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
+        let started = Instant::now();
+        if let Some(index) = &files.model_index {
+            let index: ModelIndex = read_json(index)?;
+            if index.class_name.contains("XL") || index.class_name.contains('3') {
+                bail!(
+                    "`{}` is a {} model, which this worker does not support yet",
+                    files.id,
+                    index.class_name
+                );
+            }
+        }
+        let unet_cfg: UNetConfig = read_json(&files.unet_config)?;
+        let vae_cfg: VaeConfig = read_json(&files.vae_config)?;
+        let text_cfg: TextEncoderConfig = read_json(&files.text_encoder_config)?;
+        let scheduler_config = SchedulerConfig::from_file(&files.scheduler_config)?;
+        let unet_candle = unet_cfg.to_candle()?;
+        let vae_candle = vae_cfg.to_candle()?;
+        if unet_cfg.is_inpainting() {
+            bail!("`{}` is an inpainting model (9-channel UNet); inpainting is not supported by this worker yet", files.id);
+        }
+        if unet_cfg.in_channels != vae_cfg.latent_channels
+            || unet_cfg.out_channels != vae_cfg.latent_channels
+        {
+            bail!(
+                "unet in/out channels ({}/{}) do not match the vae's latent channels ({})",
+                unet_cfg.in_channels,
+                unet_cfg.out_channels,
+                vae_cfg.latent_channels
+            );
+        }
+        if unet_candle.cross_attention_dim != text_cfg.hidden_size {
+            bail!(
+                "unet cross_attention_dim {} does not match the text encoder's hidden_size {}",
+                unet_candle.cross_attention_dim,
+                text_cfg.hidden_size
+            );
+        }
+
+        let tokenizer = ClipTokenizer::from_dir(&files.tokenizer_dir)?;
+        if tokenizer.vocab_size() > text_cfg.vocab_size {
+            bail!(
+                "tokenizer has {} tokens but the text encoder only {}",
+                tokenizer.vocab_size(),
+                text_cfg.vocab_size
+            );
+        }
+        let vb = |paths: &[PathBuf], what: &str| -> Result<VarBuilder<'static>> {
+            // Safety: the files are memory-mapped read-only; they must not be
+            // modified while the worker runs, which is how every loader of
+            // safetensors treats model files.
+            unsafe { VarBuilder::from_mmaped_safetensors(paths, dtype, device) }
+                .with_context(|| format!("opening the {what} weights"))
+        };
+        let text_encoder =
+            ClipTextEncoder::new(vb(&files.text_encoder_weights, "text encoder")?, &text_cfg)
+                .context("building the text encoder from its weights")?;
+        let unet = UNet2DConditionModel::new(
+            vb(&files.unet_weights, "unet")?,
+            unet_cfg.in_channels,
+            unet_cfg.out_channels,
+            cfg!(feature = "flash-attn") && device.is_cuda(),
+            unet_candle,
+        )
+        .context("building the unet from its weights")?;
+        let vae = AutoEncoderKL::new(
+            vb(&files.vae_weights, "vae")?,
+            vae_cfg.in_channels,
+            vae_cfg.out_channels,
+            vae_candle,
+        )
+        .context("building the vae from its weights")?;
+
+        let vae_scale_factor = vae_cfg.scale_factor() as u32;
+        let latent_side = unet_cfg.sample_size.unwrap_or(64) as u32;
+        let default_scheduler = scheduler_config
+            .class_name
+            .as_deref()
+            .and_then(SchedulerKind::from_diffusers_class)
+            .unwrap_or(SchedulerKind::Euler);
+        let meta = ModelMeta {
+            id: files.id.clone(),
+            source: files.source.clone(),
+            family: Family::detect(&unet_cfg, &text_cfg),
+            native_width: latent_side * vae_scale_factor,
+            native_height: latent_side * vae_scale_factor,
+            vae_scale_factor,
+            latent_channels: vae_cfg.latent_channels,
+            vae_scaling_factor: vae_cfg.scaling_factor,
+            vae_shift_factor: vae_cfg.shift_factor,
+            prediction_type: scheduler_config.prediction_type.clone(),
+            inpainting: false,
+            default_scheduler,
+            max_prompt_tokens: tokenizer.max_length().min(text_encoder.max_positions()),
+            load_ms: started.elapsed().as_millis() as u64,
+        };
+        Ok(Self {
+            meta,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_config,
+            device: device.clone(),
+            dtype,
+        })
+    }
+}

@@ -1,0 +1,183 @@
+//! Named model shapes: the configs of a whole pipeline without weights.
+//! `tiny` is the generated test/bundled model; `sd15` mirrors Stable Diffusion
+//! 1.5's published configs for benchmarks with random weights.
+
+use super::config::{PerBlock, TextEncoderConfig, UNetConfig, VaeConfig};
+
+#[derive(Debug, Clone)]
+pub struct ModelShape {
+    pub name: &'static str,
+    pub unet: UNetConfig,
+    pub vae: VaeConfig,
+    pub text_encoder: TextEncoderConfig,
+    /// `scheduler/scheduler_config.json`, verbatim.
+    pub scheduler_config: serde_json::Value,
+    /// Pad token written into the tokenizer config.
+    pub pad_token: &'static str,
+}
+
+pub const SHAPE_NAMES: &[&str] = &["tiny", "sd15"];
+
+impl ModelShape {
+    pub fn by_name(name: &str) -> Option<Self> {
+        match name {
+            "tiny" => Some(Self::tiny()),
+            "sd15" | "sd1.5" => Some(Self::sd15()),
+            _ => None,
+        }
+    }
+
+    /// About 2 MB, every component of SD 1.5's architecture at toy size: a
+    /// 3-block VAE (64x64 images, 16x16 latents) and a 2-block UNet with
+    /// attention at half resolution, so a step takes milliseconds on a CPU.
+    pub fn tiny() -> Self {
+        Self {
+            name: "tiny",
+            unet: unet(
+                &[32, 32],
+                &["DownBlock2D", "CrossAttnDownBlock2D"],
+                1,
+                PerBlock::All(2),
+                32,
+                32,
+                16,
+            ),
+            vae: vae(&[16, 32, 32], 1, 8, 0.18215),
+            text_encoder: text_encoder(1024, 32, 64, 2, 4, "quick_gelu"),
+            scheduler_config: sd_scheduler("EulerDiscreteScheduler"),
+            pad_token: "<|endoftext|>",
+        }
+    }
+
+    /// Stable Diffusion 1.5's published sizes (860M-parameter UNet).
+    pub fn sd15() -> Self {
+        Self {
+            name: "sd15",
+            unet: unet(
+                &[320, 640, 1280, 1280],
+                &[
+                    "CrossAttnDownBlock2D",
+                    "CrossAttnDownBlock2D",
+                    "CrossAttnDownBlock2D",
+                    "DownBlock2D",
+                ],
+                2,
+                PerBlock::All(8),
+                768,
+                32,
+                64,
+            ),
+            vae: vae(&[128, 256, 512, 512], 2, 32, 0.18215),
+            text_encoder: text_encoder(49408, 768, 3072, 12, 12, "quick_gelu"),
+            scheduler_config: sd_scheduler("PNDMScheduler"),
+            pad_token: "<|endoftext|>",
+        }
+    }
+}
+
+fn mirror_up(down: &[&str]) -> Vec<String> {
+    down.iter().rev().map(|d| d.replace("Down", "Up")).collect()
+}
+
+fn unet(
+    channels: &[usize],
+    down: &[&str],
+    layers_per_block: usize,
+    heads: PerBlock<usize>,
+    cross_attention_dim: usize,
+    groups: usize,
+    sample_size: usize,
+) -> UNetConfig {
+    UNetConfig {
+        class_name: "UNet2DConditionModel".into(),
+        in_channels: 4,
+        out_channels: 4,
+        sample_size: Some(sample_size),
+        block_out_channels: channels.to_vec(),
+        down_block_types: down.iter().map(|s| s.to_string()).collect(),
+        up_block_types: mirror_up(down),
+        mid_block_type: Some("UNetMidBlock2DCrossAttn".into()),
+        layers_per_block,
+        attention_head_dim: heads,
+        num_attention_heads: None,
+        cross_attention_dim: PerBlock::All(cross_attention_dim),
+        transformer_layers_per_block: PerBlock::All(1),
+        use_linear_projection: false,
+        center_input_sample: false,
+        flip_sin_to_cos: true,
+        freq_shift: 0.0,
+        downsample_padding: 1,
+        mid_block_scale_factor: 1.0,
+        norm_num_groups: groups,
+        norm_eps: 1e-5,
+        act_fn: "silu".into(),
+        addition_embed_type: None,
+        class_embed_type: None,
+        time_cond_proj_dim: None,
+        encoder_hid_dim_type: None,
+    }
+}
+
+fn vae(
+    channels: &[usize],
+    layers_per_block: usize,
+    groups: usize,
+    scaling_factor: f64,
+) -> VaeConfig {
+    VaeConfig {
+        class_name: "AutoencoderKL".into(),
+        in_channels: 3,
+        out_channels: 3,
+        block_out_channels: channels.to_vec(),
+        layers_per_block,
+        latent_channels: 4,
+        norm_num_groups: groups,
+        act_fn: "silu".into(),
+        scaling_factor,
+        shift_factor: None,
+        use_quant_conv: true,
+        use_post_quant_conv: true,
+        sample_size: None,
+        force_upcast: None,
+    }
+}
+
+fn text_encoder(
+    vocab: usize,
+    hidden: usize,
+    inter: usize,
+    layers: usize,
+    heads: usize,
+    act: &str,
+) -> TextEncoderConfig {
+    TextEncoderConfig {
+        architectures: vec!["CLIPTextModel".into()],
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: inter,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        max_position_embeddings: 77,
+        hidden_act: act.into(),
+        layer_norm_eps: 1e-5,
+        projection_dim: Some(hidden),
+        model_type: Some("clip_text_model".into()),
+    }
+}
+
+/// Stable Diffusion 1.x's training schedule, under the given scheduler class.
+fn sd_scheduler(class: &str) -> serde_json::Value {
+    serde_json::json!({
+        "_class_name": class,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+        "prediction_type": "epsilon",
+        "set_alpha_to_one": false,
+        "skip_prk_steps": true,
+        "steps_offset": 1,
+        "clip_sample": false,
+        "trained_betas": null
+    })
+}

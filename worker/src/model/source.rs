@@ -1,0 +1,289 @@
+//! Where a model's files come from: a local diffusers folder or a Hugging Face
+//! hub repository (downloaded into the standard cache). Both end as the same
+//! [`ModelFiles`], so everything after this module is source-agnostic.
+
+use anyhow::{bail, Context, Result};
+use hf_hub::api::sync::{Api, ApiBuilder};
+use hf_hub::{Cache, Repo, RepoType};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Short names for well-known repositories (documented in docs/MODELS.md).
+pub const ALIASES: &[(&str, &str)] = &[
+    ("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    ("sd1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    (
+        "sd15-inpainting",
+        "stable-diffusion-v1-5/stable-diffusion-inpainting",
+    ),
+    ("sd2-base", "stabilityai/stable-diffusion-2-base"),
+    ("sd21", "stabilityai/stable-diffusion-2-1"),
+    ("sd21-base", "stabilityai/stable-diffusion-2-1-base"),
+    ("sd-turbo", "stabilityai/sd-turbo"),
+];
+
+pub fn resolve_alias(name: &str) -> &str {
+    ALIASES
+        .iter()
+        .find(|(alias, _)| alias.eq_ignore_ascii_case(name))
+        .map(|(_, repo)| *repo)
+        .unwrap_or(name)
+}
+
+/// Paths of every file the loader reads.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// What a request's `model` field must say.
+    pub id: String,
+    /// Human-readable origin: folder path or `hf://repo@revision`.
+    pub source: String,
+    pub model_index: Option<PathBuf>,
+    pub unet_config: PathBuf,
+    pub unet_weights: Vec<PathBuf>,
+    pub vae_config: PathBuf,
+    pub vae_weights: Vec<PathBuf>,
+    pub text_encoder_config: PathBuf,
+    pub text_encoder_weights: Vec<PathBuf>,
+    pub tokenizer_dir: PathBuf,
+    pub scheduler_config: PathBuf,
+}
+
+/// A place files can be asked for by their path inside the repository.
+trait FileStore {
+    /// Whether `rel` exists (without downloading it, where possible).
+    fn has(&self, rel: &str) -> bool;
+    /// A local path of `rel`, downloading it when needed.
+    fn get(&self, rel: &str) -> Result<PathBuf>;
+}
+
+struct LocalDir(PathBuf);
+
+impl FileStore for LocalDir {
+    fn has(&self, rel: &str) -> bool {
+        self.0.join(rel).is_file()
+    }
+    fn get(&self, rel: &str) -> Result<PathBuf> {
+        let p = self.0.join(rel);
+        if !p.is_file() {
+            bail!("model folder {} has no `{rel}`", self.0.display());
+        }
+        Ok(p)
+    }
+}
+
+enum Hub {
+    Online {
+        repo: hf_hub::api::sync::ApiRepo,
+        files: BTreeSet<String>,
+    },
+    /// HF_HUB_OFFLINE: only what the cache already holds.
+    Offline(hf_hub::CacheRepo),
+}
+
+impl FileStore for Hub {
+    fn has(&self, rel: &str) -> bool {
+        match self {
+            Hub::Online { files, .. } => files.contains(rel),
+            Hub::Offline(cache) => cache.get(rel).is_some(),
+        }
+    }
+    fn get(&self, rel: &str) -> Result<PathBuf> {
+        match self {
+            Hub::Online { repo, .. } => repo
+                .get(rel)
+                .with_context(|| format!("downloading `{rel}`")),
+            Hub::Offline(cache) => cache.get(rel).with_context(|| {
+                format!("`{rel}` is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+            }),
+        }
+    }
+}
+
+/// Resolves a local diffusers folder.
+pub fn local(dir: &Path, want_half: bool) -> Result<ModelFiles> {
+    if !dir.is_dir() {
+        bail!("model path {} is not a directory", dir.display());
+    }
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string());
+    let store = LocalDir(dir.clone());
+    collect(&store, id, dir.display().to_string(), want_half)
+}
+
+/// Resolves a hub repository, downloading what is missing from the cache.
+/// Honours HF_HOME (cache location), HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE.
+pub fn hub(repo_or_alias: &str, revision: Option<&str>, want_half: bool) -> Result<ModelFiles> {
+    let repo_id = resolve_alias(repo_or_alias).to_string();
+    let revision = revision.unwrap_or("main").to_string();
+    let repo = Repo::with_revision(repo_id.clone(), RepoType::Model, revision.clone());
+    let cache = Cache::from_env();
+    let offline = std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes"))
+        .unwrap_or(false);
+    let store = if offline {
+        Hub::Offline(cache.repo(repo))
+    } else {
+        let token = std::env::var("HF_TOKEN").ok().or_else(|| cache.token());
+        let mut builder = ApiBuilder::from_cache(cache)
+            .with_progress(true)
+            .with_token(token);
+        if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let api: Api = builder
+            .build()
+            .context("building the Hugging Face client")?;
+        let repo = api.repo(repo);
+        let info = repo
+            .info()
+            .with_context(|| format!("looking up `{repo_id}` on the Hugging Face hub (set HF_TOKEN for gated repositories)"))?;
+        let files = info.siblings.into_iter().map(|s| s.rfilename).collect();
+        Hub::Online { repo, files }
+    };
+    let source = format!("hf://{repo_id}@{revision}");
+    collect(&store, repo_id, source, want_half)
+}
+
+fn collect(
+    store: &dyn FileStore,
+    id: String,
+    source: String,
+    want_half: bool,
+) -> Result<ModelFiles> {
+    if store.has("transformer/config.json") && !store.has("unet/config.json") {
+        bail!("`{id}` is a transformer-based (SD3/Flux-style) pipeline, which this worker does not support yet");
+    }
+    if !store.has("unet/config.json") {
+        bail!("`{id}` is not a diffusers Stable Diffusion folder: `unet/config.json` is missing (single-file checkpoints are not supported yet)");
+    }
+    let model_index = store
+        .has("model_index.json")
+        .then(|| store.get("model_index.json"))
+        .transpose()?;
+    let tokenizer_dir = tokenizer_dir(store)?;
+    Ok(ModelFiles {
+        unet_config: store.get("unet/config.json")?,
+        unet_weights: weights(store, "unet", "diffusion_pytorch_model", want_half)?,
+        vae_config: store.get("vae/config.json")?,
+        vae_weights: weights(store, "vae", "diffusion_pytorch_model", want_half)?,
+        text_encoder_config: store.get("text_encoder/config.json")?,
+        text_encoder_weights: weights(store, "text_encoder", "model", want_half)?,
+        scheduler_config: store.get("scheduler/scheduler_config.json")?,
+        tokenizer_dir,
+        model_index,
+        id,
+        source,
+    })
+}
+
+/// Fetches the tokenizer files that exist; the folder is where they landed.
+fn tokenizer_dir(store: &dyn FileStore) -> Result<PathBuf> {
+    let mut dir = None;
+    for name in [
+        "tokenizer.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        let rel = format!("tokenizer/{name}");
+        if store.has(&rel) {
+            let path = store.get(&rel)?;
+            dir = path.parent().map(Path::to_path_buf);
+        }
+    }
+    dir.context("the model has no tokenizer/ folder with tokenizer.json or vocab.json + merges.txt")
+}
+
+/// Picks a component's safetensors: the fp16 variant first when half precision is
+/// asked for (or when it is all there is), sharded checkpoints through their index.
+fn weights(
+    store: &dyn FileStore,
+    component: &str,
+    base: &str,
+    want_half: bool,
+) -> Result<Vec<PathBuf>> {
+    let full = format!("{component}/{base}.safetensors");
+    let half = format!("{component}/{base}.fp16.safetensors");
+    let full_index = format!("{component}/{base}.safetensors.index.json");
+    let half_index = format!("{component}/{base}.safetensors.index.fp16.json");
+    let order: [&String; 4] = if want_half {
+        [&half, &half_index, &full, &full_index]
+    } else {
+        [&full, &full_index, &half, &half_index]
+    };
+    for rel in order {
+        if !store.has(rel) {
+            continue;
+        }
+        if !rel.ends_with(".json") {
+            return Ok(vec![store.get(rel)?]);
+        }
+        let index: serde_json::Value = super::config::read_json(&store.get(rel)?)?;
+        let shards: BTreeSet<String> = index["weight_map"]
+            .as_object()
+            .with_context(|| format!("`{rel}` has no weight_map"))?
+            .values()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        return shards
+            .iter()
+            .map(|s| store.get(&format!("{component}/{s}")))
+            .collect();
+    }
+    bail!("no safetensors weights for `{component}` (looked for {full} and {half}; .bin checkpoints are not supported)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_resolve_case_insensitively() {
+        assert_eq!(
+            resolve_alias("SD15"),
+            "stable-diffusion-v1-5/stable-diffusion-v1-5"
+        );
+        assert_eq!(resolve_alias("someone/else"), "someone/else");
+    }
+
+    #[test]
+    fn prefers_fp16_variant_only_for_half() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("unet")).unwrap();
+        for f in [
+            "unet/diffusion_pytorch_model.safetensors",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+        ] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let store = LocalDir(dir.path().to_path_buf());
+        let half = weights(&store, "unet", "diffusion_pytorch_model", true).unwrap();
+        assert!(half[0].ends_with("diffusion_pytorch_model.fp16.safetensors"));
+        let full = weights(&store, "unet", "diffusion_pytorch_model", false).unwrap();
+        assert!(full[0].ends_with("diffusion_pytorch_model.safetensors"));
+        assert!(weights(&store, "vae", "diffusion_pytorch_model", false).is_err());
+    }
+
+    #[test]
+    fn sharded_weights_follow_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("unet")).unwrap();
+        std::fs::write(
+            dir.path().join("unet/diffusion_pytorch_model.safetensors.index.json"),
+            r#"{"weight_map": {"a": "s-00001.safetensors", "b": "s-00002.safetensors", "c": "s-00001.safetensors"}}"#,
+        )
+        .unwrap();
+        for f in ["s-00001.safetensors", "s-00002.safetensors"] {
+            std::fs::write(dir.path().join("unet").join(f), b"x").unwrap();
+        }
+        let store = LocalDir(dir.path().to_path_buf());
+        let shards = weights(&store, "unet", "diffusion_pytorch_model", false).unwrap();
+        assert_eq!(shards.len(), 2);
+    }
+}

@@ -1,0 +1,90 @@
+//! What this worker accepts: limits and defaults derived once from the loaded
+//! model. `/v1/info` publishes it and validation enforces it, so the two can
+//! never disagree.
+
+use sd_worker_sdk::{Defaults, Limits, ModelInfo, Operation, WorkerInfo, MAX_SEED};
+
+use crate::model::ModelMeta;
+use crate::scheduler::SchedulerKind;
+
+pub const MAX_STEPS: u32 = 150;
+pub const MAX_GUIDANCE: f64 = 30.0;
+pub const MAX_IMAGES: u32 = 8;
+pub const MAX_PROMPT_CHARS: u32 = 10_000;
+pub const DEFAULT_STEPS: u32 = 20;
+pub const DEFAULT_GUIDANCE: f64 = 7.5;
+
+/// Everything validation needs, plus the facts `/v1/info` reports.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub info: WorkerInfo,
+    pub default_scheduler: SchedulerKind,
+}
+
+pub struct Runtime<'a> {
+    pub worker_id: &'a str,
+    pub device: &'a str,
+    pub dtype: &'a str,
+    pub queue_capacity: u32,
+}
+
+impl Profile {
+    pub fn new(meta: &ModelMeta, rt: &Runtime) -> Self {
+        let multiple = meta.vae_scale_factor;
+        let native = meta.native_width.max(meta.native_height);
+        let max_size = native * 2;
+        let limits = Limits {
+            size_multiple: multiple,
+            min_size: multiple * 8,
+            max_size,
+            // Native area x4: 1024x1024 for SD 1.5, the largest its attention fits in ~24 GiB.
+            max_pixels: u64::from(meta.native_width) * u64::from(meta.native_height) * 4,
+            max_steps: MAX_STEPS,
+            min_guidance_scale: 0.0,
+            max_guidance_scale: MAX_GUIDANCE,
+            max_images: MAX_IMAGES,
+            max_seed: MAX_SEED,
+            max_prompt_chars: MAX_PROMPT_CHARS,
+        };
+        let defaults = Defaults {
+            steps: DEFAULT_STEPS,
+            guidance_scale: DEFAULT_GUIDANCE,
+            width: meta.native_width,
+            height: meta.native_height,
+            scheduler: meta.default_scheduler.name().into(),
+            num_images: 1,
+        };
+        let info = WorkerInfo {
+            implementation: "sd-worker".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            worker_id: rt.worker_id.into(),
+            model: ModelInfo {
+                id: meta.id.clone(),
+                family: meta.family.name().into(),
+                source: meta.source.clone(),
+                native_width: meta.native_width,
+                native_height: meta.native_height,
+                prediction_type: meta.prediction_type.clone(),
+                inpainting: meta.inpainting,
+                max_prompt_tokens: meta.max_prompt_tokens as u32,
+            },
+            device: rt.device.into(),
+            dtype: rt.dtype.into(),
+            schedulers: SchedulerKind::ALL
+                .iter()
+                .map(|k| k.name().to_string())
+                .collect(),
+            operations: Operation::ALL
+                .iter()
+                .map(|o| o.as_str().to_string())
+                .collect(),
+            limits,
+            defaults,
+            queue_capacity: rt.queue_capacity,
+        };
+        Self {
+            info,
+            default_scheduler: meta.default_scheduler,
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Every invalid request gets a 4xx with `{"error": {"code", "message", "field"}}`
+//! naming the field, and the worker keeps serving afterwards.
+
+mod common;
+
+use common::Worker;
+use serde_json::{json, Value};
+
+fn base() -> Value {
+    json!({"operation": "image_generation", "prompt": "a cat", "steps": 2})
+}
+
+fn with(key: &str, value: Value) -> String {
+    let mut b = base();
+    b[key] = value;
+    b.to_string()
+}
+
+fn without(key: &str) -> String {
+    let mut b = base();
+    b.as_object_mut().unwrap().remove(key);
+    b.to_string()
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_status_code_and_field() {
+    let w = Worker::start(&[]).await;
+    // (body, status, code, field)
+    let cases: Vec<(String, u16, &str, Option<&str>)> = vec![
+        ("{not json".into(), 400, "invalid_json", None),
+        ("".into(), 400, "invalid_json", None),
+        ("[1, 2]".into(), 400, "invalid_json", None),
+        (
+            without("operation"),
+            422,
+            "missing_field",
+            Some("operation"),
+        ),
+        (
+            with("operation", json!("image_upscale")),
+            422,
+            "invalid_value",
+            Some("operation"),
+        ),
+        (
+            with("operation", json!(7)),
+            400,
+            "invalid_request",
+            Some("operation"),
+        ),
+        (without("prompt"), 422, "missing_field", Some("prompt")),
+        (
+            with("prompt", json!("   ")),
+            422,
+            "invalid_value",
+            Some("prompt"),
+        ),
+        (
+            with("prompt", json!(42)),
+            400,
+            "invalid_request",
+            Some("prompt"),
+        ),
+        (
+            with("prompt", json!("x".repeat(10_001))),
+            422,
+            "invalid_value",
+            Some("prompt"),
+        ),
+        (with("steps", json!(0)), 422, "invalid_value", Some("steps")),
+        (
+            with("steps", json!(151)),
+            422,
+            "invalid_value",
+            Some("steps"),
+        ),
+        (
+            with("steps", json!(-3)),
+            400,
+            "invalid_request",
+            Some("steps"),
+        ),
+        (
+            with("steps", json!("ten")),
+            400,
+            "invalid_request",
+            Some("steps"),
+        ),
+        (
+            with("guidance_scale", json!(-0.5)),
+            422,
+            "invalid_value",
+            Some("guidance_scale"),
+        ),
+        (
+            with("guidance_scale", json!(30.5)),
+            422,
+            "invalid_value",
+            Some("guidance_scale"),
+        ),
+        (
+            with("width", json!(63)),
+            422,
+            "invalid_value",
+            Some("width"),
+        ),
+        (
+            with("height", json!(4096)),
+            422,
+            "invalid_value",
+            Some("height"),
+        ),
+        (with("width", json!(2)), 422, "invalid_value", Some("width")),
+        (
+            with("num_images", json!(0)),
+            422,
+            "invalid_value",
+            Some("num_images"),
+        ),
+        (
+            with("num_images", json!(9)),
+            422,
+            "invalid_value",
+            Some("num_images"),
+        ),
+        (
+            with("seed", json!(9007199254740992u64)),
+            422,
+            "invalid_value",
+            Some("seed"),
+        ),
+        (
+            with("seed", json!(1.5)),
+            400,
+            "invalid_request",
+            Some("seed"),
+        ),
+        (
+            with("scheduler", json!("plms")),
+            422,
+            "invalid_value",
+            Some("scheduler"),
+        ),
+        (
+            with("model", json!("stabilityai/sdxl-turbo")),
+            422,
+            "model_mismatch",
+            Some("model"),
+        ),
+        (
+            with("output_format", json!("gif")),
+            400,
+            "invalid_request",
+            Some("output_format"),
+        ),
+        (
+            with("negative_prompt", json!(["a"])),
+            400,
+            "invalid_request",
+            Some("negative_prompt"),
+        ),
+    ];
+    assert!(cases.len() >= 15);
+    for (body, status, code, field) in &cases {
+        let (got, _, json) = w.submit_raw(body.clone()).await;
+        let err = &json["error"];
+        assert_eq!(got, *status, "status for {body:.80}: {json}");
+        assert_eq!(err["code"], *code, "code for {body:.80}: {json}");
+        assert_eq!(
+            err["field"].as_str(),
+            *field,
+            "field for {body:.80}: {json}"
+        );
+        assert!(
+            !err["message"].as_str().unwrap_or("").is_empty(),
+            "message for {body:.80}"
+        );
+    }
+    // Unknown operations list the valid ones.
+    let (_, _, json) = w.submit_raw(with("operation", json!("nope"))).await;
+    assert!(json["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("image_generation"));
+    // Nothing above hurt the worker: a good request still completes.
+    let job = w.submit(base()).await;
+    let msgs = w.stream_all(job["job_id"].as_str().unwrap(), None).await;
+    assert_eq!(msgs[msgs.len() - 2].kind(), "complete");
+}
+
+#[tokio::test]
+async fn an_oversized_body_gets_413() {
+    let w = Worker::start(&["--max-body-bytes", "2048"]).await;
+    let (status, _, json) = w.submit_raw(with("prompt", json!("y".repeat(4000)))).await;
+    assert_eq!(status, 413, "{json}");
+    assert_eq!(json["error"]["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn hive_fields_are_accepted_and_the_model_may_be_named() {
+    let w = Worker::start(&[]).await;
+    let (_, info) = w.get_json("/v1/info").await;
+    let model = info["model"]["id"].as_str().unwrap().to_string();
+    let mut body = base();
+    body["hive_id"] = json!("hive-1");
+    body["worker_id"] = json!("worker-1");
+    body["model"] = json!(model);
+    let (status, _, json) = w.submit_raw(body.to_string()).await;
+    assert_eq!(status, 202, "{json}");
+}
