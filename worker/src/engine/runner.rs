@@ -116,7 +116,7 @@ impl Observer for JobObserver<'_> {
             percent: (step as f32 / total as f32 * 100.0 * 10.0).round() / 10.0,
             eta_ms,
         });
-        if self.preview_every > 0 && step % self.preview_every as usize == 0 {
+        if self.preview_every > 0 && step.is_multiple_of(self.preview_every as usize) {
             match preview_jpeg(latents) {
                 Ok(jpeg) => {
                     self.job.push(StreamEvent::Preview {

@@ -126,7 +126,14 @@ pub fn hub(repo_or_alias: &str, revision: Option<&str>, want_half: bool) -> Resu
         .map(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes"))
         .unwrap_or(false);
     let store = if offline {
-        Hub::Offline(cache.repo(repo))
+        let cached = cache.repo(repo.clone());
+        if cached.get("model_index.json").is_none() && cached.get("unet/config.json").is_none() {
+            bail!(
+                "`{repo_id}` (revision {revision}) is not in the Hugging Face cache at {} and HF_HUB_OFFLINE is set",
+                cache.path().display()
+            );
+        }
+        Hub::Offline(cached)
     } else {
         let token = std::env::var("HF_TOKEN").ok().or_else(|| cache.token());
         let mut builder = ApiBuilder::from_cache(cache)

@@ -118,7 +118,8 @@ pub struct ClipTextEncoder {
 impl ClipTextEncoder {
     /// `vb` points at the checkpoint root (it contains `text_model.`).
     pub fn new(vb: VarBuilder, cfg: &TextEncoderConfig) -> Result<Self> {
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             bail!("text encoder config: hidden_size must be a multiple of num_attention_heads");
         }
         let act = Activation::from_config(&cfg.hidden_act)?;

@@ -1,0 +1,113 @@
+//! Pipeline behaviour seen through the API: prompt truncation warnings,
+//! classifier-free guidance skipped at guidance <= 1, output formats, and every
+//! scheduler completing.
+
+mod common;
+
+use common::{decode_b64, Msg, Worker};
+use serde_json::{json, Value};
+
+async fn run(w: &Worker, body: Value) -> (Vec<Msg>, Vec<u8>) {
+    let job = w.submit(body).await;
+    let msgs = w.stream_all(job["job_id"].as_str().unwrap(), None).await;
+    let complete = msgs
+        .iter()
+        .find(|m| m.kind() == "complete")
+        .unwrap_or_else(|| panic!("no complete event: {msgs:?}"));
+    let bytes = decode_b64(complete.json()["images"][0]["image"].as_str().unwrap());
+    (msgs, bytes)
+}
+
+#[tokio::test]
+async fn a_prompt_longer_than_the_window_is_cut_with_a_warning() {
+    let w = Worker::start(&[]).await;
+    let long = "red circle blue square ".repeat(40);
+    let job = w
+        .submit(json!({"operation": "image_generation", "prompt": long, "steps": 1, "guidance_scale": 1.0}))
+        .await;
+    let id = job["job_id"].as_str().unwrap();
+    let msgs = w.stream_all(id, None).await;
+    let warning = msgs
+        .iter()
+        .find(|m| m.kind() == "warning")
+        .expect("a warning event");
+    assert_eq!(warning.json()["code"], "prompt_truncated");
+    assert!(
+        warning.json()["message"].as_str().unwrap().contains("75"),
+        "{}",
+        warning.json()
+    );
+    let (_, snap) = w.get_json(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(snap["warnings"].as_array().unwrap().len(), 1);
+    assert_eq!(snap["status"], "completed");
+    // A short prompt carries no warning.
+    let (msgs, _) = run(
+        &w,
+        json!({"operation": "image_generation", "prompt": "red circle", "steps": 1}),
+    )
+    .await;
+    assert!(msgs.iter().all(|m| m.kind() != "warning"));
+}
+
+#[tokio::test]
+async fn guidance_at_or_below_one_skips_the_unconditional_pass() {
+    let w = Worker::start(&[]).await;
+    let body = |g: f64, negative: &str| {
+        json!({"operation": "image_generation", "prompt": "a green square", "negative_prompt": negative,
+               "steps": 3, "seed": 21, "guidance_scale": g, "scheduler": "ddim"})
+    };
+    // Compare pixels: each PNG's metadata records its own scale and negative prompt.
+    let pixels = |png: Vec<u8>| image::load_from_memory(&png).unwrap().to_rgb8().into_raw();
+    let g1 = pixels(run(&w, body(1.0, "")).await.1);
+    let g0 = pixels(run(&w, body(0.0, "blurry")).await.1);
+    let g1_neg = pixels(run(&w, body(1.0, "something else entirely")).await.1);
+    let g5 = pixels(run(&w, body(5.0, "")).await.1);
+    let g5_neg = pixels(run(&w, body(5.0, "blurry")).await.1);
+    // Without guidance only the prompt matters: scale and negative prompt have no effect.
+    assert_eq!(g1, g0);
+    assert_eq!(g1, g1_neg);
+    // With guidance both do.
+    assert_ne!(g1, g5);
+    assert_ne!(g5, g5_neg);
+}
+
+#[tokio::test]
+async fn every_scheduler_completes_and_they_differ() {
+    let w = Worker::start(&[]).await;
+    let mut outputs = Vec::new();
+    for scheduler in ["ddim", "euler", "euler_a"] {
+        let (msgs, png) = run(
+            &w,
+            json!({"operation": "image_generation", "prompt": "a purple star", "steps": 4, "seed": 8, "scheduler": scheduler}),
+        )
+        .await;
+        let progress = msgs.iter().filter(|m| m.kind() == "progress").count();
+        assert_eq!(progress, 4, "{scheduler}");
+        let params = sd_worker::pipeline::encode::read_png_parameters(&png).unwrap();
+        let sampler = match scheduler {
+            "ddim" => "DDIM",
+            "euler" => "Euler",
+            _ => "Euler a",
+        };
+        assert!(params.contains(&format!("Sampler: {sampler},")), "{params}");
+        outputs.push(png);
+    }
+    assert_ne!(outputs[0], outputs[1]);
+    assert_ne!(outputs[1], outputs[2]);
+}
+
+#[tokio::test]
+async fn jpeg_output_and_non_square_sizes() {
+    let w = Worker::start(&[]).await;
+    let (msgs, bytes) = run(
+        &w,
+        json!({"operation": "image_generation", "prompt": "a wide field", "steps": 2, "width": 128, "height": 32,
+               "output_format": "jpeg"}),
+    )
+    .await;
+    let complete = msgs.iter().find(|m| m.kind() == "complete").unwrap();
+    assert_eq!(complete.json()["images"][0]["format"], "jpeg");
+    assert_eq!(&bytes[..3], &[0xFF, 0xD8, 0xFF], "JPEG magic");
+    let img = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (128, 32));
+}

@@ -1,0 +1,60 @@
+//! Start-up: a model that cannot be served stops the worker with a clear
+//! message and a non-zero exit, instead of a worker that never gets ready.
+
+use std::process::Command;
+
+use sd_worker::model::generate::{write_model, WeightInit};
+use sd_worker::model::shapes::ModelShape;
+
+fn run_worker(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sd-worker"))
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run sd-worker");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_model_folder_exits_with_a_clear_error() {
+    let (code, stderr) = run_worker(&["--model-path", "/nonexistent/model"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent/model"), "{stderr}");
+}
+
+#[test]
+fn an_unsupported_unet_config_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), &ModelShape::tiny(), WeightInit::Seeded(3)).unwrap();
+    let cfg_path = dir.path().join("unet/config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["addition_embed_type"] = "text_time".into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let (code, stderr) = run_worker(&["--model-path", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("addition_embed_type"), "{stderr}");
+}
+
+#[test]
+fn a_folder_without_weights_names_the_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), &ModelShape::tiny(), WeightInit::Seeded(3)).unwrap();
+    std::fs::remove_file(dir.path().join("vae/diffusion_pytorch_model.safetensors")).unwrap();
+    let (code, stderr) = run_worker(&["--model-path", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("vae"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_are_rejected_before_anything_starts() {
+    let (code, stderr) = run_worker(&["--queue-size", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let (code, stderr) = run_worker(&["--device", "tpu"]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("tpu"), "{stderr}");
+}
