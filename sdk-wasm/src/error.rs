@@ -29,6 +29,8 @@ pub enum ErrorCode {
     MissingField,
     /// A field has a value outside what the model or the worker accepts.
     InvalidValue,
+    /// An image field is not base64 of a PNG, JPEG or WebP image.
+    InvalidImage,
     /// `model` names a model this worker has not loaded.
     ModelMismatch,
     Unauthorized,

@@ -53,6 +53,8 @@ pub struct Limits {
     pub max_images: u32,
     pub max_seed: u64,
     pub max_prompt_chars: u32,
+    /// Largest input image (image to image, inpainting), in pixels; larger ones get 413.
+    pub max_input_pixels: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,4 +15,7 @@ pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use events::{GeneratedImage, StreamEvent, DONE_SENTINEL};
 pub use info::{Defaults, Limits, ModelInfo, WorkerInfo};
 pub use job::{JobAccepted, JobResult, JobSnapshot, JobStatus, Timings};
-pub use request::{GenerationParams, ImageFormat, JobRequest, Operation, MAX_SEED};
+pub use request::{
+    GenerationParams, ImageFormat, ImageInput, ImageRequest, JobRequest, Operation, ResizeMode,
+    TextToImageRequest, MAX_SEED,
+};

@@ -12,12 +12,18 @@ pub const MAX_SEED: u64 = (1 << 53) - 1;
 pub enum JobRequest {
     /// Text to image.
     ImageGeneration(TextToImageRequest),
+    /// Image to image: `image` re-imagined under `prompt`, by `strength`.
+    ImageTransform(ImageRequest),
+    /// Inpainting: the white part of `mask` (or the transparent part of `image`) repainted.
+    ImageInpaint(ImageRequest),
 }
 
 impl JobRequest {
     pub fn operation(&self) -> Operation {
         match self {
             JobRequest::ImageGeneration(_) => Operation::ImageGeneration,
+            JobRequest::ImageTransform(_) => Operation::ImageTransform,
+            JobRequest::ImageInpaint(_) => Operation::ImageInpaint,
         }
     }
 
@@ -25,6 +31,7 @@ impl JobRequest {
     pub fn params(&self) -> &GenerationParams {
         match self {
             JobRequest::ImageGeneration(r) => &r.params,
+            JobRequest::ImageTransform(r) | JobRequest::ImageInpaint(r) => &r.params,
         }
     }
 }
@@ -34,14 +41,22 @@ impl JobRequest {
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     ImageGeneration,
+    ImageTransform,
+    ImageInpaint,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 1] = [Operation::ImageGeneration];
+    pub const ALL: [Operation; 3] = [
+        Operation::ImageGeneration,
+        Operation::ImageTransform,
+        Operation::ImageInpaint,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::ImageGeneration => "image_generation",
+            Operation::ImageTransform => "image_transform",
+            Operation::ImageInpaint => "image_inpaint",
         }
     }
 }
@@ -50,6 +65,56 @@ impl Operation {
 pub struct TextToImageRequest {
     #[serde(flatten)]
     pub params: GenerationParams,
+}
+
+/// Body of `image_transform` and `image_inpaint`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRequest {
+    #[serde(flatten)]
+    pub params: GenerationParams,
+    #[serde(flatten)]
+    pub input: ImageInput,
+}
+
+/// The input image fields of image-to-image and inpainting. Images are base64
+/// PNG, JPEG or WebP, with or without a `data:` URL prefix. The older names
+/// `input_image`, `init_image` and `mask_image` are accepted.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ImageInput {
+    #[serde(
+        default,
+        alias = "input_image",
+        alias = "init_image",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub image: Option<String>,
+    /// Inpainting: white = repaint, black = keep (any mode; binarised at 50%).
+    /// Absent: the transparent pixels of `image` are repainted.
+    #[serde(default, alias = "mask_image", skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+    /// How far from the input to go, 0..=1: image to image 0.8, inpainting 1.0 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
+    /// Inpainting: feather the seam over this many pixels (0 by default: the
+    /// pixels outside the mask come back exactly as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_blur: Option<u32>,
+    /// How the input is brought to the output size (`stretch` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_mode: Option<ResizeMode>,
+}
+
+/// How an input image is brought to the output size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Scale both axes independently to the exact size.
+    Stretch,
+    /// Scale to cover the size, keeping the aspect ratio, and cut the overflow evenly.
+    Crop,
+    /// Scale to fit inside the size, keeping the aspect ratio; the borders are
+    /// black (image to image) or repainted (inpainting: outpainting).
+    Fit,
 }
 
 /// Parameters common to every operation. Absent fields take the loaded model's
@@ -122,6 +187,27 @@ mod tests {
         assert_eq!(r.params().prompt, "a cat");
         assert_eq!(r.params().seed, Some(42));
         assert_eq!(r.params().model.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn image_requests_accept_the_older_field_names() {
+        let r: JobRequest = serde_json::from_str(
+            r#"{"operation":"image_inpaint","prompt":"p","init_image":"AAA","mask_image":"BBB","strength":0.5,"resize_mode":"fit"}"#,
+        )
+        .unwrap();
+        let JobRequest::ImageInpaint(r) = r else {
+            panic!("wrong variant")
+        };
+        assert_eq!(r.input.image.as_deref(), Some("AAA"));
+        assert_eq!(r.input.mask.as_deref(), Some("BBB"));
+        assert_eq!(r.input.resize_mode, Some(ResizeMode::Fit));
+        let t: JobRequest = serde_json::from_str(
+            r#"{"operation":"image_transform","prompt":"p","input_image":"CCC"}"#,
+        )
+        .unwrap();
+        assert_eq!(t.operation(), Operation::ImageTransform);
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["image"], "CCC");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::device::{default_dtype, device_name, dtype_name, parse_device};
 use crate::model::generate::{write_model, WeightInit};
 use crate::model::shapes::{ModelShape, SHAPE_NAMES};
 use crate::model::{source, LoadedModel};
-use crate::pipeline::{prompt, text_to_image, Observer, Outcome, Request};
+use crate::pipeline::{generate, prompt, Observer, Outcome, Request};
 use crate::scheduler::SchedulerKind;
 use sd_worker_sdk::ImageFormat;
 
@@ -107,7 +107,9 @@ fn measure(
         dtype,
     )?;
     let load_s = t0.elapsed().as_secs_f64();
-    let rss_after_load = peak_rss_mib();
+    let load_peak = rss_mib("VmHWM:");
+    let rss_after_load = rss_mib("VmRSS:");
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 
     // Text encoder alone, warm (second of two calls).
     let _ = prompt::encode(
@@ -134,14 +136,15 @@ fn measure(
         scheduler: SchedulerKind::Euler,
         num_images: args.num_images,
         output_format: ImageFormat::Png,
+        init: None,
     };
     let t0 = Instant::now();
-    let Outcome::Completed { timings, .. } = text_to_image::run(&model, &req, &mut Quiet)? else {
+    let Outcome::Completed { timings, .. } = generate::run(&model, &req, &mut Quiet)? else {
         anyhow::bail!("the benchmark run was cancelled");
     };
     let e2e_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let step_ms = timings.denoise_ms / timings.unet_steps.max(1) as f64;
-    let peak = peak_rss_mib();
+    let peak = rss_mib("VmHWM:");
     let batch = args.num_images * if args.guidance_scale > 1.0 { 2 } else { 1 };
 
     println!("sd-worker bench: {label}");
@@ -158,11 +161,12 @@ fn measure(
     println!("  UNet step (mean)      {:>10.1} ms", step_ms);
     println!("  VAE decode            {:>10.1} ms", timings.vae_decode_ms);
     println!("  end to end            {:>10.1} ms", e2e_ms);
+    println!("  peak RSS loading      {:>10} MiB", fmt_mib(load_peak));
     println!(
-        "  peak RSS after load   {:>10} MiB",
+        "  RSS after load        {:>10} MiB",
         fmt_mib(rss_after_load)
     );
-    println!("  peak RSS              {:>10} MiB", fmt_mib(peak));
+    println!("  peak RSS generating   {:>10} MiB", fmt_mib(peak));
     if args.json {
         println!(
             "{}",
@@ -171,7 +175,8 @@ fn measure(
                 "width": req.width, "height": req.height, "steps": args.steps, "unet_batch": batch,
                 "load_s": load_s, "text_encoder_ms": text_ms, "unet_step_ms": step_ms,
                 "vae_decode_ms": timings.vae_decode_ms, "end_to_end_ms": e2e_ms,
-                "peak_rss_mib_after_load": rss_after_load, "peak_rss_mib": peak,
+                "peak_rss_mib_loading": load_peak, "rss_mib_after_load": rss_after_load,
+                "peak_rss_mib_generating": peak,
             })
         );
     }
@@ -184,10 +189,11 @@ fn tempdir_in_cache() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`); None elsewhere.
-fn peak_rss_mib() -> Option<u64> {
+/// A memory figure of this process from /proc/self/status (`VmHWM:` peak,
+/// `VmRSS:` current), in MiB; None where there is no such file.
+fn rss_mib(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024)
 }

@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SD_WORKER_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Largest input image accepted by image to image and inpainting, in pixels.
+    #[arg(long, env = "SD_WORKER_MAX_INPUT_PIXELS", default_value_t = 4096 * 4096)]
+    pub max_input_pixels: u64,
     /// Browser origin allowed to call the API (repeatable; `*` for any).
     #[arg(
         long = "cors-origin",

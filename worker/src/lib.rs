@@ -9,6 +9,7 @@ pub mod cli;
 pub mod device;
 pub mod engine;
 pub mod http;
+pub mod images;
 pub mod model;
 pub mod pipeline;
 pub mod profile;

@@ -26,6 +26,7 @@ pub struct Runtime<'a> {
     pub device: &'a str,
     pub dtype: &'a str,
     pub queue_capacity: u32,
+    pub max_input_pixels: u64,
 }
 
 impl Profile {
@@ -45,6 +46,7 @@ impl Profile {
             max_images: MAX_IMAGES,
             max_seed: MAX_SEED,
             max_prompt_chars: MAX_PROMPT_CHARS,
+            max_input_pixels: rt.max_input_pixels,
         };
         let defaults = Defaults {
             steps: DEFAULT_STEPS,

@@ -90,6 +90,7 @@ fn spawn_model_load(
 ) {
     let spec = model_spec(args);
     let queue_capacity = args.queue_size;
+    let max_input_pixels = args.max_input_pixels;
     std::thread::Builder::new()
         .name("model-load".into())
         .spawn(move || {
@@ -99,7 +100,7 @@ fn spawn_model_load(
                     let dev = device_name(&device);
                     let profile = Profile::new(
                         &model.meta,
-                        &Runtime { worker_id: &worker_id, device: &dev, dtype: dtype_name(dtype), queue_capacity },
+                        &Runtime { worker_id: &worker_id, device: &dev, dtype: dtype_name(dtype), queue_capacity, max_input_pixels },
                     );
                     info!(model = %model.meta.id, family = model.meta.family.name(), load_ms = model.meta.load_ms, "model ready");
                     let _ = state.profile.set(profile);

@@ -1,11 +1,15 @@
 //! Request body -> validated pipeline request. Every rejection names the field
 //! at fault; nothing here can panic on any input.
 
+use image::DynamicImage;
 use rand::Rng;
-use sd_worker_sdk::{ApiError, ErrorCode, GenerationParams, ImageFormat, Operation};
+use sd_worker_sdk::{
+    ApiError, ErrorCode, GenerationParams, ImageFormat, ImageInput, Limits, Operation, ResizeMode,
+};
 use serde_json::Value;
 
-use crate::pipeline::Request;
+use crate::images;
+use crate::pipeline::{InitImage, Request};
 use crate::profile::Profile;
 use crate::scheduler::SchedulerKind;
 
@@ -17,10 +21,45 @@ pub struct Validated {
     pub preview_every: u32,
 }
 
-/// Parses and validates a `POST /v1/jobs` body.
+/// Parses and validates a `POST /v1/jobs` body. Decodes input images, so call
+/// it off the async runtime.
 pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiError> {
-    let (operation, params) = parse(body)?;
-    let request = validate_params(&params, profile)?;
+    let (operation, params, input) = parse(body)?;
+    let image = match operation {
+        Operation::ImageGeneration => {
+            for (field, present) in [
+                ("image", input.image.is_some()),
+                ("mask", input.mask.is_some()),
+                ("strength", input.strength.is_some()),
+                ("mask_blur", input.mask_blur.is_some()),
+                ("resize_mode", input.resize_mode.is_some()),
+            ] {
+                if present {
+                    return Err(invalid(field, format!("`{field}` belongs to image_transform and image_inpaint, not image_generation")));
+                }
+            }
+            None
+        }
+        Operation::ImageTransform | Operation::ImageInpaint => {
+            let b64 = input.image.as_deref().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::MissingField,
+                    "`image` is required (base64 PNG, JPEG or WebP)",
+                )
+                .with_field("image")
+            })?;
+            Some(images::decode(
+                "image",
+                b64,
+                profile.info.limits.max_input_pixels,
+            )?)
+        }
+    };
+    let default_size = image.as_ref().map(|img| (img.width(), img.height()));
+    let mut request = validate_params(&params, profile, default_size)?;
+    if let Some(image) = image {
+        request.init = Some(init_image(operation, &input, image, &request, profile)?);
+    }
     Ok(Validated {
         operation,
         request,
@@ -28,7 +67,7 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
     })
 }
 
-fn parse(body: &[u8]) -> Result<(Operation, GenerationParams), ApiError> {
+fn parse(body: &[u8]) -> Result<(Operation, GenerationParams, ImageInput), ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidJson,
@@ -72,20 +111,36 @@ fn parse(body: &[u8]) -> Result<(Operation, GenerationParams), ApiError> {
             .with_field("operation"))
         }
     };
-    // Deserialised without the tag so the error path names the exact field.
-    let params: GenerationParams =
-        serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            if let Some(field) = missing_field(&inner) {
-                ApiError::new(ErrorCode::MissingField, format!("`{field}` is required"))
-                    .with_field(field)
-            } else {
-                ApiError::new(ErrorCode::InvalidRequest, format!("`{path}`: {inner}"))
-                    .with_field(path)
-            }
-        })?;
-    Ok((operation, params))
+    // The shared parameters and the image fields are read from the same object,
+    // each without flattening, so an error path names the exact field.
+    let map = Value::Object(map);
+    let params: GenerationParams = typed(map.clone())?;
+    let input: ImageInput = typed(map)?;
+    Ok((operation, params, input))
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if let Some(field) = missing_field(&inner) {
+            ApiError::new(ErrorCode::MissingField, format!("`{field}` is required"))
+                .with_field(field)
+        } else if let Some(field) = duplicate_field(&inner) {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("`{field}` is given twice (under two of its names)"),
+            )
+            .with_field(field)
+        } else {
+            ApiError::new(ErrorCode::InvalidRequest, format!("`{path}`: {inner}")).with_field(path)
+        }
+    })
+}
+
+fn duplicate_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("duplicate field `")?;
+    Some(rest.split('`').next()?.to_string())
 }
 
 fn missing_field(message: &str) -> Option<String> {
@@ -97,7 +152,12 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidValue, message).with_field(field)
 }
 
-fn validate_params(p: &GenerationParams, profile: &Profile) -> Result<Request, ApiError> {
+/// `default_size`: the input image's size, for image to image and inpainting.
+fn validate_params(
+    p: &GenerationParams,
+    profile: &Profile,
+    default_size: Option<(u32, u32)>,
+) -> Result<Request, ApiError> {
     let info = &profile.info;
     let limits = &info.limits;
     let defaults = &info.defaults;
@@ -177,8 +237,13 @@ fn validate_params(p: &GenerationParams, profile: &Profile) -> Result<Request, A
         // Leaves room for `seed + i` of every image to stay in range.
         None => rand::rng().random_range(0..=limits.max_seed - u64::from(limits.max_images)),
     };
-    let width = p.width.unwrap_or(defaults.width);
-    let height = p.height.unwrap_or(defaults.height);
+    let (width, height) = match default_size {
+        None => (
+            p.width.unwrap_or(defaults.width),
+            p.height.unwrap_or(defaults.height),
+        ),
+        Some((iw, ih)) => size_from_input(iw, ih, p.width, p.height, limits),
+    };
     for (field, v) in [("width", width), ("height", height)] {
         if v % limits.size_multiple != 0 {
             return Err(invalid(
@@ -228,5 +293,107 @@ fn validate_params(p: &GenerationParams, profile: &Profile) -> Result<Request, A
         scheduler,
         num_images: num_images as usize,
         output_format: p.output_format.unwrap_or(ImageFormat::Png),
+        init: None,
+    })
+}
+
+/// The output size of an image input: the sizes given, else the input's, the
+/// missing side following the input's aspect ratio; scaled down into the
+/// limits when needed and rounded to the size multiple.
+fn size_from_input(
+    iw: u32,
+    ih: u32,
+    width: Option<u32>,
+    height: Option<u32>,
+    limits: &Limits,
+) -> (u32, u32) {
+    let aspect = iw as f64 / ih.max(1) as f64;
+    let (w, h) = match (width, height) {
+        (Some(w), Some(h)) => return (w, h),
+        (Some(w), None) => (w as f64, w as f64 / aspect),
+        (None, Some(h)) => (h as f64 * aspect, h as f64),
+        (None, None) => (iw as f64, ih as f64),
+    };
+    let max = limits.max_size as f64;
+    let shrink = [
+        1.0,
+        max / w,
+        max / h,
+        (limits.max_pixels as f64 / (w * h)).sqrt(),
+    ]
+    .into_iter()
+    .fold(f64::INFINITY, f64::min);
+    let m = limits.size_multiple as f64;
+    let fit = |v: f64, given: Option<u32>| {
+        given.unwrap_or_else(|| {
+            ((v * shrink / m).floor() * m).clamp(limits.min_size as f64, max) as u32
+        })
+    };
+    (fit(w, width), fit(h, height))
+}
+
+/// The input image (and mask) of image to image and inpainting, at the output size.
+fn init_image(
+    op: Operation,
+    input: &ImageInput,
+    image: DynamicImage,
+    req: &Request,
+    profile: &Profile,
+) -> Result<InitImage, ApiError> {
+    let inpaint = op == Operation::ImageInpaint;
+    if !inpaint {
+        for (field, present) in [
+            ("mask", input.mask.is_some()),
+            ("mask_blur", input.mask_blur.is_some()),
+        ] {
+            if present {
+                return Err(invalid(
+                    field,
+                    format!("`{field}` belongs to image_inpaint"),
+                ));
+            }
+        }
+    }
+    let strength = input.strength.unwrap_or(if inpaint { 1.0 } else { 0.8 });
+    if !(0.0..=1.0).contains(&strength) {
+        return Err(invalid("strength", "`strength` must be between 0 and 1"));
+    }
+    let blur = input.mask_blur.unwrap_or(0);
+    if blur > 64 {
+        return Err(invalid(
+            "mask_blur",
+            "`mask_blur` must be at most 64 pixels",
+        ));
+    }
+    let mode = input.resize_mode.unwrap_or(ResizeMode::Stretch);
+    let (w, h) = (req.width, req.height);
+    let transparent = images::has_transparency(&image);
+    let (resized, uncovered) = images::resize(&image.to_rgba8(), w, h, mode);
+    let mask = if inpaint {
+        let mask_img = match &input.mask {
+            Some(b64) => Some(images::decode("mask", b64, profile.info.limits.max_input_pixels)?),
+            None if transparent => None,
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::MissingField,
+                    "`mask` is required for image_inpaint (white = repaint), unless `image` has transparent pixels to repaint",
+                )
+                .with_field("mask"))
+            }
+        };
+        let mask_img = mask_img.map(|m| images::mask_to_size(&m, w, h, mode));
+        Some(images::inpaint_mask(
+            mask_img.as_ref(),
+            &images::alpha_of(&resized),
+            &uncovered,
+            blur,
+        ))
+    } else {
+        None
+    };
+    Ok(InitImage {
+        image: images::rgb_of(&resized),
+        strength,
+        mask,
     })
 }

@@ -329,7 +329,12 @@ async fn info_health_ready_and_unknown_jobs() {
     assert_eq!(info["limits"]["size_multiple"], 4);
     assert_eq!(info["defaults"]["scheduler"], "euler");
     assert_eq!(info["schedulers"], json!(["ddim", "euler", "euler_a"]));
-    assert_eq!(info["operations"], json!(["image_generation"]));
+    assert_eq!(
+        info["operations"],
+        json!(["image_generation", "image_transform", "image_inpaint"])
+    );
+    assert_eq!(info["limits"]["max_input_pixels"], 4096 * 4096);
+    assert_eq!(info["model"]["inpainting"], false);
     assert_eq!(info["queue_capacity"], 16);
 
     let (status, body) = w.get_json("/v1/jobs/job-does-not-exist").await;

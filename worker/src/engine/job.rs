@@ -39,7 +39,7 @@ struct JobState {
 
 impl Job {
     pub fn new(id: String, operation: Operation, request: Request, preview_every: u32) -> Self {
-        let total_steps = request.steps as u32;
+        let total_steps = request.steps_to_run() as u32;
         Self {
             id,
             operation,

@@ -13,7 +13,7 @@ use tracing::{error, info, info_span, warn};
 use super::job::Job;
 use super::queue::JobQueue;
 use crate::model::LoadedModel;
-use crate::pipeline::{preview::preview_jpeg, text_to_image, Observer, Outcome};
+use crate::pipeline::{generate, preview::preview_jpeg, Observer, Outcome};
 
 /// Runs jobs until the queue closes.
 pub fn run(model: LoadedModel, queue: Arc<JobQueue>, busy: Arc<std::sync::atomic::AtomicBool>) {
@@ -34,7 +34,7 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>) {
     }
     let started = Instant::now();
     job.push(StreamEvent::Started {
-        total: job.request.steps as u32,
+        total: job.request.steps_to_run() as u32,
     });
     let mut observer = JobObserver {
         job,
@@ -42,7 +42,7 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>) {
         preview_every: job.preview_every,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        text_to_image::run(model, &job.request, &mut observer)
+        generate::run(model, &job.request, &mut observer)
     }));
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match outcome {

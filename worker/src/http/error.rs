@@ -28,7 +28,9 @@ impl From<ApiError> for HttpError {
 
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidJson | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidJson | ErrorCode::InvalidRequest | ErrorCode::InvalidImage => {
+            StatusCode::BAD_REQUEST
+        }
         ErrorCode::MissingField | ErrorCode::InvalidValue | ErrorCode::ModelMismatch => {
             StatusCode::UNPROCESSABLE_ENTITY
         }

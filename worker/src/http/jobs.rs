@@ -32,8 +32,14 @@ pub async fn submit(
             HttpError::new(ErrorCode::InvalidRequest, rejection.body_text())
         }
     })?;
-    let profile = state.ready_profile()?;
-    let valid = validate_body(&body, profile)?;
+    state.ready_profile()?;
+    // Validation decodes input images: keep it off the async workers.
+    let st = state.clone();
+    let valid = tokio::task::spawn_blocking(move || {
+        validate_body(&body, st.ready_profile()?).map_err(HttpError::from)
+    })
+    .await
+    .map_err(|e| HttpError::new(ErrorCode::Internal, format!("validation failed: {e}")))??;
     let id = format!("job-{}", uuid::Uuid::new_v4().simple());
     let seed = valid.request.seed;
     let (job, position) = state

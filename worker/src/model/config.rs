@@ -251,10 +251,6 @@ impl UNetConfig {
     pub fn downsamples(&self) -> usize {
         self.block_out_channels.len().saturating_sub(1)
     }
-
-    pub fn is_inpainting(&self) -> bool {
-        self.in_channels == 9
-    }
 }
 
 impl VaeConfig {

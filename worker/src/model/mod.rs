@@ -10,6 +10,7 @@ pub mod shapes;
 pub mod source;
 pub mod text_encoder;
 pub mod tokenizer;
+pub mod vae_encoder;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
@@ -24,6 +25,7 @@ use config::{read_json, ModelIndex, TextEncoderConfig, UNetConfig, VaeConfig};
 use source::ModelFiles;
 use text_encoder::ClipTextEncoder;
 use tokenizer::ClipTokenizer;
+use vae_encoder::VaeEncoder;
 
 /// Architecture family, detected from the configs (never from a name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +92,7 @@ pub struct LoadedModel {
     pub text_encoder: ClipTextEncoder,
     pub unet: UNet2DConditionModel,
     pub vae: AutoEncoderKL,
+    pub vae_encoder: VaeEncoder,
     pub scheduler_config: SchedulerConfig,
     pub device: Device,
     pub dtype: DType,
@@ -124,17 +127,14 @@ impl LoadedModel {
         let scheduler_config = SchedulerConfig::from_file(&files.scheduler_config)?;
         let unet_candle = unet_cfg.to_candle()?;
         let vae_candle = vae_cfg.to_candle()?;
-        if unet_cfg.is_inpainting() {
-            bail!("`{}` is an inpainting model (9-channel UNet); inpainting is not supported by this worker yet", files.id);
-        }
-        if unet_cfg.in_channels != vae_cfg.latent_channels
-            || unet_cfg.out_channels != vae_cfg.latent_channels
-        {
+        // An inpainting UNet also takes the mask and the masked image's latents.
+        let latent = vae_cfg.latent_channels;
+        let inpainting = unet_cfg.in_channels == 2 * latent + 1;
+        if !(unet_cfg.in_channels == latent || inpainting) || unet_cfg.out_channels != latent {
             bail!(
-                "unet in/out channels ({}/{}) do not match the vae's latent channels ({})",
+                "unet in/out channels ({}/{}) do not fit the vae's {latent} latent channels",
                 unet_cfg.in_channels,
-                unet_cfg.out_channels,
-                vae_cfg.latent_channels
+                unet_cfg.out_channels
             );
         }
         if unet_candle.cross_attention_dim != text_cfg.hidden_size {
@@ -171,13 +171,16 @@ impl LoadedModel {
             unet_candle,
         )
         .context("building the unet from its weights")?;
+        let vae_vb = vb(&files.vae_weights, "vae")?;
         let vae = AutoEncoderKL::new(
-            vb(&files.vae_weights, "vae")?,
+            vae_vb.clone(),
             vae_cfg.in_channels,
             vae_cfg.out_channels,
             vae_candle,
         )
         .context("building the vae from its weights")?;
+        let vae_encoder = VaeEncoder::new(vae_vb, &vae_cfg)
+            .context("building the vae encoder from its weights")?;
 
         let vae_scale_factor = vae_cfg.scale_factor() as u32;
         let latent_side = unet_cfg.sample_size.unwrap_or(64) as u32;
@@ -197,7 +200,7 @@ impl LoadedModel {
             vae_scaling_factor: vae_cfg.scaling_factor,
             vae_shift_factor: vae_cfg.shift_factor,
             prediction_type: scheduler_config.prediction_type.clone(),
-            inpainting: false,
+            inpainting,
             default_scheduler,
             max_prompt_tokens: tokenizer.max_length().min(text_encoder.max_positions()),
             load_ms: started.elapsed().as_millis() as u64,
@@ -208,6 +211,7 @@ impl LoadedModel {
             text_encoder,
             unet,
             vae,
+            vae_encoder,
             scheduler_config,
             device: device.clone(),
             dtype,

@@ -16,13 +16,15 @@ pub struct ModelShape {
     pub pad_token: &'static str,
 }
 
-pub const SHAPE_NAMES: &[&str] = &["tiny", "sd15"];
+pub const SHAPE_NAMES: &[&str] = &["tiny", "tiny-inpaint", "sd15", "sd15-inpaint"];
 
 impl ModelShape {
     pub fn by_name(name: &str) -> Option<Self> {
         match name {
             "tiny" => Some(Self::tiny()),
+            "tiny-inpaint" => Some(Self::tiny().inpainting()),
             "sd15" | "sd1.5" => Some(Self::sd15()),
+            "sd15-inpaint" => Some(Self::sd15().inpainting()),
             _ => None,
         }
     }
@@ -47,6 +49,18 @@ impl ModelShape {
             scheduler_config: sd_scheduler("EulerDiscreteScheduler"),
             pad_token: "<|endoftext|>",
         }
+    }
+
+    /// The same shape with an inpainting UNet: it also takes the mask and the
+    /// masked image's latents (4 + 1 + 4 input channels).
+    pub fn inpainting(mut self) -> Self {
+        self.unet.in_channels = 2 * self.vae.latent_channels + 1;
+        self.name = match self.name {
+            "tiny" => "tiny-inpaint",
+            "sd15" => "sd15-inpaint",
+            other => other,
+        };
+        self
     }
 
     /// Stable Diffusion 1.5's published sizes (860M-parameter UNet).

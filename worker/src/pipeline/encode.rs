@@ -16,6 +16,8 @@ pub struct Parameters<'a> {
     pub width: u32,
     pub height: u32,
     pub model: &'a str,
+    /// Image to image and inpainting.
+    pub denoising_strength: Option<f64>,
 }
 
 impl Parameters<'_> {
@@ -107,6 +109,7 @@ mod tests {
             width: 64,
             height: 32,
             model: "tiny-sd",
+            denoising_strength: None,
         }
         .to_a1111()
     }

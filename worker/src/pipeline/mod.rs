@@ -1,16 +1,21 @@
-//! The diffusion pipelines. A pipeline takes a validated [`Request`] and a
-//! loaded model, reports each step to an [`Observer`], and returns encoded
-//! images. It knows nothing of HTTP, queues or jobs.
+//! The diffusion pipeline: text to image, image to image and inpainting are one
+//! algorithm with different starting latents and conditioning ([`generate`]).
+//! It takes a validated [`Request`] and a loaded model, reports each step to an
+//! [`Observer`], and returns encoded images. It knows nothing of HTTP, queues or jobs.
 
+pub mod denoise;
 pub mod encode;
+pub mod generate;
+pub mod latents;
 pub mod noise;
 pub mod preview;
 pub mod prompt;
-pub mod text_to_image;
 
 use candle_core::Tensor;
+use image::RgbImage;
 use sd_worker_sdk::ImageFormat;
 
+use crate::images::InpaintMask;
 use crate::scheduler::SchedulerKind;
 
 /// A fully validated text-to-image request: every default resolved.
@@ -26,6 +31,36 @@ pub struct Request {
     pub scheduler: SchedulerKind,
     pub num_images: usize,
     pub output_format: ImageFormat,
+    /// Image to image and inpainting: the input, already at the output size.
+    pub init: Option<InitImage>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitImage {
+    pub image: RgbImage,
+    /// 0 returns the input; 1 starts from pure noise.
+    pub strength: f64,
+    /// Inpainting: what to repaint.
+    pub mask: Option<InpaintMask>,
+}
+
+impl Request {
+    /// Denoising steps this request actually runs: image to image starts
+    /// `steps - floor(steps * strength)` steps in, as diffusers does.
+    pub fn steps_to_run(&self) -> usize {
+        self.steps - self.start_step()
+    }
+
+    /// Index of the first timestep run.
+    pub fn start_step(&self) -> usize {
+        match &self.init {
+            None => 0,
+            Some(init) => {
+                let run = ((self.steps as f64 * init.strength).floor() as usize).min(self.steps);
+                self.steps - run
+            }
+        }
+    }
 }
 
 /// Receives what happens during a run. Called on the generation thread.

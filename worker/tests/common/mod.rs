@@ -35,8 +35,12 @@ pub struct Worker {
 impl Worker {
     /// Starts the worker on the tiny model with extra flags, waits until ready.
     pub async fn start(extra: &[&str]) -> Worker {
-        let model = tiny_model().to_str().unwrap().to_string();
-        let mut args = vec!["--model-path", model.as_str()];
+        Self::start_with_model(tiny_model().to_str().unwrap(), extra).await
+    }
+
+    /// Starts the worker on a model folder with extra flags, waits until ready.
+    pub async fn start_with_model(model: &str, extra: &[&str]) -> Worker {
+        let mut args = vec!["--model-path", model];
         args.extend_from_slice(extra);
         let w = Self::spawn(&args, &[]);
         w.wait_ready().await;

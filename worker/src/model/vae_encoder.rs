@@ -1,0 +1,107 @@
+//! The VAE's encoder half, returning the latent posterior's mean and log
+//! variance. Candle's `AutoEncoderKL::encode` hides both and samples with the
+//! device RNG, which is not reproducible; we sample with the job's seeded noise.
+//! Built from Candle's public blocks and the same weights (`encoder.*`, `quant_conv`).
+
+use anyhow::Result;
+use candle_core::{Module, Tensor};
+use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
+    DownEncoderBlock2D, DownEncoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig,
+};
+
+use super::config::VaeConfig;
+
+#[derive(Debug)]
+pub struct VaeEncoder {
+    conv_in: Conv2d,
+    down: Vec<DownEncoderBlock2D>,
+    mid: UNetMidBlock2D,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    quant_conv: Option<Conv2d>,
+}
+
+impl VaeEncoder {
+    /// `vb` points at the VAE checkpoint root.
+    pub fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+        let enc = vb.pp("encoder");
+        let channels = &cfg.block_out_channels;
+        let groups = cfg.norm_num_groups;
+        let pad1 = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let conv_in = conv2d(cfg.in_channels, channels[0], 3, pad1, enc.pp("conv_in"))?;
+        let mut down = Vec::with_capacity(channels.len());
+        for (i, &out) in channels.iter().enumerate() {
+            let block_cfg = DownEncoderBlock2DConfig {
+                num_layers: cfg.layers_per_block,
+                resnet_eps: 1e-6,
+                resnet_groups: groups,
+                output_scale_factor: 1.0,
+                // Every block but the last halves the resolution (diffusers pads asymmetrically itself).
+                add_downsample: i + 1 < channels.len(),
+                downsample_padding: 0,
+            };
+            let input = channels[i.saturating_sub(1)];
+            down.push(DownEncoderBlock2D::new(
+                enc.pp(format!("down_blocks.{i}")),
+                input,
+                out,
+                block_cfg,
+            )?);
+        }
+        let last = *channels.last().expect("validated non-empty");
+        let mid_cfg = UNetMidBlock2DConfig {
+            num_layers: 1,
+            resnet_eps: 1e-6,
+            resnet_groups: Some(groups),
+            attn_num_head_channels: None,
+            output_scale_factor: 1.0,
+        };
+        let mid = UNetMidBlock2D::new(enc.pp("mid_block"), last, None, mid_cfg)?;
+        let norm_out = group_norm(groups, last, 1e-6, enc.pp("conv_norm_out"))?;
+        let conv_out = conv2d(last, 2 * cfg.latent_channels, 3, pad1, enc.pp("conv_out"))?;
+        let quant_conv = cfg
+            .use_quant_conv
+            .then(|| {
+                conv2d(
+                    2 * cfg.latent_channels,
+                    2 * cfg.latent_channels,
+                    1,
+                    Default::default(),
+                    vb.pp("quant_conv"),
+                )
+            })
+            .transpose()?;
+        Ok(Self {
+            conv_in,
+            down,
+            mid,
+            norm_out,
+            conv_out,
+            quant_conv,
+        })
+    }
+
+    /// Pixels in [-1, 1], [batch, 3, H, W] -> (mean, log variance), each [batch, latent channels, H/f, W/f].
+    pub fn posterior(&self, pixels: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let mut xs = self.conv_in.forward(pixels)?;
+        for block in &self.down {
+            xs = block.forward(&xs)?;
+        }
+        let xs = self.mid.forward(&xs, None)?;
+        let xs = candle_nn::ops::silu(&self.norm_out.forward(&xs)?)?;
+        let mut moments = self.conv_out.forward(&xs)?;
+        if let Some(q) = &self.quant_conv {
+            moments = q.forward(&moments)?;
+        }
+        let half = moments.dim(1)? / 2;
+        // diffusers clamps the log variance to [-30, 20].
+        Ok((
+            moments.narrow(1, 0, half)?,
+            moments.narrow(1, half, half)?.clamp(-30f32, 20f32)?,
+        ))
+    }
+}

@@ -1,0 +1,250 @@
+//! One job, top to bottom: encode the prompts, prepare the starting latents
+//! (noise; or the input image's latents noised to the start step), denoise,
+//! decode with the VAE's own scale, paste the kept pixels back, encode.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, IndexOp, Tensor};
+use image::RgbImage;
+use std::time::Instant;
+
+use super::denoise::{self, Inpaint, Loop};
+use super::encode::{encode_jpeg, encode_png, Parameters};
+use super::latents::{decode, encode, mask_to_latent, pixels_to_tensor};
+use super::noise::SeededNoise;
+use super::{prompt, Image, InitImage, Observer, Outcome, Request, StageTimings};
+use crate::images::paste_back;
+use crate::model::LoadedModel;
+use crate::scheduler::{self, Scheduler};
+use sd_worker_sdk::ImageFormat;
+
+pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> Result<Outcome> {
+    let mut timings = StageTimings::default();
+    let n = req.num_images;
+    let start = req.start_step();
+    if start == req.steps {
+        // Strength 0 (or small enough to round to no step): nothing to denoise.
+        let init = req
+            .init
+            .as_ref()
+            .expect("only image inputs start past the last step");
+        let images = vec![init.image.clone(); n];
+        return Ok(Outcome::Completed {
+            images: encode_images(model, req, images, &mut timings)?,
+            timings,
+        });
+    }
+    // diffusers skips the unconditional pass entirely at guidance <= 1.
+    let guided = req.guidance_scale > 1.0;
+
+    // 1. Conditioning: [uncond x n, cond x n] when guided, else [cond x n].
+    let t0 = Instant::now();
+    let context = conditioning(model, req, guided, observer)?;
+    timings.text_encoder_ms = ms(t0);
+
+    // 2. Starting latents. Noise is drawn first, so a seed gives the same
+    //    starting noise whatever the operation.
+    let t0 = Instant::now();
+    let mut sched = scheduler::build(req.scheduler, &model.scheduler_config, req.steps)?;
+    let f = model.meta.vae_scale_factor as usize;
+    let (lh, lw) = (req.height as usize / f, req.width as usize / f);
+    let mut noise = SeededNoise::new(req.seed, n, &model.device, model.dtype);
+    let initial_noise = noise.sample(&[model.meta.latent_channels, lh, lw])?;
+    let (latents, inpaint) = prepare(
+        model,
+        req,
+        &*sched,
+        start,
+        &initial_noise,
+        &mut noise,
+        guided,
+        (lh, lw),
+    )?;
+
+    // 3. Denoising.
+    let lp = Loop {
+        context: &context,
+        guided,
+        guidance_scale: req.guidance_scale,
+        inpaint,
+        start,
+    };
+    let Some(latents) = denoise::run(model, &mut *sched, &lp, latents, &mut noise, observer)?
+    else {
+        return Ok(Outcome::Cancelled);
+    };
+    timings.unet_steps = req.steps - start;
+    timings.denoise_ms = ms(t0);
+    if !latents
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?
+        .is_finite()
+    {
+        bail!("the latents became NaN or infinite during denoising (try --dtype f32)");
+    }
+
+    // 4. Decode one image at a time (bounded memory); keep the input's pixels
+    //    outside an inpainting mask exactly.
+    let t0 = Instant::now();
+    let mut images = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut rgb = decode(model, &latents.i(i..i + 1)?)?;
+        if let Some(InitImage {
+            image,
+            mask: Some(mask),
+            ..
+        }) = &req.init
+        {
+            paste_back(image, &mut rgb, &mask.blend);
+        }
+        images.push(rgb);
+    }
+    timings.vae_decode_ms = ms(t0);
+    let images = encode_images(model, req, images, &mut timings)?;
+    Ok(Outcome::Completed { images, timings })
+}
+
+fn conditioning(
+    model: &LoadedModel,
+    req: &Request,
+    guided: bool,
+    observer: &mut dyn Observer,
+) -> Result<Tensor> {
+    let n = req.num_images;
+    let cond = prompt::encode(model, &req.prompt, "prompt")?;
+    if let Some(w) = &cond.warning {
+        observer.warning("prompt_truncated", w);
+    }
+    let mut parts = vec![cond.embedding; n];
+    if guided {
+        let uncond = prompt::encode(model, &req.negative_prompt, "negative prompt")?;
+        if let Some(w) = &uncond.warning {
+            observer.warning("prompt_truncated", w);
+        }
+        let mut all = vec![uncond.embedding; n];
+        all.append(&mut parts);
+        parts = all;
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Starting latents and inpainting conditioning, per operation:
+/// - text to image: noise x init sigma;
+/// - image to image: the input's latents noised to the start step;
+/// - inpainting: the same (pure noise at strength 1), plus the mask and masked
+///   image for an inpainting UNet, or per-step blending for any other UNet.
+///   An inpainting UNet asked for text to image gets an all-repaint mask.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    model: &LoadedModel,
+    req: &Request,
+    sched: &dyn Scheduler,
+    start: usize,
+    initial_noise: &Tensor,
+    noise: &mut SeededNoise,
+    guided: bool,
+    (lh, lw): (usize, usize),
+) -> Result<(Tensor, Inpaint)> {
+    let n = req.num_images;
+    let pure_noise = || -> Result<Tensor> { Ok((initial_noise * sched.init_noise_sigma())?) };
+    let batch_for_unet = |t: Tensor| -> Result<Tensor> {
+        Ok(if guided {
+            Tensor::cat(&[&t, &t], 0)?
+        } else {
+            t
+        })
+    };
+    let Some(init) = &req.init else {
+        if !model.meta.inpainting {
+            return Ok((pure_noise()?, Inpaint::None));
+        }
+        // Everything repainted: the masked image is all 0 (mid-grey in [-1, 1]).
+        let masked = Tensor::zeros(
+            (1, 3, req.height as usize, req.width as usize),
+            model.dtype,
+            &model.device,
+        )?;
+        let masked_latents = encode(model, &masked, n, noise)?;
+        let mask = Tensor::ones((n, 1, lh, lw), model.dtype, &model.device)?;
+        let inpaint = Inpaint::Concat {
+            mask: batch_for_unet(mask)?,
+            masked_latents: batch_for_unet(masked_latents)?,
+        };
+        return Ok((pure_noise()?, inpaint));
+    };
+    let pixels = pixels_to_tensor(model, &init.image)?;
+    let image_latents = encode(model, &pixels, n, noise)?;
+    let latents = if init.strength >= 1.0 && init.mask.is_some() {
+        pure_noise()?
+    } else {
+        sched.add_noise(&image_latents, initial_noise, start)?
+    };
+    let Some(mask) = &init.mask else {
+        return Ok((latents, Inpaint::None));
+    };
+    let latent_mask = mask_to_latent(model, &mask.binary, lh, lw)?;
+    let inpaint = if model.meta.inpainting {
+        // The masked image: the input where kept, 0 (mid-grey) where repainted.
+        let pixel_mask =
+            mask_to_latent(model, &mask.binary, req.height as usize, req.width as usize)?;
+        let masked = pixels.broadcast_mul(&(1.0 - pixel_mask)?)?;
+        let masked_latents = encode(model, &masked, n, noise)?;
+        Inpaint::Concat {
+            mask: batch_for_unet(latent_mask.repeat((n, 1, 1, 1))?)?,
+            masked_latents: batch_for_unet(masked_latents)?,
+        }
+    } else {
+        Inpaint::Blend {
+            mask: latent_mask,
+            image_latents,
+            noise: initial_noise.clone(),
+        }
+    };
+    Ok((latents, inpaint))
+}
+
+/// Encodes the final pixels, with the parameters that reproduce each image.
+fn encode_images(
+    model: &LoadedModel,
+    req: &Request,
+    images: Vec<RgbImage>,
+    timings: &mut StageTimings,
+) -> Result<Vec<Image>> {
+    let t0 = Instant::now();
+    let mut out = Vec::with_capacity(images.len());
+    for (i, rgb) in images.into_iter().enumerate() {
+        let seed = req.seed.wrapping_add(i as u64);
+        let (w, h) = rgb.dimensions();
+        let bytes = match req.output_format {
+            ImageFormat::Png => {
+                let params = Parameters {
+                    prompt: &req.prompt,
+                    negative_prompt: &req.negative_prompt,
+                    steps: req.steps,
+                    sampler: req.scheduler.a1111_name(),
+                    guidance_scale: req.guidance_scale,
+                    seed,
+                    width: w,
+                    height: h,
+                    model: &model.meta.id,
+                    denoising_strength: req.init.as_ref().map(|i| i.strength),
+                };
+                encode_png(rgb.as_raw(), w, h, Some(&params.to_a1111()))?
+            }
+            ImageFormat::Jpeg => encode_jpeg(rgb.as_raw(), w, h, 92)?,
+        };
+        out.push(Image {
+            bytes,
+            format: req.output_format,
+            seed,
+            width: w,
+            height: h,
+        });
+    }
+    timings.encode_ms = ms(t0);
+    Ok(out)
+}
+
+fn ms(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1000.0
+}
