@@ -4,11 +4,13 @@ use serde::{Deserialize, Serialize};
 
 /// `{"error": {...}}`, the body of every 4xx/5xx answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ApiError,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
@@ -19,6 +21,7 @@ pub struct ApiError {
 
 /// Machine-readable error codes. Clients switch on these, not on messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The body is not JSON, or not a JSON object.
@@ -46,6 +49,8 @@ pub enum ErrorCode {
     Unavailable,
     /// Generation failed inside the worker.
     GenerationFailed,
+    /// The job ran longer than the worker's `--job-timeout`.
+    Timeout,
     /// The worker stopped before the job could run.
     ShuttingDown,
     Internal,

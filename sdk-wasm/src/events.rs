@@ -10,6 +10,7 @@ use crate::request::ImageFormat;
 pub const DONE_SENTINEL: &str = "[DONE]";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// The job waits; `position` 1 runs next. Sent again whenever it moves up.
@@ -56,6 +57,7 @@ impl StreamEvent {
 
 /// One output image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GeneratedImage {
     /// Base64 of the encoded image (no `data:` prefix).
     pub image: String,

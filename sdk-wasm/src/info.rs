@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerInfo {
     pub implementation: String,
     pub version: String,
@@ -22,6 +23,7 @@ pub struct WorkerInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelInfo {
     /// What a request's `model` field must say: the hub repository id or the folder name.
     pub id: String,
@@ -40,6 +42,7 @@ pub struct ModelInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Limits {
     /// Width and height must be multiples of this.
     pub size_multiple: u32,
@@ -58,6 +61,7 @@ pub struct Limits {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Defaults {
     pub steps: u32,
     pub guidance_scale: f64,

@@ -8,6 +8,7 @@ use crate::request::Operation;
 
 /// `202 Accepted` answer to `POST /v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobAccepted {
     pub job_id: String,
     pub sse_url: String,
@@ -19,6 +20,7 @@ pub struct JobAccepted {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,
@@ -49,6 +51,7 @@ impl JobStatus {
 
 /// Snapshot of a job at the time of the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSnapshot {
     pub job_id: String,
     pub operation: Operation,
@@ -77,6 +80,7 @@ pub struct JobSnapshot {
 
 /// Wall-clock facts of a job, as Unix milliseconds and durations.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Timings {
     pub created_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +96,7 @@ pub struct Timings {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobResult {
     pub images: Vec<GeneratedImage>,
     pub elapsed_ms: u64,

@@ -7,12 +7,14 @@
 
 pub mod error;
 pub mod events;
+pub mod hive;
 pub mod info;
 pub mod job;
 pub mod request;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use events::{GeneratedImage, StreamEvent, DONE_SENTINEL};
+pub use hive::{Heartbeat, HeartbeatWorker, WorkerStatus};
 pub use info::{Defaults, Limits, ModelInfo, WorkerInfo};
 pub use job::{JobAccepted, JobResult, JobSnapshot, JobStatus, Timings};
 pub use request::{

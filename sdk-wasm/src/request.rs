@@ -8,6 +8,7 @@ pub const MAX_SEED: u64 = (1 << 53) - 1;
 
 /// A job request, tagged by `operation`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "operation", rename_all = "snake_case")]
 pub enum JobRequest {
     /// Text to image.
@@ -38,6 +39,7 @@ impl JobRequest {
 
 /// The operations this version of the contract knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     ImageGeneration,
@@ -62,6 +64,7 @@ impl Operation {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TextToImageRequest {
     #[serde(flatten)]
     pub params: GenerationParams,
@@ -69,6 +72,7 @@ pub struct TextToImageRequest {
 
 /// Body of `image_transform` and `image_inpaint`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageRequest {
     #[serde(flatten)]
     pub params: GenerationParams,
@@ -80,6 +84,7 @@ pub struct ImageRequest {
 /// PNG, JPEG or WebP, with or without a `data:` URL prefix. The older names
 /// `input_image`, `init_image` and `mask_image` are accepted.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageInput {
     #[serde(
         default,
@@ -106,6 +111,7 @@ pub struct ImageInput {
 
 /// How an input image is brought to the output size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ResizeMode {
     /// Scale both axes independently to the exact size.
@@ -120,6 +126,7 @@ pub enum ResizeMode {
 /// Parameters common to every operation. Absent fields take the loaded model's
 /// defaults (see `GET /v1/info`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GenerationParams {
     pub prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +165,7 @@ pub struct GenerationParams {
 
 /// Encoding of an image on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     Png,

@@ -77,6 +77,21 @@ pub struct ServeArgs {
     /// How long a running job may take to finish when the worker is asked to stop.
     #[arg(long, env = "SD_WORKER_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Require `Authorization: Bearer <token>` on every route but /health and /ready.
+    #[arg(long, env = "SD_WORKER_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Allow binding a non-loopback address without --api-token (anyone who can reach it can use it).
+    #[arg(long, env = "SD_WORKER_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+    /// Hive (orchestrator) base URL to register with by heartbeat.
+    #[arg(long, visible_alias = "queen-url", env = "SD_WORKER_HIVE_URL")]
+    pub hive_url: Option<String>,
+    /// Time between heartbeats to the hive.
+    #[arg(long, env = "SD_WORKER_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Fail a job that generates for longer than this (e.g. 10m); no limit by default.
+    #[arg(long, env = "SD_WORKER_JOB_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub job_timeout: Option<Duration>,
     /// Log format on stderr.
     #[arg(long, env = "SD_WORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

@@ -1,8 +1,10 @@
 //! Serving: bind, load the model in the background (the API answers /health
-//! and a 503 /ready meanwhile), run until a signal, then stop in order.
+//! and a 503 /ready meanwhile), heartbeat to the hive, run until a signal, then
+//! stop in order.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,9 @@ use tracing::{error, info, warn};
 use crate::cli::ServeArgs;
 use crate::device::{default_dtype, device_name, dtype_name, parse_device};
 use crate::engine::Engine;
+use crate::hive::{self, HiveConfig};
 use crate::http::{router, AppState, HttpOptions, Shared};
+use crate::metrics::Metrics;
 use crate::model::{LoadedModel, ModelSpec};
 use crate::profile::{Profile, Runtime};
 
@@ -26,13 +30,41 @@ pub fn model_spec(args: &ServeArgs) -> ModelSpec {
     }
 }
 
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A worker reachable from other machines must not be open to all of them by accident.
+fn check_exposure(args: &ServeArgs) -> Result<()> {
+    if is_loopback(&args.host) || args.api_token.is_some() {
+        return Ok(());
+    }
+    if !args.allow_unauthenticated {
+        bail!(
+            "refusing to listen on {} without --api-token: anyone who can reach it could use it. \
+             Set --api-token (or SD_WORKER_API_TOKEN), or pass --allow-unauthenticated to accept the risk",
+            args.host
+        );
+    }
+    warn!(host = %args.host, "listening on a non-loopback address WITHOUT authentication (--allow-unauthenticated)");
+    Ok(())
+}
+
 pub async fn serve(args: ServeArgs) -> Result<()> {
+    check_exposure(&args)?;
     let device = parse_device(&args.device)?;
     let dtype = args
         .dtype
         .map(|d| d.to_candle())
         .unwrap_or_else(|| default_dtype(&device));
-    let engine = Engine::new(args.queue_size as usize, args.job_ttl);
+    let metrics = Metrics::new();
+    let engine = Engine::new(
+        args.queue_size as usize,
+        args.job_ttl,
+        args.job_timeout,
+        metrics,
+    );
     let state = Shared::new(engine);
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
@@ -47,14 +79,29 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     println!("sd-worker listening on http://{addr}");
     std::io::stdout().flush().ok();
 
-    spawn_model_load(state.clone(), &args, device.clone(), dtype, worker_id);
+    spawn_model_load(
+        state.clone(),
+        &args,
+        device.clone(),
+        dtype,
+        worker_id.clone(),
+    );
     spawn_sweeper(state.clone());
+    let hive = args.hive_url.clone().map(|url| HiveConfig {
+        url,
+        interval: args.heartbeat_interval,
+        worker_id,
+        device: device_name(&device),
+        port: addr.port(),
+    });
+    let heartbeats = hive.clone().map(|cfg| hive::spawn(state.clone(), cfg));
 
     let app = router(
         state.clone(),
         &HttpOptions {
             max_body_bytes: args.max_body_bytes,
             cors_origins: args.cors_origins.clone(),
+            api_token: args.api_token.clone(),
         },
     );
     let grace = args.shutdown_grace;
@@ -62,17 +109,18 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
-            info!("shutdown requested: refusing new jobs, finishing the running one");
+            info!("shutdown requested: refusing new jobs, failing queued ones, finishing the running one");
             stopping.accepting.store(false, Ordering::SeqCst);
+            if let Some(task) = heartbeats {
+                task.abort();
+            }
             let s = stopping.clone();
-            let finished = tokio::task::spawn_blocking(move || s.engine.shutdown(grace))
-                .await
-                .unwrap_or(false);
+            let finished = tokio::task::spawn_blocking(move || s.engine.shutdown(grace)).await.unwrap_or(false);
             if !finished {
-                warn!(
-                    ?grace,
-                    "the running job did not finish within the grace period"
-                );
+                warn!(?grace, "the running job did not finish within the grace period and was failed");
+            }
+            if let Some(cfg) = &hive {
+                hive::send(&reqwest::Client::new(), &stopping, cfg, sd_worker_sdk::WorkerStatus::Stopping).await;
             }
         })
         .await
@@ -98,10 +146,13 @@ fn spawn_model_load(
             match LoadedModel::load(&spec, &device, dtype) {
                 Ok(model) => {
                     let dev = device_name(&device);
-                    let profile = Profile::new(
-                        &model.meta,
-                        &Runtime { worker_id: &worker_id, device: &dev, dtype: dtype_name(dtype), queue_capacity, max_input_pixels },
-                    );
+                    let rt = Runtime { worker_id: &worker_id, device: &dev, dtype: dtype_name(dtype), queue_capacity, max_input_pixels };
+                    let profile = Profile::new(&model.meta, &rt);
+                    let m = state.engine.metrics();
+                    m.model_load.set(model.meta.load_ms as f64 / 1000.0);
+                    m.info
+                        .with_label_values(&[env!("CARGO_PKG_VERSION"), &model.meta.id, model.meta.family.name(), &dev, dtype_name(dtype)])
+                        .set(1.0);
                     info!(model = %model.meta.id, family = model.meta.family.name(), load_ms = model.meta.load_ms, "model ready");
                     let _ = state.profile.set(profile);
                     if let Err(e) = state.engine.start(model) {
@@ -155,5 +206,20 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_addresses() {
+        for h in ["127.0.0.1", "127.8.9.10", "::1", "localhost"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["0.0.0.0", "192.168.1.2", "::", "example.com"] {
+            assert!(!is_loopback(h), "{h}");
+        }
     }
 }

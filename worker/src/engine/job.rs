@@ -136,6 +136,11 @@ impl Job {
         self.cancel.load(Ordering::SeqCst)
     }
 
+    /// How long the job has waited since it was submitted.
+    pub fn waited(&self) -> std::time::Duration {
+        self.state().created.elapsed()
+    }
+
     /// Seconds since the job ended, if it has.
     pub fn finished_for(&self) -> Option<std::time::Duration> {
         self.state().finished.map(|(_, at)| at.elapsed())

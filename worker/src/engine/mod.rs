@@ -8,20 +8,30 @@ pub mod runner;
 
 use sd_worker_sdk::{ErrorCode, Operation, StreamEvent};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::metrics::Metrics;
 use crate::model::LoadedModel;
 use crate::pipeline::Request;
 use job::Job;
 use queue::{JobQueue, PushError};
 use registry::{Lookup, Registry};
 
+/// What the generation thread shares with the rest of the worker.
+pub struct RunnerShared {
+    pub queue: JobQueue,
+    pub busy: AtomicBool,
+    /// The job being generated, for shutdown to fail if it outlives the grace period.
+    pub current: Mutex<Option<Arc<Job>>>,
+    pub metrics: Arc<Metrics>,
+    pub job_timeout: Option<Duration>,
+}
+
 pub struct Engine {
-    queue: Arc<JobQueue>,
+    shared: Arc<RunnerShared>,
     registry: Registry,
-    busy: Arc<AtomicBool>,
-    runner: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    runner: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 pub enum CancelOutcome {
@@ -34,22 +44,32 @@ pub enum CancelOutcome {
 }
 
 impl Engine {
-    pub fn new(queue_capacity: usize, job_ttl: Duration) -> Self {
+    pub fn new(
+        queue_capacity: usize,
+        job_ttl: Duration,
+        job_timeout: Option<Duration>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        metrics.queue_capacity.set(queue_capacity as i64);
         Self {
-            queue: Arc::new(JobQueue::new(queue_capacity)),
+            shared: Arc::new(RunnerShared {
+                queue: JobQueue::new(queue_capacity),
+                busy: AtomicBool::new(false),
+                current: Mutex::new(None),
+                metrics,
+                job_timeout,
+            }),
             registry: Registry::new(job_ttl),
-            busy: Arc::new(AtomicBool::new(false)),
-            runner: std::sync::Mutex::new(None),
+            runner: Mutex::new(None),
         }
     }
 
     /// Starts the generation thread with a loaded model.
     pub fn start(&self, model: LoadedModel) -> std::io::Result<()> {
-        let queue = self.queue.clone();
-        let busy = self.busy.clone();
+        let shared = self.shared.clone();
         let handle = std::thread::Builder::new()
             .name("generation".into())
-            .spawn(move || runner::run(model, queue, busy))?;
+            .spawn(move || runner::run(model, shared))?;
         *self.runner.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok(())
     }
@@ -65,7 +85,7 @@ impl Engine {
         let job = Arc::new(Job::new(id, operation, request, preview_every));
         // Registered first so a stream opened right after the answer finds it.
         self.registry.insert(job.clone());
-        match self.queue.push(job.clone()) {
+        match self.shared.queue.push(job.clone()) {
             Ok(position) => Ok((job, position)),
             Err(e) => {
                 self.registry.remove(&job.id);
@@ -83,8 +103,13 @@ impl Engine {
             return CancelOutcome::AlreadyEnded;
         }
         job.request_cancel();
-        if self.queue.remove(&job.id) {
+        if self.shared.queue.remove(&job.id) {
             job.push(StreamEvent::Cancelled {});
+            self.shared
+                .metrics
+                .jobs_finished
+                .with_label_values(&[job.operation.as_str(), "cancelled"])
+                .inc();
             return CancelOutcome::Cancelled;
         }
         // Not waiting: running (or just popped); the runner sees the flag.
@@ -96,15 +121,19 @@ impl Engine {
     }
 
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        self.shared.queue.len()
     }
 
     pub fn queue_capacity(&self) -> usize {
-        self.queue.capacity()
+        self.shared.queue.capacity()
     }
 
     pub fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::SeqCst)
+        self.shared.busy.load(Ordering::SeqCst)
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
     }
 
     pub fn sweep_expired(&self) -> usize {
@@ -112,9 +141,10 @@ impl Engine {
     }
 
     /// Stops taking jobs: waiting jobs fail with a clear error; the running one
-    /// may finish within `grace`. Returns whether the runner stopped in time.
+    /// may finish within `grace`, after which it fails too. Returns whether the
+    /// running job (if any) finished in time.
     pub fn shutdown(&self, grace: Duration) -> bool {
-        for job in self.queue.close() {
+        for job in self.shared.queue.close() {
             job.fail(
                 ErrorCode::ShuttingDown,
                 "the worker is shutting down; submit the job again elsewhere",
@@ -125,6 +155,19 @@ impl Engine {
         let deadline = std::time::Instant::now() + grace;
         while !handle.is_finished() {
             if std::time::Instant::now() >= deadline {
+                if let Some(job) = self
+                    .shared
+                    .current
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                {
+                    job.request_cancel();
+                    job.fail(
+                        ErrorCode::ShuttingDown,
+                        "the worker stopped before the job could finish",
+                    );
+                }
                 return false;
             }
             std::thread::sleep(Duration::from_millis(20));

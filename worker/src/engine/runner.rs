@@ -6,32 +6,39 @@ use base64::Engine as _;
 use candle_core::Tensor;
 use sd_worker_sdk::{ErrorCode, GeneratedImage, ImageFormat, StreamEvent};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{error, info, info_span, warn};
 
 use super::job::Job;
-use super::queue::JobQueue;
+use super::RunnerShared;
 use crate::model::LoadedModel;
 use crate::pipeline::{generate, preview::preview_jpeg, Observer, Outcome};
 
 /// Runs jobs until the queue closes.
-pub fn run(model: LoadedModel, queue: Arc<JobQueue>, busy: Arc<std::sync::atomic::AtomicBool>) {
-    while let Some(job) = queue.pop_blocking() {
-        busy.store(true, std::sync::atomic::Ordering::SeqCst);
+pub fn run(model: LoadedModel, shared: Arc<RunnerShared>) {
+    while let Some(job) = shared.queue.pop_blocking() {
+        *shared.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(job.clone());
+        shared.busy.store(true, Ordering::SeqCst);
         let span = info_span!("job", job_id = %job.id);
         let _enter = span.enter();
-        run_one(&model, &job);
-        busy.store(false, std::sync::atomic::Ordering::SeqCst);
+        run_one(&model, &job, &shared);
+        shared.busy.store(false, Ordering::SeqCst);
+        *shared.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
     info!("generation thread stopped");
 }
 
-fn run_one(model: &LoadedModel, job: &Arc<Job>) {
+fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
+    let m = &shared.metrics;
+    let op = job.operation.as_str();
     if job.cancel_requested() {
         job.push(StreamEvent::Cancelled {});
+        m.jobs_finished.with_label_values(&[op, "cancelled"]).inc();
         return;
     }
+    m.queue_wait.observe(job.waited().as_secs_f64());
     let started = Instant::now();
     job.push(StreamEvent::Started {
         total: job.request.steps_to_run() as u32,
@@ -40,12 +47,21 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>) {
         job,
         started,
         preview_every: job.preview_every,
+        timeout: shared.job_timeout,
+        timed_out: false,
+        shared,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
+        inject_fault(job);
         generate::run(model, &job.request, &mut observer)
     }));
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    match outcome {
+    let timed_out = observer.timed_out;
+    let elapsed = started.elapsed();
+    let elapsed_ms = elapsed.as_millis() as u64;
+    m.generation
+        .with_label_values(&[op])
+        .observe(elapsed.as_secs_f64());
+    let outcome_label = match outcome {
         Ok(Ok(Outcome::Completed { images, timings })) => {
             info!(
                 elapsed_ms,
@@ -54,6 +70,10 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>) {
                 vae_decode_ms = timings.vae_decode_ms as u64,
                 "job completed"
             );
+            if timings.denoise_ms > 0.0 {
+                m.steps_per_second
+                    .set(timings.unet_steps as f64 / (timings.denoise_ms / 1000.0));
+            }
             let b64 = base64::engine::general_purpose::STANDARD;
             let images = images
                 .into_iter()
@@ -66,14 +86,29 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>) {
                 })
                 .collect();
             job.push(StreamEvent::Complete { images, elapsed_ms });
+            "completed"
+        }
+        Ok(Ok(Outcome::Cancelled)) if timed_out => {
+            let limit = shared.job_timeout.unwrap_or_default();
+            warn!(elapsed_ms, ?limit, "job timed out");
+            job.fail(
+                ErrorCode::Timeout,
+                format!(
+                    "the job ran longer than the worker's limit of {}",
+                    humantime::format_duration(limit)
+                ),
+            );
+            "timeout"
         }
         Ok(Ok(Outcome::Cancelled)) => {
             info!(elapsed_ms, "job cancelled");
             job.push(StreamEvent::Cancelled {});
+            "cancelled"
         }
         Ok(Err(e)) => {
             warn!(error = %format!("{e:#}"), "job failed");
             job.fail(ErrorCode::GenerationFailed, format!("{e:#}"));
+            "failed"
         }
         Err(panic) => {
             let message = panic
@@ -86,14 +121,34 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>) {
                 ErrorCode::Internal,
                 format!("generation panicked: {message}"),
             );
+            "panicked"
+        }
+    };
+    m.jobs_finished
+        .with_label_values(&[op, outcome_label])
+        .inc();
+}
+
+/// Test-only fault injection, compiled into debug builds alone: a job whose
+/// prompt contains `$SD_WORKER_TEST_PANIC_ON_PROMPT` panics inside generation.
+fn inject_fault(job: &Job) {
+    #[cfg(debug_assertions)]
+    if let Ok(marker) = std::env::var("SD_WORKER_TEST_PANIC_ON_PROMPT") {
+        if !marker.is_empty() && job.request.prompt.contains(&marker) {
+            panic!("injected fault (SD_WORKER_TEST_PANIC_ON_PROMPT)");
         }
     }
+    #[cfg(not(debug_assertions))]
+    let _ = job;
 }
 
 struct JobObserver<'a> {
     job: &'a Job,
     started: Instant,
     preview_every: u32,
+    timeout: Option<Duration>,
+    timed_out: bool,
+    shared: &'a RunnerShared,
 }
 
 impl Observer for JobObserver<'_> {
@@ -105,11 +160,16 @@ impl Observer for JobObserver<'_> {
     }
 
     fn step(&mut self, step: usize, total: usize, latents: &Tensor) -> bool {
+        self.shared.metrics.steps.inc();
         if self.job.cancel_requested() {
             return false;
         }
-        let elapsed = self.started.elapsed().as_secs_f64();
-        let eta_ms = (elapsed / step as f64 * (total - step) as f64 * 1000.0) as u64;
+        let elapsed = self.started.elapsed();
+        if self.timeout.is_some_and(|limit| elapsed > limit) {
+            self.timed_out = true;
+            return false;
+        }
+        let eta_ms = (elapsed.as_secs_f64() / step as f64 * (total - step) as f64 * 1000.0) as u64;
         self.job.push(StreamEvent::Progress {
             step: step as u32,
             total: total as u32,

@@ -42,6 +42,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::QueueFull => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::GenerationFailed | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
     }
 }
 

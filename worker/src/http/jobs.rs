@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use sd_worker_sdk::{ErrorCode, JobAccepted, JobSnapshot};
+use sd_worker_sdk::{self as sdk, ErrorCode, JobAccepted, JobSnapshot};
 use std::sync::Arc;
 
 use super::error::HttpError;
@@ -18,8 +18,35 @@ use crate::engine::registry::Lookup;
 use crate::engine::CancelOutcome;
 use crate::validation::validate_body;
 
+/// Submits a job; follow it on `sse_url`.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = sdk::JobRequest, responses(
+    (status = 202, body = sdk::JobAccepted), (status = 400, description = "Malformed JSON, a wrong type or an undecodable image", body = sdk::ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = sdk::ErrorBody),
+    (status = 413, description = "Body or input image too large", body = sdk::ErrorBody),
+    (status = 422, description = "A missing field or a value out of range", body = sdk::ErrorBody),
+    (status = 429, description = "Queue full; see Retry-After", body = sdk::ErrorBody),
+    (status = 503, description = "Model loading or worker stopping", body = sdk::ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<JobAccepted>), HttpError> {
+    let result = accept(&state, body).await;
+    if let Err(e) = &result {
+        let reason = serde_json::to_value(e.error.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        state
+            .engine
+            .metrics()
+            .jobs_rejected
+            .with_label_values(&[&reason])
+            .inc();
+    }
+    result
+}
+
+async fn accept(
+    state: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<JobAccepted>), HttpError> {
     let body = body.map_err(|rejection| {
@@ -54,13 +81,19 @@ pub async fn submit(
                         state.engine.queue_capacity()
                     ),
                 );
-                err.retry_after_secs = Some(retry_after_secs(&state));
+                err.retry_after_secs = Some(retry_after_secs(state));
                 err
             }
             PushError::Closed => {
                 HttpError::new(ErrorCode::ShuttingDown, "the worker is shutting down")
             }
         })?;
+    state
+        .engine
+        .metrics()
+        .jobs_submitted
+        .with_label_values(&[job.operation.as_str()])
+        .inc();
     tracing::info!(job_id = %job.id, position, "job queued");
     Ok((
         StatusCode::ACCEPTED,
@@ -93,6 +126,9 @@ pub fn find(state: &AppState, id: &str) -> Result<Arc<Job>, HttpError> {
     }
 }
 
+/// A snapshot of the job.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id, `job-…`")), responses(
+    (status = 200, body = sdk::JobSnapshot), (status = 404, body = sdk::ErrorBody), (status = 410, description = "Expired", body = sdk::ErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -100,6 +136,9 @@ pub async fn status(
     Ok(Json(find(&state, &id)?.snapshot()))
 }
 
+/// Cancels the job: a queued job leaves the queue, a running job stops at its next step.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id, `job-…`")), responses(
+    (status = 200, body = sdk::JobSnapshot), (status = 404, body = sdk::ErrorBody), (status = 409, description = "Already ended", body = sdk::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -118,6 +157,10 @@ pub async fn cancel(
 }
 
 /// One result image as a file, for clients that prefer bytes over base64.
+#[utoipa::path(get, path = "/v1/jobs/{id}/images/{index}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id"), ("index" = usize, Path, description = "Image index, from 0")), responses(
+    (status = 200, description = "The image", content_type = "image/png"), (status = 404, body = sdk::ErrorBody),
+    (status = 409, description = "The job has no images", body = sdk::ErrorBody)))]
 pub async fn image(
     State(state): State<AppState>,
     Path((id, index)): Path<(String, usize)>,

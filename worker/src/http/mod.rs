@@ -1,9 +1,11 @@
 //! The HTTP API: routes by resource, one file each. Handlers only translate
 //! between HTTP and the engine; validation and generation live elsewhere.
 
+pub mod auth;
 pub mod error;
 pub mod info;
 pub mod jobs;
+pub mod openapi;
 pub mod stream;
 
 use axum::http::{header, HeaderName, Method, StatusCode};
@@ -17,6 +19,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::engine::Engine;
+use crate::metrics;
 use crate::profile::Profile;
 use error::HttpError;
 
@@ -63,13 +66,17 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     /// Allowed browser origins; `*` allows any.
     pub cors_origins: Vec<String>,
+    pub api_token: Option<String>,
 }
 
 pub fn router(state: AppState, opts: &HttpOptions) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
-    let api = Router::new()
+    let metrics = state.engine.metrics().clone();
+    let mut api = Router::new()
         .route("/health", get(info::health))
         .route("/ready", get(info::ready))
+        .route("/metrics", get(info::metrics))
+        .route("/openapi.json", get(openapi::spec))
         .route("/v1/info", get(info::info))
         .route("/v1/jobs", post(jobs::submit))
         .route("/v1/jobs/{id}", get(jobs::status).delete(jobs::cancel))
@@ -86,14 +93,16 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(opts.max_body_bytes))
         .with_state(state);
+    if let Some(token) = &opts.api_token {
+        api = api.layer(axum::middleware::from_fn_with_state(
+            auth::Token(Arc::new(token.clone())),
+            auth::require_token,
+        ));
+    }
     let mut app = api
+        .route_layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_string();
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use futures::stream::{self, Stream};
-use sd_worker_sdk::{StreamEvent, DONE_SENTINEL};
+use sd_worker_sdk::{self as sdk, StreamEvent, DONE_SENTINEL};
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -29,6 +29,12 @@ pub struct StreamQuery {
     last_event_id: Option<usize>,
 }
 
+/// The job's events as Server-Sent Events: unnamed `data:` JSON objects with `id:` sequence numbers, then `data: [DONE]`.
+/// Send `Last-Event-ID` (or `?last_event_id=`) to resume after an event.
+#[utoipa::path(get, path = "/v1/jobs/{id}/stream", tag = "jobs",
+    params(("id" = String, Path, description = "Job id"), ("last_event_id" = Option<usize>, Query, description = "Resume after this event id")),
+    responses((status = 200, description = "text/event-stream of StreamEvent", content_type = "text/event-stream", body = sdk::StreamEvent),
+              (status = 404, body = sdk::ErrorBody), (status = 410, body = sdk::ErrorBody)))]
 pub async fn stream(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -1,6 +1,6 @@
-//! Which training timesteps a run of N steps visits, per diffusers'
-//! `timestep_spacing` (see "Common Diffusion Noise Schedules and Sample Steps
-//! are Flawed", table 2). numpy rounds half to even; so do we.
+//! Which training timesteps an N-step run visits: diffusers' `timestep_spacing`
+//! (table 2 of "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+//! Lin et al. 2023). Rounding is numpy's `round`, i.e. half to even.
 
 use anyhow::{bail, Result};
 
@@ -8,99 +8,158 @@ use super::betas::linspace;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spacing {
+    /// Evenly from T-1 down to 0, both ends included.
     Linspace,
+    /// Multiples of T / n (integer ratio) from 0, shifted by steps_offset; never reaches T-1.
     Leading,
+    /// Multiples of T / n (float ratio) counted down from T, minus one; starts at T-1.
     Trailing,
 }
 
 impl Spacing {
-    pub fn parse(s: Option<&str>, default: Spacing) -> Result<Self> {
-        Ok(match s {
+    /// Parses the config value; `None` (key absent) picks the scheduler's own default.
+    pub fn parse(value: Option<&str>, default: Spacing) -> Result<Self> {
+        Ok(match value {
             None => default,
             Some("linspace") => Spacing::Linspace,
             Some("leading") => Spacing::Leading,
             Some("trailing") => Spacing::Trailing,
-            Some(other) => bail!("scheduler config: unknown timestep_spacing `{other}` (linspace, leading, trailing)"),
+            Some(other) => bail!(
+                "scheduler config: unknown timestep_spacing `{other}` (expected linspace, leading or trailing)"
+            ),
         })
     }
 }
 
-/// Timesteps, noisiest first. `round` is applied to linspace (DDIM's integer
-/// timesteps) or not (Euler's fractional ones).
+/// How linspace values are kept: DDIM indexes alphas_cumprod with them, so it
+/// rounds; Euler interpolates sigmas, so it keeps the fractions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linspace {
+    Rounded,
+    Fractional,
+}
+
+/// The `n` timesteps of a run over `train` training steps, noisiest first.
+/// Callers guarantee 1 <= n <= train.
 pub fn timesteps(
     spacing: Spacing,
     train: usize,
     n: usize,
     steps_offset: usize,
-    round_linspace: bool,
+    linspace_mode: Linspace,
 ) -> Vec<f64> {
-    let mut ts: Vec<f64> = match spacing {
+    let mut ascending: Vec<f64> = match spacing {
+        // diffusers: linspace(0, T-1, n) (rounded for DDIM); no steps_offset.
         Spacing::Linspace => {
             let v = linspace(0.0, (train - 1) as f64, n);
-            if round_linspace {
-                v.into_iter().map(f64::round_ties_even).collect()
-            } else {
-                v
+            match linspace_mode {
+                Linspace::Rounded => v.into_iter().map(f64::round_ties_even).collect(),
+                Linspace::Fractional => v,
             }
         }
+        // diffusers: (arange(n) * (T // n)).round() + steps_offset.
         Spacing::Leading => {
             let ratio = (train / n) as f64;
             (0..n)
                 .map(|i| (i as f64 * ratio).round_ties_even() + steps_offset as f64)
                 .collect()
         }
+        // diffusers: arange(T, 0, -T/n).round() - 1. Element i of that arange is
+        // T - i * ratio; we take exactly n of them. (numpy's arange sizes itself by
+        // ceil(T / ratio), which float error makes n + 1 for e.g. n = 61, adding a
+        // bogus timestep -1; that is a numpy artefact, not the intended schedule.)
         Spacing::Trailing => {
             let ratio = train as f64 / n as f64;
-            // arange(train, 0, -ratio), rounded, minus one; ascending after the reverse below.
-            let mut v: Vec<f64> = (0..n)
+            (0..n)
+                .rev()
                 .map(|i| (train as f64 - i as f64 * ratio).round_ties_even() - 1.0)
-                .collect();
-            v.reverse();
-            v
+                .collect()
         }
     };
-    ts.reverse();
-    ts
+    ascending.reverse();
+    ascending
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Linspace::{Fractional, Rounded};
 
     #[test]
     fn sd15_leading_20_steps() {
-        // ratio 1000 // 20 = 50: 0, 50, ..., 950, plus steps_offset 1, noisiest first.
-        let ts = timesteps(Spacing::Leading, 1000, 20, 1, true);
+        // ratio = 1000 // 20 = 50: 0, 50, ..., 950, + steps_offset 1, reversed.
+        let ts = timesteps(Spacing::Leading, 1000, 20, 1, Rounded);
         let want: Vec<f64> = (0..20).rev().map(|i| (i * 50 + 1) as f64).collect();
         assert_eq!(ts, want);
-        assert_eq!((ts[0], ts[19]), (951.0, 1.0));
+        assert_eq!((ts.len(), ts[0], ts[1], ts[19]), (20, 951.0, 901.0, 1.0));
+    }
+
+    #[test]
+    fn leading_uses_integer_ratio() {
+        // 1000 // 3 = 333: [0, 333, 666] reversed, no offset.
+        assert_eq!(
+            timesteps(Spacing::Leading, 1000, 3, 0, Fractional),
+            vec![666.0, 333.0, 0.0]
+        );
     }
 
     #[test]
     fn linspace_fractional_or_rounded() {
+        // np.linspace(0, 999, 5)[::-1]; steps_offset does not apply to linspace.
         assert_eq!(
-            timesteps(Spacing::Linspace, 1000, 5, 1, false),
+            timesteps(Spacing::Linspace, 1000, 5, 1, Fractional),
             vec![999.0, 749.25, 499.5, 249.75, 0.0]
         );
-        // numpy: round(749.25)=749, round(499.5)=500 (half to even), round(249.75)=250.
+        // np.round: 749.25 -> 749, 499.5 -> 500 (half to even), 249.75 -> 250.
         assert_eq!(
-            timesteps(Spacing::Linspace, 1000, 5, 1, true),
+            timesteps(Spacing::Linspace, 1000, 5, 1, Rounded),
             vec![999.0, 749.0, 500.0, 250.0, 0.0]
         );
     }
 
     #[test]
-    fn trailing_ends_at_the_last_training_step() {
+    fn trailing_starts_at_the_last_training_step() {
+        // ratio 250: round(arange(1000, 0, -250)) - 1 = [999, 749, 499, 249].
         assert_eq!(
-            timesteps(Spacing::Trailing, 1000, 4, 1, true),
+            timesteps(Spacing::Trailing, 1000, 4, 1, Rounded),
             vec![999.0, 749.0, 499.0, 249.0]
         );
-        // SD-Turbo's single step starts from pure noise at t = 999.
-        assert_eq!(timesteps(Spacing::Trailing, 1000, 1, 0, true), vec![999.0]);
-        // 1000/3 = 333.33: round(1000), round(666.67), round(333.33) minus one.
+        // One step (SD-Turbo) starts from pure noise at t = 999.
         assert_eq!(
-            timesteps(Spacing::Trailing, 1000, 3, 0, true),
+            timesteps(Spacing::Trailing, 1000, 1, 0, Rounded),
+            vec![999.0]
+        );
+        // ratio 333.33: round(1000, 666.67, 333.33) - 1 = [999, 666, 332].
+        assert_eq!(
+            timesteps(Spacing::Trailing, 1000, 3, 0, Rounded),
             vec![999.0, 666.0, 332.0]
         );
+    }
+
+    #[test]
+    fn trailing_always_gives_n_valid_steps() {
+        // Where numpy's arange would emit n + 1 values (n = 61) we still give n,
+        // all within [0, T-1] and strictly decreasing.
+        for n in [1, 7, 61, 103, 500, 999, 1000] {
+            let ts = timesteps(Spacing::Trailing, 1000, n, 0, Rounded);
+            assert_eq!(ts.len(), n);
+            assert_eq!(ts[0], 999.0);
+            assert!(ts.iter().all(|t| (0.0..=999.0).contains(t)), "n = {n}");
+            assert!(ts.windows(2).all(|w| w[1] < w[0]), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn parse_defaults_and_errors() {
+        assert_eq!(
+            Spacing::parse(None, Spacing::Leading).unwrap(),
+            Spacing::Leading
+        );
+        assert_eq!(
+            Spacing::parse(Some("trailing"), Spacing::Leading).unwrap(),
+            Spacing::Trailing
+        );
+        let err = Spacing::parse(Some("sideways"), Spacing::Linspace).unwrap_err();
+        assert!(err.to_string().contains("`sideways`"));
     }
 }

@@ -49,8 +49,13 @@ impl Worker {
 
     /// Spawns with exactly these flags (plus an ephemeral loopback port).
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Worker {
+        Self::spawn_at("127.0.0.1", args, env)
+    }
+
+    /// Spawns bound to `host` on an ephemeral port.
+    pub fn spawn_at(host: &str, args: &[&str], env: &[(&str, &str)]) -> Worker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sd-worker"));
-        cmd.args(["--host", "127.0.0.1", "--port", "0"])
+        cmd.args(["--host", host, "--port", "0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -85,6 +90,33 @@ impl Worker {
                 }
             }
             assert!(Instant::now() < deadline, "worker not ready within 120 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the worker would.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its exit code, or None on timeout.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -1,0 +1,42 @@
+//! The worker's heartbeat to the hive: `POST {hive}/v1/worker-heartbeat`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Heartbeat {
+    pub worker: HeartbeatWorker,
+    /// RFC 3339, UTC.
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HeartbeatWorker {
+    pub id: String,
+    /// The loaded model's id (empty while it loads).
+    pub model_id: String,
+    pub device: String,
+    pub port: u16,
+    pub status: WorkerStatus,
+    /// Always `sd-worker`.
+    pub implementation: String,
+    pub version: String,
+    /// Jobs waiting in the queue.
+    #[serde(default)]
+    pub queue_length: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatus {
+    /// Loading the model.
+    Starting,
+    /// Idle, accepting jobs.
+    Ready,
+    /// Generating, or jobs waiting.
+    Busy,
+    /// Shutting down: accepts nothing new.
+    Stopping,
+}
