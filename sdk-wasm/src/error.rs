@@ -43,6 +43,8 @@ pub enum ErrorCode {
     /// The job already ended: it cannot be cancelled.
     Conflict,
     PayloadTooLarge,
+    /// The body is not sent as `application/json`.
+    UnsupportedMediaType,
     /// The queue is full; retry after the `Retry-After` header.
     QueueFull,
     /// The model is still loading or the worker is stopping.

@@ -25,6 +25,9 @@ pub struct HeartbeatWorker {
     /// Jobs waiting in the queue.
     #[serde(default)]
     pub queue_length: u32,
+    /// Where the worker is reached (`--advertise-url`), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

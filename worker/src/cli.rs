@@ -19,6 +19,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (the default when no subcommand is given).
@@ -64,6 +66,12 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SD_WORKER_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Largest output (width x height) a job may ask for; default 4x the model's native area.
+    #[arg(long, env = "SD_WORKER_MAX_PIXELS")]
+    pub max_pixels: Option<u64>,
+    /// Most images one job may ask for (1-8; default 8). Memory grows with it.
+    #[arg(long, env = "SD_WORKER_MAX_IMAGES", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub max_images: Option<u32>,
     /// Largest input image accepted by image to image and inpainting, in pixels.
     #[arg(long, env = "SD_WORKER_MAX_INPUT_PIXELS", default_value_t = 4096 * 4096)]
     pub max_input_pixels: u64,
@@ -81,11 +89,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SD_WORKER_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Allow binding a non-loopback address without --api-token (anyone who can reach it can use it).
-    #[arg(long, env = "SD_WORKER_ALLOW_UNAUTHENTICATED")]
+    #[arg(long, env = "SD_WORKER_ALLOW_UNAUTHENTICATED", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub allow_unauthenticated: bool,
     /// Hive (orchestrator) base URL to register with by heartbeat.
     #[arg(long, visible_alias = "queen-url", env = "SD_WORKER_HIVE_URL")]
     pub hive_url: Option<String>,
+    /// URL at which the hive and clients reach this worker (sent in heartbeats), e.g. http://gpu-3:8600.
+    #[arg(long, env = "SD_WORKER_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// Time between heartbeats to the hive.
     #[arg(long, env = "SD_WORKER_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,

@@ -16,6 +16,7 @@ pub struct HiveConfig {
     pub worker_id: String,
     pub device: String,
     pub port: u16,
+    pub advertise_url: Option<String>,
 }
 
 impl HiveConfig {
@@ -51,6 +52,7 @@ fn heartbeat(state: &AppState, cfg: &HiveConfig, status: WorkerStatus) -> Heartb
             implementation: "sd-worker".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             queue_length: state.engine.queue_len() as u32,
+            url: cfg.advertise_url.clone(),
         },
         timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
     }

@@ -27,6 +27,9 @@ pub struct Runtime<'a> {
     pub dtype: &'a str,
     pub queue_capacity: u32,
     pub max_input_pixels: u64,
+    /// Operator caps (`--max-pixels`, `--max-images`) over the defaults.
+    pub max_pixels: Option<u64>,
+    pub max_images: Option<u32>,
 }
 
 impl Profile {
@@ -38,12 +41,15 @@ impl Profile {
             size_multiple: multiple,
             min_size: multiple * 8,
             max_size,
-            // Native area x4: 1024x1024 for SD 1.5, the largest its attention fits in ~24 GiB.
-            max_pixels: u64::from(meta.native_width) * u64::from(meta.native_height) * 4,
+            // Native area x4 by default (1024x1024 for SD 1.5). Attention memory grows with the
+            // square of the pixel count, times images x 2 with guidance: operators cap it to their device.
+            max_pixels: rt
+                .max_pixels
+                .unwrap_or(u64::from(meta.native_width) * u64::from(meta.native_height) * 4),
             max_steps: MAX_STEPS,
             min_guidance_scale: 0.0,
             max_guidance_scale: MAX_GUIDANCE,
-            max_images: MAX_IMAGES,
+            max_images: rt.max_images.unwrap_or(MAX_IMAGES).min(MAX_IMAGES),
             max_seed: MAX_SEED,
             max_prompt_chars: MAX_PROMPT_CHARS,
             max_input_pixels: rt.max_input_pixels,

@@ -37,6 +37,13 @@ fn is_loopback(host: &str) -> bool {
 
 /// A worker reachable from other machines must not be open to all of them by accident.
 fn check_exposure(args: &ServeArgs) -> Result<()> {
+    if args
+        .api_token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        bail!("--api-token (SD_WORKER_API_TOKEN) is set but empty; give a real token or leave it unset");
+    }
     if is_loopback(&args.host) || args.api_token.is_some() {
         return Ok(());
     }
@@ -90,9 +97,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let hive = args.hive_url.clone().map(|url| HiveConfig {
         url,
         interval: args.heartbeat_interval,
-        worker_id,
+        worker_id: worker_id.clone(),
         device: device_name(&device),
         port: addr.port(),
+        advertise_url: args.advertise_url.clone(),
     });
     let heartbeats = hive.clone().map(|cfg| hive::spawn(state.clone(), cfg));
 
@@ -102,6 +110,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             max_body_bytes: args.max_body_bytes,
             cors_origins: args.cors_origins.clone(),
             api_token: args.api_token.clone(),
+            worker_id: worker_id.clone(),
         },
     );
     let grace = args.shutdown_grace;
@@ -113,6 +122,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             stopping.accepting.store(false, Ordering::SeqCst);
             if let Some(task) = heartbeats {
                 task.abort();
+            }
+            // Tell the hive at once, so it routes nothing new here while the job finishes.
+            if let Some(cfg) = &hive {
+                hive::send(&reqwest::Client::new(), &stopping, cfg, sd_worker_sdk::WorkerStatus::Stopping).await;
             }
             let s = stopping.clone();
             let finished = tokio::task::spawn_blocking(move || s.engine.shutdown(grace)).await.unwrap_or(false);
@@ -139,6 +152,7 @@ fn spawn_model_load(
     let spec = model_spec(args);
     let queue_capacity = args.queue_size;
     let max_input_pixels = args.max_input_pixels;
+    let (max_pixels, max_images) = (args.max_pixels, args.max_images);
     std::thread::Builder::new()
         .name("model-load".into())
         .spawn(move || {
@@ -146,7 +160,7 @@ fn spawn_model_load(
             match LoadedModel::load(&spec, &device, dtype) {
                 Ok(model) => {
                     let dev = device_name(&device);
-                    let rt = Runtime { worker_id: &worker_id, device: &dev, dtype: dtype_name(dtype), queue_capacity, max_input_pixels };
+                    let rt = Runtime { worker_id: &worker_id, device: &dev, dtype: dtype_name(dtype), queue_capacity, max_input_pixels, max_pixels, max_images };
                     let profile = Profile::new(&model.meta, &rt);
                     let m = state.engine.metrics();
                     m.model_load.set(model.meta.load_ms as f64 / 1000.0);

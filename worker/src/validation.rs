@@ -224,7 +224,8 @@ fn validate_params(
         ));
     }
     let seed = match p.seed {
-        Some(s) if s > limits.max_seed => {
+        // Image i uses seed + i: every image's seed must stay exact in JavaScript.
+        Some(s) if s.saturating_add(u64::from(num_images) - 1) > limits.max_seed => {
             return Err(invalid(
                 "seed",
                 format!(

@@ -135,6 +135,18 @@ async fn bad_requests_get_their_status_code_and_field() {
             "invalid_request",
             Some("seed"),
         ),
+        // Image i uses seed + i, which must stay within 2^53 - 1 too.
+        (
+            {
+                let mut b = base();
+                b["seed"] = json!(9007199254740990u64);
+                b["num_images"] = json!(3);
+                b.to_string()
+            },
+            422,
+            "invalid_value",
+            Some("seed"),
+        ),
         (
             with("scheduler", json!("plms")),
             422,
@@ -186,6 +198,36 @@ async fn bad_requests_get_their_status_code_and_field() {
     let job = w.submit(base()).await;
     let msgs = w.stream_all(job["job_id"].as_str().unwrap(), None).await;
     assert_eq!(msgs[msgs.len() - 2].kind(), "complete");
+}
+
+#[tokio::test]
+async fn a_body_not_sent_as_json_gets_415() {
+    // Browsers send text/plain and form bodies cross-origin without a CORS
+    // preflight: refusing them keeps foreign pages from submitting jobs.
+    let w = Worker::start(&[]).await;
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut req = w.client.post(w.url("/v1/jobs")).body(base().to_string());
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 415, "{ct:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unsupported_media_type");
+    }
+    let r = w
+        .client
+        .post(w.url("/v1/jobs"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(base().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 mod common;
 
 use base64::Engine as _;
-use common::{decode_b64, Msg, Worker};
+use common::{Msg, Worker};
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use serde_json::{json, Value};
 use std::io::Cursor;
@@ -55,23 +55,12 @@ fn left_half_mask(w: u32, h: u32) -> GrayImage {
 }
 
 async fn run(w: &Worker, body: Value) -> (Vec<Msg>, Vec<RgbImage>) {
-    let job = w.submit(body).await;
-    let msgs = w.stream_all(job["job_id"].as_str().unwrap(), None).await;
-    let complete = msgs
+    let (msgs, images) = w.run_job(body).await;
+    let decoded = images
         .iter()
-        .find(|m| m.kind() == "complete")
-        .unwrap_or_else(|| panic!("no complete event: {msgs:?}"));
-    let images = complete.json()["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            image::load_from_memory(&decode_b64(i["image"].as_str().unwrap()))
-                .unwrap()
-                .to_rgb8()
-        })
+        .map(|png| image::load_from_memory(png).unwrap().to_rgb8())
         .collect();
-    (msgs, images)
+    (msgs, decoded)
 }
 
 fn progress(msgs: &[Msg]) -> Vec<u64> {

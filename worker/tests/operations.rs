@@ -65,6 +65,56 @@ async fn every_route_but_health_and_ready_needs_the_token() {
 }
 
 #[test]
+fn an_empty_token_is_refused_at_start() {
+    let model = tiny_model().to_str().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-worker"))
+        .args(["--port", "0", "--model-path", &model])
+        .env("SD_WORKER_API_TOKEN", "")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("empty"), "{stderr}");
+}
+
+#[tokio::test]
+async fn operators_cap_sizes_and_images_and_responses_name_the_worker() {
+    let w = Worker::start(&[
+        "--max-pixels",
+        "4096",
+        "--max-images",
+        "2",
+        "--worker-id",
+        "gpu-7",
+    ])
+    .await;
+    let r = w.client.get(w.url("/health")).send().await.unwrap();
+    assert_eq!(r.headers()["x-worker-id"], "gpu-7");
+    let (_, info) = w.get_json("/v1/info").await;
+    assert_eq!(info["limits"]["max_pixels"], 4096);
+    assert_eq!(info["limits"]["max_images"], 2);
+    let (status, _, body) = w
+        .submit_raw(
+            json!({"operation": "image_generation", "prompt": "p", "width": 128, "height": 64})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("width"))
+    );
+    let (status, _, body) = w
+        .submit_raw(
+            json!({"operation": "image_generation", "prompt": "p", "num_images": 3}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("num_images"))
+    );
+}
+
+#[test]
 fn a_non_loopback_address_needs_a_token_or_an_explicit_opt_out() {
     let model = tiny_model().to_str().unwrap().to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-worker"))

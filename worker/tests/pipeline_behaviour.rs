@@ -4,18 +4,12 @@
 
 mod common;
 
-use common::{decode_b64, Msg, Worker};
+use common::{Msg, Worker};
 use serde_json::{json, Value};
 
 async fn run(w: &Worker, body: Value) -> (Vec<Msg>, Vec<u8>) {
-    let job = w.submit(body).await;
-    let msgs = w.stream_all(job["job_id"].as_str().unwrap(), None).await;
-    let complete = msgs
-        .iter()
-        .find(|m| m.kind() == "complete")
-        .unwrap_or_else(|| panic!("no complete event: {msgs:?}"));
-    let bytes = decode_b64(complete.json()["images"][0]["image"].as_str().unwrap());
-    (msgs, bytes)
+    let (msgs, mut images) = w.run_job(body).await;
+    (msgs, images.swap_remove(0))
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Expired => StatusCode::GONE,
         ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::QueueFull => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::GenerationFailed | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
@@ -27,9 +27,13 @@ use crate::validation::validate_body;
     (status = 503, description = "Model loading or worker stopping", body = sdk::ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<JobAccepted>), HttpError> {
-    let result = accept(&state, body).await;
+    let result = match require_json(&headers) {
+        Ok(()) => accept(&state, body).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = &result {
         let reason = serde_json::to_value(e.error.code)
             .ok()
@@ -43,6 +47,24 @@ pub async fn submit(
             .inc();
     }
     result
+}
+
+/// Only JSON bodies: a browser cannot send `application/json` cross-origin
+/// without a CORS preflight, so a foreign web page cannot submit jobs.
+fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("send the job as `Content-Type: application/json` (got `{ct}`)"),
+        ))
+    }
 }
 
 async fn accept(

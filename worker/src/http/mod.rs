@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::engine::Engine;
@@ -64,6 +65,8 @@ impl Shared {
 
 pub struct HttpOptions {
     pub max_body_bytes: usize,
+    /// Sent as `X-Worker-Id` on every response, so clients and balancers know who answered.
+    pub worker_id: String,
     /// Allowed browser origins; `*` allows any.
     pub cors_origins: Vec<String>,
     pub api_token: Option<String>,
@@ -101,10 +104,19 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
     }
     let mut app = api
         .route_layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                // 503s while loading or stopping are expected: warn, do not shout.
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-worker-id"),
+            axum::http::HeaderValue::from_str(&opts.worker_id).unwrap_or_else(|_| axum::http::HeaderValue::from_static("sd-worker")),
+        ))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid));
     if !opts.cors_origins.is_empty() {

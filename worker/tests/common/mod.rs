@@ -160,6 +160,24 @@ impl Worker {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Submits a job, reads its stream to the end and returns the events and the
+    /// encoded bytes of each image of its `complete` event (panics otherwise).
+    pub async fn run_job(&self, body: Value) -> (Vec<Msg>, Vec<Vec<u8>>) {
+        let job = self.submit(body).await;
+        let msgs = self.stream_all(job["job_id"].as_str().unwrap(), None).await;
+        let complete = msgs
+            .iter()
+            .find(|m| m.kind() == "complete")
+            .unwrap_or_else(|| panic!("no complete event: {msgs:?}"));
+        let images = complete.json()["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| decode_b64(i["image"].as_str().unwrap()))
+            .collect();
+        (msgs, images)
+    }
+
     /// Reads a job's stream to the end (`[DONE]`), optionally resuming.
     pub async fn stream_all(&self, job_id: &str, last_event_id: Option<u64>) -> Vec<Msg> {
         let mut out = Vec::new();
