@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # The project's one test command (README): installs what the tests need,
-# idempotently, then runs formatting, lints and every test.
+# idempotently, then runs formatting, lints and every test: Rust (worker and
+# SDK), the WASM build and its size budget, the TypeScript packages, and the
+# browser SDK in headless Chromium. Every test talks to a real worker binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$PWD/$TARGET_DIR"
+export SD_WORKER_BIN="$TARGET_DIR/debug/sd-worker"
+
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "browser toolchain: wasm32 target, wasm-bindgen-cli, chromium, pnpm, node_modules (binaryen)"
+scripts/setup-web.sh --browser
 
 step "test assets (the real CLIP vocabulary, from PyPI)"
 eval "$(scripts/fetch-test-assets.sh | grep '^SD_WORKER_CLIP_BPE=')"
@@ -16,10 +25,25 @@ export SD_WORKER_CLIP_BPE
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy -D warnings"
+step "cargo clippy -D warnings (native, and the SDK for wasm32)"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p sd-worker-sdk --target wasm32-unknown-unknown --all-targets -- -D warnings
 
 step "cargo test"
 # One profile (dev, with optimised dependencies) serves tests, the binary and
 # the benchmark, so Candle is compiled once.
 cargo test --workspace --no-fail-fast
+
+step "WASM build of the SDK (wasm-bindgen, wasm-opt, 50 KB gzip budget)"
+scripts/build-wasm.sh
+
+step "TypeScript packages: build, typecheck, lint"
+pnpm build
+pnpm typecheck
+pnpm lint
+
+step "TypeScript package tests (Vitest, against the real worker)"
+pnpm test
+
+step "browser SDK tests (wasm-bindgen-test in headless Chromium, against the real worker)"
+scripts/test-wasm.sh

@@ -5,12 +5,14 @@ use serde::{Deserialize, Serialize};
 /// `{"error": {...}}`, the body of every 4xx/5xx answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct ErrorBody {
     pub error: ApiError,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
@@ -22,6 +24,7 @@ pub struct ApiError {
 /// Machine-readable error codes. Clients switch on these, not on messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The body is not JSON, or not a JSON object.

@@ -11,6 +11,7 @@ pub const DONE_SENTINEL: &str = "[DONE]";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// The job waits; `position` 1 runs next. Sent again whenever it moves up.
@@ -58,6 +59,7 @@ impl StreamEvent {
 /// One output image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct GeneratedImage {
     /// Base64 of the encoded image (no `data:` prefix).
     pub image: String,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct WorkerInfo {
     pub implementation: String,
     pub version: String,
@@ -24,6 +25,7 @@ pub struct WorkerInfo {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct ModelInfo {
     /// What a request's `model` field must say: the hub repository id or the folder name.
     pub id: String,
@@ -43,6 +45,7 @@ pub struct ModelInfo {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct Limits {
     /// Width and height must be multiples of this.
     pub size_multiple: u32,
@@ -62,6 +65,7 @@ pub struct Limits {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct Defaults {
     pub steps: u32,
     pub guidance_scale: f64,

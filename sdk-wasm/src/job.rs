@@ -9,6 +9,7 @@ use crate::request::Operation;
 /// `202 Accepted` answer to `POST /v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct JobAccepted {
     pub job_id: String,
     pub sse_url: String,
@@ -21,6 +22,7 @@ pub struct JobAccepted {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,
@@ -52,6 +54,7 @@ impl JobStatus {
 /// Snapshot of a job at the time of the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct JobSnapshot {
     pub job_id: String,
     pub operation: Operation,
@@ -81,6 +84,7 @@ pub struct JobSnapshot {
 /// Wall-clock facts of a job, as Unix milliseconds and durations.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct Timings {
     pub created_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +101,7 @@ pub struct Timings {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct JobResult {
     pub images: Vec<GeneratedImage>,
     pub elapsed_ms: u64,

@@ -4,6 +4,10 @@
 //! the hive and browser clients: the worker serialises exactly these types, and
 //! the browser SDK's TypeScript definitions are generated from them. Nothing here
 //! depends on the worker's runtime, so the crate compiles natively and to wasm32.
+//!
+//! On wasm32 the crate is also the browser client (`src/wasm/`, the `SdClient`
+//! class of the `sd_worker_sdk` module); its transport-free parts (the SSE
+//! parser and the retry policy) are plain Rust, tested natively.
 
 pub mod error;
 pub mod events;
@@ -11,6 +15,10 @@ pub mod hive;
 pub mod info;
 pub mod job;
 pub mod request;
+pub mod retry;
+pub mod sse;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use events::{GeneratedImage, StreamEvent, DONE_SENTINEL};

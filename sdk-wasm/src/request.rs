@@ -9,6 +9,7 @@ pub const MAX_SEED: u64 = (1 << 53) - 1;
 /// A job request, tagged by `operation`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[serde(tag = "operation", rename_all = "snake_case")]
 pub enum JobRequest {
     /// Text to image.
@@ -40,6 +41,7 @@ impl JobRequest {
 /// The operations this version of the contract knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     ImageGeneration,
@@ -65,6 +67,7 @@ impl Operation {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct TextToImageRequest {
     #[serde(flatten)]
     pub params: GenerationParams,
@@ -73,6 +76,7 @@ pub struct TextToImageRequest {
 /// Body of `image_transform` and `image_inpaint`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct ImageRequest {
     #[serde(flatten)]
     pub params: GenerationParams,
@@ -85,6 +89,7 @@ pub struct ImageRequest {
 /// `input_image`, `init_image` and `mask_image` are accepted.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct ImageInput {
     #[serde(
         default,
@@ -112,6 +117,7 @@ pub struct ImageInput {
 /// How an input image is brought to the output size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[serde(rename_all = "lowercase")]
 pub enum ResizeMode {
     /// Scale both axes independently to the exact size.
@@ -127,6 +133,7 @@ pub enum ResizeMode {
 /// defaults (see `GET /v1/info`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct GenerationParams {
     pub prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,6 +173,7 @@ pub struct GenerationParams {
 /// Encoding of an image on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     Png,

@@ -103,6 +103,13 @@ pub struct ServeArgs {
     /// Fail a job that generates for longer than this (e.g. 10m); no limit by default.
     #[arg(long, env = "SD_WORKER_JOB_TIMEOUT", value_parser = humantime::parse_duration)]
     pub job_timeout: Option<Duration>,
+    /// Serve the studio (the built web app) from this folder at `/`. Default:
+    /// the `app/dist` of the source tree the binary was built from, when built.
+    #[arg(long, env = "SD_WORKER_STUDIO_DIR")]
+    pub studio_dir: Option<PathBuf>,
+    /// Serve the API only, not the studio (wins over --studio-dir).
+    #[arg(long, env = "SD_WORKER_NO_STUDIO", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub no_studio: bool,
     /// Log format on stderr.
     #[arg(long, env = "SD_WORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

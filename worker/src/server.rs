@@ -14,6 +14,7 @@ use crate::cli::ServeArgs;
 use crate::device::{default_dtype, device_name, dtype_name, parse_device};
 use crate::engine::Engine;
 use crate::hive::{self, HiveConfig};
+use crate::http::studio::StudioDir;
 use crate::http::{router, AppState, HttpOptions, Shared};
 use crate::metrics::Metrics;
 use crate::model::{LoadedModel, ModelSpec};
@@ -58,6 +59,23 @@ fn check_exposure(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The studio to serve: `--studio-dir` must hold a built app; with neither flag,
+/// the source tree's `app/dist` when it is built (`cargo run` after
+/// scripts/run.sh), else the API alone, said once in the log.
+fn studio_dir(args: &ServeArgs) -> Result<Option<StudioDir>> {
+    if args.no_studio {
+        return Ok(None);
+    }
+    if let Some(dir) = &args.studio_dir {
+        return StudioDir::open(dir).map(Some);
+    }
+    let found = StudioDir::from_source_tree();
+    if found.is_none() {
+        info!("the studio is not built (scripts/run.sh builds it); serving the API alone");
+    }
+    Ok(found)
+}
+
 pub async fn serve(args: ServeArgs) -> Result<()> {
     check_exposure(&args)?;
     let device = parse_device(&args.device)?;
@@ -73,6 +91,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         metrics,
     );
     let state = Shared::new(engine);
+    let studio = studio_dir(&args)?;
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -85,6 +104,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     // The one line on stdout: scripts and tests read the bound address from it.
     println!("sd-worker listening on http://{addr}");
     std::io::stdout().flush().ok();
+    if let Some(dir) = &studio {
+        info!("studio at http://{addr}/ (from {})", dir.path().display());
+    }
 
     spawn_model_load(
         state.clone(),
@@ -111,6 +133,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             cors_origins: args.cors_origins.clone(),
             api_token: args.api_token.clone(),
             worker_id: worker_id.clone(),
+            studio,
         },
     );
     let grace = args.shutdown_grace;

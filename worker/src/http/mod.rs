@@ -7,6 +7,7 @@ pub mod info;
 pub mod jobs;
 pub mod openapi;
 pub mod stream;
+pub mod studio;
 
 use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::routing::{get, post};
@@ -70,6 +71,8 @@ pub struct HttpOptions {
     /// Allowed browser origins; `*` allows any.
     pub cors_origins: Vec<String>,
     pub api_token: Option<String>,
+    /// The built studio, served at `/`; `None` serves the API alone.
+    pub studio: Option<studio::StudioDir>,
 }
 
 pub fn router(state: AppState, opts: &HttpOptions) -> Router {
@@ -85,7 +88,6 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
         .route("/v1/jobs/{id}", get(jobs::status).delete(jobs::cancel))
         .route("/v1/jobs/{id}/stream", get(stream::stream))
         .route("/v1/jobs/{id}/images/{index}", get(jobs::image))
-        .fallback(|| async { HttpError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             let mut res = axum::response::IntoResponse::into_response(HttpError::new(
                 ErrorCode::InvalidRequest,
@@ -96,14 +98,18 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(opts.max_body_bytes))
         .with_state(state);
+    // A route layer: the token guards the API routes, not the studio's files
+    // (a browser cannot send a header when it loads a page) nor 404s.
     if let Some(token) = &opts.api_token {
-        api = api.layer(axum::middleware::from_fn_with_state(
+        api = api.route_layer(axum::middleware::from_fn_with_state(
             auth::Token(Arc::new(token.clone())),
             auth::require_token,
         ));
     }
     let mut app = api
         .route_layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
+        .fallback(studio::serve)
+        .with_state(opts.studio.clone())
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {

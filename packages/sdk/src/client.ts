@@ -1,0 +1,106 @@
+// `Client`: the wasm `SdClient` with every rejection turned into an `SdError`.
+
+import { SdClient } from '../wasm/sd_worker_sdk.js';
+import type {
+  ClientOptions,
+  GenerateOptions,
+  GeneratedImage,
+  JobAccepted,
+  JobRequest,
+  JobSnapshot,
+  StreamEnd,
+  StreamEvent,
+  StreamOptions,
+  WorkerInfo,
+} from '../wasm/sd_worker_sdk.js';
+import { SdError, toSdError } from './errors.js';
+import { initWasm } from './wasm.js';
+
+/** Called for every stream event, with its sequence number (the SSE `id`). */
+export type StreamEventHandler = (event: StreamEvent, id: number) => void;
+
+/**
+ * Creates a client of one worker. The first call loads the wasm module; later
+ * ones reuse it. Rejects with an `SdError` (for example on a malformed `baseUrl`).
+ */
+export async function createClient(options: ClientOptions): Promise<Client> {
+  try {
+    await initWasm();
+    return new Client(new SdClient(options));
+  } catch (e) {
+    throw toSdError(e);
+  }
+}
+
+export class Client {
+  #raw: SdClient | null;
+
+  /** Use `createClient`: it loads the wasm module first. */
+  constructor(raw: SdClient) {
+    this.#raw = raw;
+  }
+
+  /** `POST /v1/jobs`: queue a job; resolves with its id, queue position and seed. */
+  submit(request: JobRequest): Promise<JobAccepted> {
+    return this.#call((raw) => raw.submit(request));
+  }
+
+  /** `GET /v1/jobs/{id}`: a snapshot of the job. */
+  status(jobId: string): Promise<JobSnapshot> {
+    return this.#call((raw) => raw.status(jobId));
+  }
+
+  /** `DELETE /v1/jobs/{id}`: cancel the job (409 `conflict` once it ended). */
+  cancel(jobId: string): Promise<JobSnapshot> {
+    return this.#call((raw) => raw.cancel(jobId));
+  }
+
+  /** `GET /v1/info`: the model, limits and defaults. */
+  info(): Promise<WorkerInfo> {
+    return this.#call((raw) => raw.info());
+  }
+
+  /** `GET /health`. */
+  health(): Promise<{ status: string }> {
+    return this.#call((raw) => raw.health());
+  }
+
+  /**
+   * Follows the job's event stream to its terminal event, reconnecting with
+   * `Last-Event-ID` when the connection drops: `onEvent` sees every event once.
+   * Resolves on the terminal event (complete, error or cancelled alike); rejects
+   * with code `aborted` when `signal` fires, which detaches without cancelling.
+   */
+  stream(jobId: string, onEvent: StreamEventHandler, options: StreamOptions = {}): Promise<StreamEnd> {
+    return this.#call((raw) => raw.stream(jobId, onEvent, options));
+  }
+
+  /**
+   * Submits and follows a job; resolves with its images. Rejects with the job's
+   * error code, `cancelled`, or `aborted` (the signal detaches; the job goes on).
+   */
+  generate(request: JobRequest, options: GenerateOptions = {}): Promise<GeneratedImage[]> {
+    return this.#call((raw) => raw.generate(request, options));
+  }
+
+  /** Frees the wasm object. Call it once no request or stream is in flight; later calls reject. */
+  close(): void {
+    const raw = this.#raw;
+    this.#raw = null;
+    raw?.free();
+  }
+
+  get closed(): boolean {
+    return this.#raw === null;
+  }
+
+  async #call<T>(f: (raw: SdClient) => Promise<T>): Promise<T> {
+    const raw = this.#raw;
+    if (raw === null) throw new SdError({ code: 'aborted', message: 'the client is closed' });
+    try {
+      return await f(raw);
+    } catch (e) {
+      throw toSdError(e);
+    }
+  }
+}

@@ -1,0 +1,14 @@
+// What the global setup (global-setup.ts) provides to tests, for `inject`.
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** Base URL of a worker without auth, CORS `*`. */
+    workerUrl: string;
+    /** Base URL of a worker started with `--api-token test-token`. */
+    authWorkerUrl: string;
+    /** The token of `authWorkerUrl`. */
+    authToken: string;
+  }
+}
+
+export {};
