@@ -5,6 +5,8 @@
 #   docker build -t sd-worker:cpu .
 #   docker build -t sd-worker:cpu-mkl --build-arg FEATURES=mkl .      # Intel MKL, x86-64
 #
+# The studio is served at / (SD_WORKER_NO_STUDIO=true to turn it off).
+#
 #   docker run -d --name sd-worker --stop-timeout 45 -p 8600:8600 -v sd-data:/data \
 #     --env-file /etc/sd-worker/env sd-worker:cpu
 #
@@ -18,6 +20,18 @@
 # --stop-timeout 45 (compose: stop_grace_period: 45s).
 #
 # Needs BuildKit (the default builder since Docker 23) for the cache mounts.
+
+# The studio: the browser SDK (Rust to WebAssembly) and the React app, built by
+# the same scripts as on a workstation. Node 20 image plus a minimal Rust.
+FROM node:20-bookworm AS studio
+ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo PATH=/usr/local/cargo/bin:$PATH
+RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --no-modify-path
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,id=sd-worker-target-wasm,target=/src/target \
+    scripts/setup-web.sh && scripts/build-wasm.sh && pnpm build \
+ && cp -r app/dist /out-studio
 
 FROM rust:1-bookworm AS builder
 # Extra cargo features, comma-separated: "" (plain CPU) or "mkl".
@@ -43,12 +57,14 @@ RUN groupadd --system --gid 10001 sd-worker \
  && mkdir -p /data/hf /data/cache \
  && chown -R sd-worker:sd-worker /data
 COPY --from=builder /out/sd-worker /usr/local/bin/sd-worker
+COPY --from=studio /out-studio /usr/share/sd-worker/studio
 
 # HF_HOME: the Hugging Face cache (hub downloads). SD_WORKER_CACHE: the bundled
 # model when no model is configured. Both on the /data volume, so a model is
 # downloaded once, not on every container start.
 ENV SD_WORKER_HOST=0.0.0.0 \
     SD_WORKER_PORT=8600 \
+    SD_WORKER_STUDIO_DIR=/usr/share/sd-worker/studio \
     HF_HOME=/data/hf \
     SD_WORKER_CACHE=/data/cache
 USER sd-worker

@@ -112,17 +112,14 @@ fn measure(
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 
     // Text encoder alone, warm (second of two calls).
-    let _ = prompt::encode(
+    let tokens = prompt::tokenize(
         &model,
         "a photograph of an astronaut riding a horse",
         "prompt",
     )?;
+    let _ = prompt::encode(&model, &tokens, 1)?;
     let t0 = Instant::now();
-    let _ = prompt::encode(
-        &model,
-        "a photograph of an astronaut riding a horse",
-        "prompt",
-    )?;
+    let _ = prompt::encode(&model, &tokens, 1)?;
     let text_ms = t0.elapsed().as_secs_f64() * 1000.0;
 
     let req = Request {

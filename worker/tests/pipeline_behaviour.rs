@@ -13,9 +13,35 @@ async fn run(w: &Worker, body: Value) -> (Vec<Msg>, Vec<u8>) {
 }
 
 #[tokio::test]
-async fn a_prompt_longer_than_the_window_is_cut_with_a_warning() {
+async fn long_prompts_are_encoded_window_by_window() {
     let w = Worker::start(&[]).await;
-    let long = "red circle blue square ".repeat(40);
+    let pixels = |png: Vec<u8>| image::load_from_memory(&png).unwrap().to_rgb8().into_raw();
+    // The tiny model's tokenizer gives 4 tokens per repeat: 80 tokens fill the
+    // first 75-token window, so the last words land in the second one (a
+    // truncating pipeline would draw both prompts alike).
+    let base = "red circle blue square ".repeat(20);
+    let body = |tail: &str, negative: &str| {
+        json!({"operation": "image_generation", "prompt": format!("{base}{tail}"), "negative_prompt": negative,
+               "steps": 2, "seed": 5, "guidance_scale": 7.5})
+    };
+    let (msgs, red) = run(&w, body("yellow star", "")).await;
+    assert!(
+        msgs.iter().all(|m| m.kind() != "warning"),
+        "no cut, no warning"
+    );
+    let (_, green) = run(&w, body("green triangle", "")).await;
+    assert_ne!(
+        pixels(red.clone()),
+        pixels(green),
+        "the second window conditions the image"
+    );
+    // A negative prompt longer than the prompt: both are padded to the same
+    // number of windows, batched together, and the negative one counts.
+    let (_, negative) = run(&w, body("yellow star", &"blurry dark ".repeat(60))).await;
+    assert_ne!(pixels(red), pixels(negative));
+
+    // Past 8 windows (600 tokens) the rest is cut, with a warning.
+    let long = "red circle blue square ".repeat(200);
     let job = w
         .submit(json!({"operation": "image_generation", "prompt": long, "steps": 1, "guidance_scale": 1.0}))
         .await;
@@ -26,21 +52,14 @@ async fn a_prompt_longer_than_the_window_is_cut_with_a_warning() {
         .find(|m| m.kind() == "warning")
         .expect("a warning event");
     assert_eq!(warning.json()["code"], "prompt_truncated");
+    let message = warning.json()["message"].as_str().unwrap();
     assert!(
-        warning.json()["message"].as_str().unwrap().contains("75"),
-        "{}",
-        warning.json()
+        message.contains("800 tokens") && message.contains("600"),
+        "{message}"
     );
     let (_, snap) = w.get_json(&format!("/v1/jobs/{id}")).await;
     assert_eq!(snap["warnings"].as_array().unwrap().len(), 1);
     assert_eq!(snap["status"], "completed");
-    // A short prompt carries no warning.
-    let (msgs, _) = run(
-        &w,
-        json!({"operation": "image_generation", "prompt": "red circle", "steps": 1}),
-    )
-    .await;
-    assert!(msgs.iter().all(|m| m.kind() != "warning"));
 }
 
 #[tokio::test]

@@ -59,6 +59,19 @@ pub struct TokenizedPrompt {
     pub truncated: bool,
 }
 
+/// A prompt split into consecutive windows of the text encoder's length, so a
+/// prompt longer than one window is encoded window by window (the embeddings
+/// are then concatenated) instead of being cut.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptWindows {
+    /// Each exactly `max_length` ids: bos, up to `max_length - 2` tokens, eos, pad.
+    pub windows: Vec<Vec<u32>>,
+    /// Number of prompt tokens (without bos/eos) before any cut.
+    pub token_count: usize,
+    /// True when the prompt needed more than the allowed number of windows.
+    pub truncated: bool,
+}
+
 /// CLIP tokenizer with its special tokens and window length.
 #[derive(Clone)]
 pub struct ClipTokenizer {
@@ -192,6 +205,43 @@ impl ClipTokenizer {
             token_count,
             truncated,
         })
+    }
+
+    /// Tokenizes `text` into at least one and at most `max_windows` windows of
+    /// `max_length - 2` tokens each (the last one padded), each wrapped in
+    /// bos/eos like a prompt of its own: how long-prompt pipelines (A1111,
+    /// diffusers' long-prompt community pipeline) feed CLIP.
+    pub fn windows(&self, text: &str, max_windows: usize) -> Result<PromptWindows> {
+        let encoding = self
+            .tokenizer
+            .encode(text.trim(), false)
+            .map_err(|e| anyhow!("tokenizing the prompt failed: {e}"))?;
+        let tokens = encoding.get_ids();
+        let room = self.max_length - 2;
+        let max_windows = max_windows.max(1);
+        let kept = tokens.len().min(room * max_windows);
+        let mut windows: Vec<Vec<u32>> = tokens[..kept]
+            .chunks(room)
+            .map(|chunk| self.window(chunk))
+            .collect();
+        if windows.is_empty() {
+            windows.push(self.window(&[]));
+        }
+        Ok(PromptWindows {
+            windows,
+            token_count: tokens.len(),
+            truncated: kept < tokens.len(),
+        })
+    }
+
+    /// One window: bos, `tokens` (at most `max_length - 2`), eos, padding.
+    pub fn window(&self, tokens: &[u32]) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(self.max_length);
+        ids.push(self.bos_id);
+        ids.extend_from_slice(&tokens[..tokens.len().min(self.max_length - 2)]);
+        ids.push(self.eos_id);
+        ids.resize(self.max_length, self.pad_id);
+        ids
     }
 }
 
@@ -935,6 +985,41 @@ mod tests {
         assert!(over.truncated);
         assert_eq!(over.token_count, 76);
         assert_eq!(over.ids[76], tok.eos_id());
+    }
+
+    #[test]
+    fn real_clip_splits_long_prompts_into_windows() {
+        let (_dir, tok) = real_clip(None, None);
+        let cats = |n: usize| vec!["cat"; n].join(" ");
+        let cat = tok.encode("cat").unwrap().ids[1];
+        // 75 tokens: one window; 76: two, the second holding one token.
+        assert_eq!(tok.windows(&cats(75), 8).unwrap().windows.len(), 1);
+        let two = tok.windows(&cats(76), 8).unwrap();
+        assert_eq!(two.windows.len(), 2);
+        assert!(!two.truncated);
+        assert_eq!(two.windows[0], tok.encode(&cats(75)).unwrap().ids);
+        assert_eq!(two.windows[1], tok.encode("cat").unwrap().ids);
+        assert!(two
+            .windows
+            .iter()
+            .all(|w| w.len() == 77 && w[0] == tok.bos_id()));
+        // Every token is kept, in order, across the windows.
+        let kept: Vec<u32> = two
+            .windows
+            .iter()
+            .flat_map(|w| w[1..].iter().copied().take_while(|&id| id != tok.eos_id()))
+            .collect();
+        assert_eq!(kept, vec![cat; 76]);
+        // Past the window budget the rest is cut, and said so.
+        let cut = tok.windows(&cats(200), 2).unwrap();
+        assert_eq!(
+            (cut.windows.len(), cut.token_count, cut.truncated),
+            (2, 200, true)
+        );
+        // An empty prompt is one window of bos, eos and padding.
+        let empty = tok.windows("  ", 8).unwrap();
+        assert_eq!(empty.windows, vec![tok.window(&[])]);
+        assert_eq!(&empty.windows[0][..2], &[tok.bos_id(), tok.eos_id()]);
     }
 
     #[test]

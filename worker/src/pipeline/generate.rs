@@ -111,17 +111,27 @@ fn conditioning(
     observer: &mut dyn Observer,
 ) -> Result<Tensor> {
     let n = req.num_images;
-    let cond = prompt::encode(model, &req.prompt, "prompt")?;
-    if let Some(w) = &cond.warning {
-        observer.warning("prompt_truncated", w);
-    }
-    let mut parts = vec![cond.embedding; n];
-    if guided {
-        let uncond = prompt::encode(model, &req.negative_prompt, "negative prompt")?;
-        if let Some(w) = &uncond.warning {
+    let cond = prompt::tokenize(model, &req.prompt, "prompt")?;
+    let uncond = if guided {
+        Some(prompt::tokenize(
+            model,
+            &req.negative_prompt,
+            "negative prompt",
+        )?)
+    } else {
+        None
+    };
+    let windows = cond
+        .windows()
+        .max(uncond.as_ref().map_or(0, |u| u.windows()));
+    for w in std::iter::once(&cond).chain(uncond.as_ref()) {
+        if let Some(w) = &w.warning {
             observer.warning("prompt_truncated", w);
         }
-        let mut all = vec![uncond.embedding; n];
+    }
+    let mut parts = vec![prompt::encode(model, &cond, windows)?; n];
+    if let Some(uncond) = &uncond {
+        let mut all = vec![prompt::encode(model, uncond, windows)?; n];
         all.append(&mut parts);
         parts = all;
     }
