@@ -1,4 +1,4 @@
-// ESLint flat config for the TypeScript packages (packages/*).
+// ESLint flat config for the TypeScript packages (packages/*) and the studio (app/).
 import js from '@eslint/js';
 import { defineConfig, globalIgnores } from 'eslint/config';
 import reactHooks from 'eslint-plugin-react-hooks';
@@ -22,7 +22,7 @@ export default defineConfig([
     },
   },
   {
-    files: ['packages/react/**/*.{ts,tsx}'],
+    files: ['packages/react/**/*.{ts,tsx}', 'app/src/**/*.{ts,tsx}'],
     extends: [reactHooks.configs.flat.recommended],
   },
 ]);

@@ -2,7 +2,8 @@
 # The project's one test command (README): installs what the tests need,
 # idempotently, then runs formatting, lints and every test: Rust (worker and
 # SDK), the WASM build and its size budget, the TypeScript packages, and the
-# browser SDK in headless Chromium. Every test talks to a real worker binary.
+# browser SDK and the studio in headless Chromium. Every test talks to a real
+# worker binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +45,9 @@ pnpm lint
 
 step "TypeScript package tests (Vitest, against the real worker)"
 pnpm test
+
+step "studio end to end (Playwright in headless Chromium, the worker serving app/dist)"
+pnpm test:e2e
 
 step "browser SDK tests (wasm-bindgen-test in headless Chromium, against the real worker)"
 scripts/test-wasm.sh

@@ -3,6 +3,18 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 
+/// Fixes the CPU thread count for the life of the process (Candle's own
+/// default, or `RAYON_NUM_THREADS` when set). Candle asks for it on every
+/// matrix product, and without the variable that re-reads the CPU topology
+/// from `/proc` each time, which shows in profiles of small models. Call at
+/// the start of `main`, before any thread exists.
+pub fn pin_cpu_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}
+
 /// Parses `cpu`, `cuda[:N]`, `metal[:N]` or `auto` (first GPU the build supports, else CPU).
 pub fn parse_device(spec: &str) -> Result<Device> {
     let (kind, index) = match spec.split_once(':') {

@@ -36,6 +36,7 @@ fn generate_model(args: &sd_worker::cli::GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    sd_worker::device::pin_cpu_threads();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Bench(args)) => {

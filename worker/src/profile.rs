@@ -78,7 +78,9 @@ impl Profile {
             },
             device: rt.device.into(),
             dtype: rt.dtype.into(),
-            schedulers: SchedulerKind::ALL
+            // Only those valid for the model: flow-matching models and diffusion
+            // models take disjoint sets (validation rejects the rest).
+            schedulers: SchedulerKind::available(meta.flow_matching)
                 .iter()
                 .map(|k| k.name().to_string())
                 .collect(),

@@ -273,15 +273,28 @@ fn validate_params(
     }
     let scheduler = match &p.scheduler {
         None => profile.default_scheduler,
-        Some(name) => SchedulerKind::from_name(name).ok_or_else(|| {
-            invalid(
-                "scheduler",
-                format!(
-                    "unknown scheduler `{name}`; one of: {}",
-                    info.schedulers.join(", ")
-                ),
-            )
-        })?,
+        Some(name) => {
+            let kind = SchedulerKind::from_name(name).ok_or_else(|| {
+                invalid(
+                    "scheduler",
+                    format!(
+                        "unknown scheduler `{name}`; one of: {}",
+                        info.schedulers.join(", ")
+                    ),
+                )
+            })?;
+            // Known but not for this model (flow_euler on a diffusion model, or the reverse).
+            if !info.schedulers.iter().any(|s| s == kind.name()) {
+                return Err(invalid(
+                    "scheduler",
+                    format!(
+                        "scheduler `{name}` does not apply to this model; one of: {}",
+                        info.schedulers.join(", ")
+                    ),
+                ));
+            }
+            kind
+        }
     };
     Ok(Request {
         prompt: p.prompt.clone(),

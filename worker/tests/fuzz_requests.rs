@@ -50,6 +50,7 @@ fn profile() -> &'static Profile {
             prediction_type: "epsilon".into(),
             inpainting: false,
             default_scheduler: SchedulerKind::Euler,
+            flow_matching: false,
             max_prompt_tokens: 77,
             load_ms: 0,
         };

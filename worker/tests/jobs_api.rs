@@ -328,7 +328,20 @@ async fn info_health_ready_and_unknown_jobs() {
     assert_eq!(info["model"]["prediction_type"], "epsilon");
     assert_eq!(info["limits"]["size_multiple"], 4);
     assert_eq!(info["defaults"]["scheduler"], "euler");
-    assert_eq!(info["schedulers"], json!(["ddim", "euler", "euler_a"]));
+    // Every scheduler but flow_euler, which only flow-matching models (SD 3) list.
+    assert_eq!(
+        info["schedulers"],
+        json!([
+            "ddim",
+            "ddpm",
+            "euler",
+            "euler_a",
+            "dpmpp_2m",
+            "dpmpp_2m_karras",
+            "unipc",
+            "lcm"
+        ])
+    );
     assert_eq!(
         info["operations"],
         json!(["image_generation", "image_transform", "image_inpaint"])
@@ -351,7 +364,8 @@ async fn info_health_ready_and_unknown_jobs() {
     assert_eq!(r.status(), 404);
     let (status, _) = w.delete("/v1/jobs/job-nope").await;
     assert_eq!(status, 404);
-    let (status, body) = w.get_json("/no/such/route").await;
+    // Unknown API paths are JSON 404s (paths outside /v1 belong to the studio).
+    let (status, body) = w.get_json("/v1/no/such/route").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("not_found"))
@@ -391,8 +405,8 @@ async fn the_bundled_model_serves_with_no_model_flag() {
     let w = Worker::spawn(&[], &[("SD_WORKER_CACHE", cache.path().to_str().unwrap())]);
     w.wait_ready().await;
     let (_, info) = w.get_json("/v1/info").await;
-    assert_eq!(info["model"]["id"], "tiny-sd");
-    let job = w.submit(json!({"operation": "image_generation", "prompt": "a yellow star", "steps": 2, "model": "tiny-sd"})).await;
+    assert_eq!(info["model"]["id"], "sd-demo-shapes");
+    let job = w.submit(json!({"operation": "image_generation", "prompt": "a yellow star", "steps": 2, "model": "sd-demo-shapes"})).await;
     let msgs = w.stream_all(job["job_id"].as_str().unwrap(), None).await;
     let png = decode_b64(complete_images(&msgs)[0]["image"].as_str().unwrap());
     assert_eq!(image::load_from_memory(&png).unwrap().width(), 64);

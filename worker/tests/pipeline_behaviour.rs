@@ -87,8 +87,30 @@ async fn guidance_at_or_below_one_skips_the_unconditional_pass() {
 #[tokio::test]
 async fn every_scheduler_completes_and_they_differ() {
     let w = Worker::start(&[]).await;
+    let (_, info) = w.get_json("/v1/info").await;
+    let listed: Vec<&str> = info["schedulers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let all = [
+        ("ddim", "DDIM"),
+        ("ddpm", "DDPM"),
+        ("euler", "Euler"),
+        ("euler_a", "Euler a"),
+        ("dpmpp_2m", "DPM++ 2M"),
+        ("dpmpp_2m_karras", "DPM++ 2M Karras"),
+        ("unipc", "UniPC"),
+        ("lcm", "LCM"),
+    ];
+    assert_eq!(
+        listed,
+        all.map(|(name, _)| name),
+        "the bundled model is not flow matching"
+    );
     let mut outputs = Vec::new();
-    for scheduler in ["ddim", "euler", "euler_a"] {
+    for (scheduler, sampler) in all {
         let (msgs, png) = run(
             &w,
             json!({"operation": "image_generation", "prompt": "a purple star", "steps": 4, "seed": 8, "scheduler": scheduler}),
@@ -97,16 +119,14 @@ async fn every_scheduler_completes_and_they_differ() {
         let progress = msgs.iter().filter(|m| m.kind() == "progress").count();
         assert_eq!(progress, 4, "{scheduler}");
         let params = sd_worker::pipeline::encode::read_png_parameters(&png).unwrap();
-        let sampler = match scheduler {
-            "ddim" => "DDIM",
-            "euler" => "Euler",
-            _ => "Euler a",
-        };
         assert!(params.contains(&format!("Sampler: {sampler},")), "{params}");
-        outputs.push(png);
+        outputs.push((scheduler, png));
     }
-    assert_ne!(outputs[0], outputs[1]);
-    assert_ne!(outputs[1], outputs[2]);
+    for (i, (a, png_a)) in outputs.iter().enumerate() {
+        for (b, png_b) in &outputs[i + 1..] {
+            assert_ne!(png_a, png_b, "{a} and {b} gave the same image");
+        }
+    }
 }
 
 #[tokio::test]

@@ -81,6 +81,9 @@ pub struct ModelMeta {
     pub prediction_type: String,
     pub inpainting: bool,
     pub default_scheduler: SchedulerKind,
+    /// Trained by flow matching (SD 3: the scheduler config names a
+    /// `FlowMatch*` class): only flow schedulers apply, and only to it.
+    pub flow_matching: bool,
     pub max_prompt_tokens: usize,
     pub load_ms: u64,
 }
@@ -184,11 +187,7 @@ impl LoadedModel {
 
         let vae_scale_factor = vae_cfg.scale_factor() as u32;
         let latent_side = unet_cfg.sample_size.unwrap_or(64) as u32;
-        let default_scheduler = scheduler_config
-            .class_name
-            .as_deref()
-            .and_then(SchedulerKind::from_diffusers_class)
-            .unwrap_or(SchedulerKind::Euler);
+        let default_scheduler = SchedulerKind::default_for(&scheduler_config);
         let meta = ModelMeta {
             id: files.id.clone(),
             source: files.source.clone(),
@@ -202,6 +201,7 @@ impl LoadedModel {
             prediction_type: scheduler_config.prediction_type.clone(),
             inpainting,
             default_scheduler,
+            flow_matching: scheduler_config.is_flow_matching(),
             max_prompt_tokens: tokenizer.max_length().min(text_encoder.max_positions()),
             load_ms: started.elapsed().as_millis() as u64,
         };

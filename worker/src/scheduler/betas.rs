@@ -53,15 +53,51 @@ pub fn betas(cfg: &SchedulerConfig) -> Result<Vec<f64>> {
 
 /// alphas_cumprod[t] = prod_{i <= t} (1 - beta_i): the signal fraction
 /// remaining at training timestep t (x_t = sqrt(acp) x0 + sqrt(1 - acp) eps).
+/// With `rescale_betas_zero_snr` the result is rescaled to zero terminal SNR.
 pub fn alphas_cumprod(cfg: &SchedulerConfig) -> Result<Vec<f64>> {
     let mut acc = 1.0;
-    Ok(betas(cfg)?
+    let acp: Vec<f64> = betas(cfg)?
         .into_iter()
         .map(|b| {
             acc *= 1.0 - b;
             acc
         })
-        .collect())
+        .collect();
+    Ok(if cfg.rescale_betas_zero_snr {
+        rescale_zero_terminal_snr(&acp)
+    } else {
+        acp
+    })
+}
+
+/// diffusers' `rescale_zero_terminal_snr` (Lin et al. 2023, algorithm 1),
+/// applied to alphas_cumprod directly: sqrt(acp) is shifted so its last value
+/// is 0 and scaled so its first is unchanged. (diffusers goes back to betas and
+/// takes the cumulative product again, which gives these values.)
+fn rescale_zero_terminal_snr(acp: &[f64]) -> Vec<f64> {
+    let first = acp[0].sqrt();
+    let last = acp[acp.len() - 1].sqrt();
+    if first <= last {
+        // One training step: nothing to rescale (diffusers would divide by zero).
+        return acp.to_vec();
+    }
+    let scale = first / (first - last);
+    acp.iter()
+        .map(|a| ((a.sqrt() - last) * scale).powi(2))
+        .collect()
+}
+
+/// The sigma-space schedulers (Euler, DPM++, UniPC) need sigma = sqrt((1 -
+/// acp) / acp) finite: as diffusers, a zero-SNR schedule's final
+/// alphas_cumprod of 0 becomes 2^-24 (f16's smallest subnormal) there.
+pub fn with_finite_sigmas(acp: &[f64]) -> Vec<f64> {
+    let mut acp = acp.to_vec();
+    if let Some(last) = acp.last_mut() {
+        if *last <= 0.0 {
+            *last = 2f64.powi(-24);
+        }
+    }
+    acp
 }
 
 /// diffusers' `betas_for_alpha_bar` with the cosine alpha_bar of Nichol &
@@ -186,6 +222,33 @@ mod tests {
         let mut short = cfg.clone();
         short.num_train_timesteps = 4;
         assert!(betas(&short).unwrap_err().to_string().contains("3 values"));
+    }
+
+    #[test]
+    fn zero_terminal_snr_rescale() {
+        let mut cfg = sd15();
+        cfg.rescale_betas_zero_snr = true;
+        let acp = alphas_cumprod(&cfg).unwrap();
+        // diffusers 0.31 (float32 torch): DDPMScheduler(beta_start=0.00085, beta_end=0.012,
+        // beta_schedule="scaled_linear", rescale_betas_zero_snr=True).alphas_cumprod
+        // [0] 0.99915, [500] 0.24101864, [998] 1.96796e-07, [999] 0.0; numpy float64 on
+        // the same formula: [500] 0.24101878275731575, [998] 1.9678880566212916e-07.
+        assert!((acp[0] - 0.99915).abs() < 1e-12, "{}", acp[0]);
+        assert!(
+            (acp[500] - 0.24101878275731575).abs() < 1e-12,
+            "{}",
+            acp[500]
+        );
+        assert!(
+            (acp[998] / 1.9678880566212916e-07 - 1.0).abs() < 1e-9,
+            "{}",
+            acp[998]
+        );
+        assert!((acp[500] - 0.24101864).abs() < 3e-7, "f32 diffusers");
+        assert_eq!(acp[999], 0.0);
+        let safe = with_finite_sigmas(&acp);
+        assert_eq!(safe[999], 2f64.powi(-24));
+        assert_eq!(safe[..999], acp[..999]);
     }
 
     #[test]

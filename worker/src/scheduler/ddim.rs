@@ -40,12 +40,7 @@ impl Ddim {
         if !(eta.is_finite() && eta >= 0.0) {
             bail!("ddim: eta must be a finite value >= 0, got {eta}");
         }
-        if cfg.clip_sample && !(cfg.clip_sample_range.is_finite() && cfg.clip_sample_range > 0.0) {
-            bail!(
-                "scheduler config: clip_sample_range must be > 0, got {}",
-                cfg.clip_sample_range
-            );
-        }
+        let clip = cfg.clip_range(true)?;
         let spacing = Spacing::parse(cfg.timestep_spacing.as_deref(), Spacing::Leading)?;
         Ok(Self {
             timesteps: timesteps(spacing, train, n, cfg.steps_offset, Linspace::Rounded),
@@ -57,7 +52,7 @@ impl Ddim {
             alphas_cumprod,
             step_ratio: (train / n) as i64,
             prediction,
-            clip: cfg.clip_sample.then_some(cfg.clip_sample_range),
+            clip,
             eta,
         })
     }
@@ -82,16 +77,6 @@ impl Ddim {
 impl Scheduler for Ddim {
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    /// DDIM works on the variance-preserving x_t, whose pure-noise end has unit variance.
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> CandleResult<Tensor> {
-        at(&self.timesteps, step_index, "timesteps")?;
-        Ok(sample.clone())
     }
 
     fn step(
@@ -248,7 +233,7 @@ mod tests {
     fn sample_prediction_and_clipping() {
         let mut cfg = sd15();
         cfg.prediction_type = "sample".into();
-        cfg.clip_sample = true;
+        cfg.clip_sample = Some(true);
         cfg.clip_sample_range = 1.0;
         let acp = alphas_cumprod(&cfg).unwrap();
         let (a, p) = (acp[951], acp[901]);
@@ -362,7 +347,7 @@ mod tests {
         assert!(Ddim::new(&cfg, acp.clone(), Prediction::Epsilon, 10, -1.0).is_err());
         assert!(Ddim::new(&cfg, acp.clone(), Prediction::Epsilon, 0, 0.0).is_err());
         let mut clip = cfg.clone();
-        clip.clip_sample = true;
+        clip.clip_sample = Some(true);
         clip.clip_sample_range = 0.0;
         assert!(Ddim::new(&clip, acp, Prediction::Epsilon, 10, 0.0).is_err());
     }

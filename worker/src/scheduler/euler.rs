@@ -37,7 +37,7 @@ impl SigmaSchedule {
             cfg.steps_offset,
             Linspace::Fractional,
         );
-        let train_sigmas: Vec<f64> = alphas_cumprod
+        let train_sigmas: Vec<f64> = super::betas::with_finite_sigmas(alphas_cumprod)
             .iter()
             .map(|a| ((1.0 - a) / a).sqrt())
             .collect();

@@ -80,6 +80,26 @@ pub fn timesteps(
     ascending
 }
 
+/// The timesteps of diffusers' multistep solvers (DPM-Solver++, UniPC): for
+/// linspace and leading they space n + 1 points and drop the last (t = 0 or
+/// steps_offset), so the final step ends on the appended sigma instead;
+/// trailing is the common rule. Always rounded to integers.
+pub fn multistep_timesteps(
+    spacing: Spacing,
+    train: usize,
+    n: usize,
+    steps_offset: usize,
+) -> Vec<f64> {
+    match spacing {
+        Spacing::Linspace | Spacing::Leading => {
+            let mut ts = timesteps(spacing, train, n + 1, steps_offset, Linspace::Rounded);
+            ts.pop();
+            ts
+        }
+        Spacing::Trailing => timesteps(spacing, train, n, steps_offset, Linspace::Rounded),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +167,26 @@ mod tests {
             assert!(ts.iter().all(|t| (0.0..=999.0).contains(t)), "n = {n}");
             assert!(ts.windows(2).all(|w| w[1] < w[0]), "n = {n}");
         }
+    }
+
+    #[test]
+    fn multistep_spacing_like_dpm_solver() {
+        // diffusers 0.31 DPMSolverMultistepScheduler (and UniPC), 10 steps, SD 1.5 config:
+        // linspace: np.linspace(0, 999, 11).round()[::-1][:-1]
+        assert_eq!(
+            multistep_timesteps(Spacing::Linspace, 1000, 10, 1),
+            vec![999.0, 899.0, 799.0, 699.0, 599.0, 500.0, 400.0, 300.0, 200.0, 100.0]
+        );
+        // leading: 1000 // 11 = 90; arange(11) * 90 reversed, last dropped, + 1.
+        assert_eq!(
+            multistep_timesteps(Spacing::Leading, 1000, 10, 1),
+            vec![901.0, 811.0, 721.0, 631.0, 541.0, 451.0, 361.0, 271.0, 181.0, 91.0]
+        );
+        // trailing: the common rule.
+        assert_eq!(
+            multistep_timesteps(Spacing::Trailing, 1000, 4, 1),
+            vec![999.0, 749.0, 499.0, 249.0]
+        );
     }
 
     #[test]

@@ -1,0 +1,527 @@
+// The studio: prompt and parameters, the job's progress and result, the input
+// image and its mask, the gallery and the prompt history.
+
+import { useImageToImage, useInpainting, useTextToImage, type JobState } from '@sd-worker/react';
+import type { WorkerInfo } from '@sd-worker/sdk';
+import { useCallback, useEffect, useEffectEvent, useRef, useState, type FormEvent, type ReactNode } from 'react';
+import { errorId, fieldId, FieldError, controlProps } from './components/Field.js';
+import { Gallery } from './components/Gallery.js';
+import { ImageInput } from './components/ImageInput.js';
+import { Lightbox, type LightboxAction } from './components/Lightbox.js';
+import { MaskEditor, type MaskEditorHandle } from './components/MaskEditor.js';
+import { ParamsPanel } from './components/ParamsPanel.js';
+import { ProgressView } from './components/ProgressView.js';
+import { revokeBlobUrl } from './components/thumbs.js';
+import {
+  buildRequest,
+  formFromParams,
+  formFromParsed,
+  MODE_OF,
+  OPERATIONS,
+  restoreForm,
+  type FieldErrors,
+  type FormState,
+  type JobParams,
+  type Mode,
+} from './form.js';
+import { forgetJobParams, jobParams, setJobParams, setPending } from './job-params.js';
+import { parseA1111 } from './lib/a1111.js';
+import { errorText } from './lib/errors.js';
+import { addImage, deleteImage, getValue, listImages, setValue, type GalleryEntry } from './lib/gallery-db.js';
+import { blobBytes, dataUrlToBlob, downloadBlob, loadImage, type LoadedImage } from './lib/images.js';
+import { readPngParameters } from './lib/png-text.js';
+import { clearPrompts, loadPrompts, rememberPrompt } from './lib/prompt-history.js';
+
+const MODES: [Mode, string][] = [
+  ['txt2img', 'Text to image'],
+  ['img2img', 'Image to image'],
+  ['inpaint', 'Inpainting'],
+];
+
+/** Fields that live in the parameters drawer (opened to show their errors on a phone). */
+const DRAWER_FIELDS = new Set(['steps', 'guidance_scale', 'width', 'height', 'scheduler', 'num_images', 'seed', 'mask_blur']);
+/** The worker's names for a field, to the form's. */
+const FIELD_ALIASES: Record<string, string> = { input_image: 'image', init_image: 'image', mask_image: 'mask' };
+
+const FORM_KEY = 'sd-studio:form';
+const MODE_KEY = 'sd-studio:mode';
+const SEED_KEY = 'sd-studio:last-seed';
+
+function loadJson<T>(key: string): T | null {
+  try {
+    const raw = localStorage.getItem(key);
+    return raw ? (JSON.parse(raw) as T) : null;
+  } catch {
+    return null;
+  }
+}
+
+function saveJson(key: string, value: unknown): void {
+  try {
+    localStorage.setItem(key, JSON.stringify(value));
+  } catch {
+    // not remembered
+  }
+}
+
+function focusField(field: string): void {
+  const el = document.getElementById(fieldId(field)) ?? document.getElementById(errorId(field));
+  el?.focus();
+  el?.scrollIntoView({ block: 'center', behavior: 'smooth' });
+}
+
+/** Saves a finished job's images into the gallery, once (a replay after a reload adds nothing). */
+function useRecorder(mode: Mode, job: JobState, onAdded: (seed: number) => void): void {
+  const { status, jobId, images } = job;
+  useEffect(() => {
+    if (status !== 'completed' || !jobId || images.length === 0) return;
+    void (async () => {
+      const params = jobParams(jobId, mode);
+      let added = false;
+      for (const [index, image] of images.entries()) {
+        const ok = await addImage({
+          id: `${jobId}:${index}`,
+          jobId,
+          index,
+          operation: OPERATIONS[mode],
+          createdAt: Date.now() + index / 1000,
+          blob: dataUrlToBlob(image.url),
+          format: image.format,
+          seed: image.seed,
+          width: image.width,
+          height: image.height,
+          params,
+        }).catch(() => false);
+        added ||= ok;
+      }
+      forgetJobParams(jobId);
+      if (added) onAdded(images[0]!.seed);
+    })();
+  }, [status, jobId, images, mode, onAdded]);
+}
+
+export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: string }): ReactNode {
+  const txt2img = useTextToImage({ persistKey: 'studio:txt2img' });
+  const img2img = useImageToImage({ persistKey: 'studio:img2img' });
+  const inpaint = useInpainting({ persistKey: 'studio:inpaint' });
+  const jobs = { txt2img, img2img, inpaint };
+
+  const [mode, setModeState] = useState<Mode>(() => {
+    const saved = loadJson<Mode>(MODE_KEY);
+    return saved && saved in OPERATIONS ? saved : 'txt2img';
+  });
+  const setMode = (m: Mode) => {
+    setModeState(m);
+    saveJson(MODE_KEY, m);
+  };
+  const [form, setFormState] = useState<FormState>(() => restoreForm(info, loadJson<Partial<FormState>>(FORM_KEY)));
+  const setForm = useCallback((next: FormState | ((f: FormState) => FormState)) => {
+    setFormState((prev) => {
+      const value = typeof next === 'function' ? next(prev) : next;
+      saveJson(FORM_KEY, value);
+      return value;
+    });
+  }, []);
+  const patch = useCallback((p: Partial<FormState>) => setForm((f) => ({ ...f, ...p })), [setForm]);
+
+  const [input, setInputState] = useState<LoadedImage | null>(null);
+  const setInput = (image: LoadedImage | null) => {
+    setInputState(image);
+    void setValue('input', image).catch(() => {});
+  };
+  useEffect(() => {
+    void getValue<LoadedImage>('input')
+      .then((saved) => {
+        if (saved) setInputState((current) => current ?? saved);
+      })
+      .catch(() => {});
+  }, []);
+
+  const [gallery, setGallery] = useState<GalleryEntry[]>([]);
+  const refreshGallery = useCallback(async () => {
+    setGallery(await listImages().catch(() => []));
+  }, []);
+  useEffect(() => {
+    let live = true;
+    listImages()
+      .then((entries) => {
+        if (live) setGallery(entries);
+      })
+      .catch(() => {});
+    return () => {
+      live = false;
+    };
+  }, []);
+
+  const [lastSeed, setLastSeed] = useState<number | null>(() => loadJson<number>(SEED_KEY));
+  const onAdded = useCallback(
+    (seed: number) => {
+      setLastSeed(seed);
+      saveJson(SEED_KEY, seed);
+      void refreshGallery();
+    },
+    [refreshGallery],
+  );
+  useRecorder('txt2img', txt2img, onAdded);
+  useRecorder('img2img', img2img, onAdded);
+  useRecorder('inpaint', inpaint, onAdded);
+
+  const [clientErrors, setClientErrors] = useState<FieldErrors>({});
+  const [drawer, setDrawer] = useState(false);
+  const [lightbox, setLightbox] = useState<GalleryEntry | null>(null);
+  const [notice, setNotice] = useState('');
+  const [prompts, setPrompts] = useState(loadPrompts);
+  const [cancelling, setCancelling] = useState(false);
+  const mask = useRef<MaskEditorHandle>(null);
+
+  const job = jobs[mode];
+  const rawField = job.error?.field;
+  const serverField = rawField ? (FIELD_ALIASES[rawField] ?? rawField) : null;
+  const errors: FieldErrors = { ...clientErrors };
+  if (serverField && job.error) errors[serverField] = job.error.message;
+  const generalError = job.status === 'failed' && job.error && !serverField ? errorText(job.error, workerUrl) : null;
+
+  // A field the worker refused: show it (open the drawer on a phone) and focus it.
+  const refused = serverField && job.error ? job.error : null;
+  useEffect(() => {
+    if (!refused || !serverField) return;
+    const frame = requestAnimationFrame(() => {
+      if (DRAWER_FIELDS.has(serverField)) setDrawer(true);
+      requestAnimationFrame(() => focusField(serverField));
+    });
+    return () => cancelAnimationFrame(frame);
+  }, [refused, serverField]);
+
+  const showErrors = (found: FieldErrors) => {
+    setClientErrors(found);
+    const first = Object.keys(found)[0];
+    if (first) {
+      if (DRAWER_FIELDS.has(first)) setDrawer(true);
+      requestAnimationFrame(() => focusField(first));
+    }
+  };
+
+  const onInputFile = async (file: File) => {
+    try {
+      setInput(await loadImage(file, file.name));
+      setClientErrors(({ image: _, ...rest }) => rest);
+    } catch (e) {
+      showErrors({ image: e instanceof Error ? e.message : String(e) });
+    }
+  };
+
+  const fillFromFile = async (file: File): Promise<boolean> => {
+    const text = file.type === 'image/png' ? await readPngParameters(await blobBytes(file)) : null;
+    const parsed = text ? parseA1111(text) : null;
+    if (!parsed) return false;
+    setForm((f) => formFromParsed(f, parsed, info.schedulers));
+    setNotice(`Parameters read from ${file.name}.`);
+    return true;
+  };
+
+  // Dropping a PNG anywhere on the page fills the form from its `parameters`;
+  // another image becomes the input image of the image modes.
+  const onDrop = useEffectEvent(async (file: File) => {
+    if (await fillFromFile(file)) return;
+    if (mode !== 'txt2img') await onInputFile(file);
+    else setNotice(`${file.name} has no generation parameters.`);
+  });
+  useEffect(() => {
+    const over = (e: DragEvent) => {
+      if (e.dataTransfer?.types.includes('Files')) e.preventDefault();
+    };
+    const drop = (e: DragEvent) => {
+      const file = e.dataTransfer?.files[0];
+      if (!file) return;
+      e.preventDefault();
+      void onDrop(file);
+    };
+    window.addEventListener('dragover', over);
+    window.addEventListener('drop', drop);
+    return () => {
+      window.removeEventListener('dragover', over);
+      window.removeEventListener('drop', drop);
+    };
+  }, []);
+
+  const generate = async (e?: FormEvent) => {
+    e?.preventDefault();
+    const { params, errors: found } = buildRequest(form, mode, lastSeed);
+    if (mode !== 'txt2img' && !input) found.image = 'Choose an input image first.';
+    let maskUrl: string | null = null;
+    if (mode === 'inpaint' && input) {
+      maskUrl = mask.current?.toDataUrl() ?? null;
+      if (!maskUrl) found.mask = 'Paint over the part of the image to repaint.';
+    }
+    if (Object.keys(found).length > 0) {
+      showErrors(found);
+      return;
+    }
+    setClientErrors({});
+    setNotice('');
+    setPrompts((list) => rememberPrompt(list, form.prompt, form.negative_prompt));
+    setPending(mode, params);
+    const { operation: _, ...request } = params;
+    let id: string | null;
+    if (mode === 'txt2img') id = await txt2img.generate(request);
+    else if (mode === 'img2img') id = await img2img.generate({ ...request, image: input!.url });
+    else id = await inpaint.generate({ ...request, image: input!.url, mask: maskUrl! });
+    if (id) setJobParams(id, params);
+  };
+
+  const cancel = async () => {
+    setCancelling(true);
+    await job.cancel();
+    setCancelling(false);
+  };
+
+  const onAction = async (action: LightboxAction, entry: GalleryEntry) => {
+    switch (action) {
+      case 'download':
+        downloadBlob(entry.blob, `sd-worker-${entry.seed}.${entry.format === 'jpeg' ? 'jpg' : 'png'}`);
+        return;
+      case 'reuse': {
+        const params: JobParams | null = entry.params;
+        if (params) {
+          setForm((f) => formFromParams(f, params, entry.seed, true));
+        } else {
+          const text = await readPngParameters(await blobBytes(entry.blob));
+          const parsed = text ? parseA1111(text) : null;
+          if (parsed) setForm((f) => formFromParsed(f, parsed, info.schedulers));
+        }
+        setMode(MODE_OF[entry.operation]);
+        setLightbox(null);
+        setNotice(`Parameters and seed ${entry.seed} loaded.`);
+        return;
+      }
+      case 'img2img':
+      case 'inpaint':
+        setInput(await loadImage(entry.blob, `seed-${entry.seed}.${entry.format === 'jpeg' ? 'jpg' : 'png'}`));
+        setMode(action);
+        setLightbox(null);
+        setNotice(action === 'img2img' ? 'Sent to image to image.' : 'Sent to inpainting: paint the part to repaint.');
+        return;
+      case 'delete':
+        await deleteImage(entry.id);
+        revokeBlobUrl(entry.blob);
+        setLightbox(null);
+        await refreshGallery();
+        return;
+    }
+  };
+
+  const openResult = (index: number) => {
+    const entry = gallery.find((g) => g.id === `${job.jobId}:${index}`);
+    if (entry) setLightbox(entry);
+  };
+
+  return (
+    <div className="app">
+      <header className="topbar">
+        <h1>sd-worker studio</h1>
+        <nav aria-label="Mode" className="modes">
+          {MODES.map(([m, label]) => (
+            <button
+              key={m}
+              type="button"
+              aria-pressed={mode === m}
+              onClick={() => {
+                setMode(m);
+                setClientErrors({});
+              }}
+              data-mode={m}
+            >
+              {label}
+              {jobs[m].isLoading && m !== mode && <span className="dot" aria-label="(generating)" />}
+            </button>
+          ))}
+        </nav>
+        <span className="model" title={info.model.source}>
+          {info.model.id}
+        </span>
+      </header>
+
+      <main className="layout">
+        <div className="work">
+          <form id="generate-form" className="card prompt-card" noValidate onSubmit={(e) => void generate(e)}>
+            <div className={errors.prompt ? 'field invalid' : 'field'}>
+              <label htmlFor={fieldId('prompt')}>Prompt</label>
+              <textarea
+                {...controlProps('prompt', errors.prompt)}
+                rows={3}
+                value={form.prompt}
+                placeholder="a lighthouse on a cliff at sunset, oil painting"
+                onChange={(e) => patch({ prompt: e.target.value })}
+                onKeyDown={(e) => {
+                  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) void generate(e);
+                }}
+              />
+              <FieldError name="prompt" error={errors.prompt} />
+            </div>
+            <div className={errors.negative_prompt ? 'field invalid' : 'field'}>
+              <label htmlFor={fieldId('negative_prompt')}>Negative prompt</label>
+              <textarea
+                {...controlProps('negative_prompt', errors.negative_prompt)}
+                rows={1}
+                value={form.negative_prompt}
+                placeholder="blurry, low quality"
+                onChange={(e) => patch({ negative_prompt: e.target.value })}
+              />
+              <FieldError name="negative_prompt" error={errors.negative_prompt} />
+            </div>
+
+            {mode !== 'txt2img' && (
+              <>
+                <ImageInput
+                  image={input}
+                  onFile={(f) => void onInputFile(f)}
+                  onClear={() => setInput(null)}
+                  error={errors.image}
+                  showPreview={mode === 'img2img'}
+                />
+                {mode === 'inpaint' && input && (
+                  <MaskEditor
+                    key={input.url}
+                    ref={mask}
+                    image={input}
+                    error={errors.mask}
+                    onChange={() => setClientErrors(({ mask: _, ...rest }) => rest)}
+                  />
+                )}
+                {mode === 'inpaint' && !input && <FieldError name="mask" error={errors.mask} />}
+                <div className={errors.strength ? 'field invalid' : 'field'}>
+                  <label htmlFor={fieldId('strength')}>
+                    Strength <output>{form.strength}</output>
+                  </label>
+                  <input
+                    {...controlProps('strength', errors.strength)}
+                    type="range"
+                    min={0}
+                    max={1}
+                    step={0.05}
+                    value={form.strength}
+                    onChange={(e) => patch({ strength: e.target.value })}
+                  />
+                  <p className="hint">0 keeps the input; 1 repaints it entirely</p>
+                  <FieldError name="strength" error={errors.strength} />
+                </div>
+              </>
+            )}
+
+            <div className="actions">
+              <button type="submit" className="primary" disabled={job.isLoading} data-testid="generate">
+                {job.isLoading ? 'Generating…' : 'Generate'}
+              </button>
+              <button
+                type="button"
+                className="drawer-toggle"
+                aria-controls="params"
+                aria-expanded={drawer}
+                onClick={() => setDrawer(true)}
+              >
+                Parameters
+              </button>
+              <label className="file-button">
+                <input
+                  type="file"
+                  accept="image/png"
+                  className="visually-hidden"
+                  data-testid="read-parameters"
+                  onChange={(e) => {
+                    const file = e.target.files?.[0];
+                    e.target.value = '';
+                    if (file)
+                      void fillFromFile(file).then((ok) => {
+                        if (!ok) setNotice(`${file.name} has no generation parameters.`);
+                      });
+                  }}
+                />
+                Read parameters from a PNG…
+              </label>
+            </div>
+            <PromptHistory
+              prompts={prompts}
+              onPick={(p) => patch({ prompt: p.prompt, negative_prompt: p.negative_prompt })}
+              onClear={() => setPrompts(clearPrompts())}
+            />
+            <p className="notice-line" role="status" aria-live="polite" data-testid="notice">
+              {notice}
+            </p>
+          </form>
+
+          <section className="card result" aria-label="Result" data-testid="result">
+            {job.isLoading && <ProgressView job={job} onCancel={() => void cancel()} cancelling={cancelling} />}
+            {generalError && (
+              <div className="notice error" role="alert" data-testid="job-error">
+                {generalError}
+              </div>
+            )}
+            {job.status === 'cancelled' && (
+              <p className="muted" role="status" data-testid="cancelled">
+                Cancelled.
+              </p>
+            )}
+            {job.warnings.map((w) => (
+              <p key={w.code} className="notice warn">
+                {w.message}
+              </p>
+            ))}
+            {job.status === 'completed' && (
+              <ul className="results" data-testid="results">
+                {job.images.map((image, i) => (
+                  <li key={`${job.jobId}-${i}`}>
+                    <button type="button" className="result-image" onClick={() => openResult(i)}>
+                      <img src={image.url} width={image.width} height={image.height} alt={`Result, seed ${image.seed}`} />
+                    </button>
+                    <span className="muted">seed {image.seed}</span>
+                  </li>
+                ))}
+              </ul>
+            )}
+            {job.isIdle && <p className="muted placeholder">Your images appear here.</p>}
+          </section>
+        </div>
+
+        <aside id="params" className={drawer ? 'params open' : 'params'} aria-label="Parameters">
+          <div className="params-head">
+            <h2>Parameters</h2>
+            <button type="button" className="drawer-close" onClick={() => setDrawer(false)} aria-label="Close parameters">
+              ✕
+            </button>
+          </div>
+          <ParamsPanel info={info} mode={mode} form={form} set={patch} errors={errors} lastSeed={lastSeed} />
+        </aside>
+        {drawer && <button type="button" className="backdrop" aria-label="Close parameters" onClick={() => setDrawer(false)} />}
+      </main>
+
+      <Gallery entries={gallery} onOpen={setLightbox} />
+      <Lightbox entry={lightbox} onClose={() => setLightbox(null)} onAction={(a, e) => void onAction(a, e)} />
+    </div>
+  );
+}
+
+function PromptHistory(props: {
+  prompts: { prompt: string; negative_prompt: string; at: number }[];
+  onPick: (p: { prompt: string; negative_prompt: string }) => void;
+  onClear: () => void;
+}): ReactNode {
+  if (props.prompts.length === 0) return null;
+  return (
+    <details className="history">
+      <summary>Prompt history ({props.prompts.length})</summary>
+      <ul>
+        {props.prompts.map((p) => (
+          <li key={`${p.at}-${p.prompt}`}>
+            <button type="button" className="link" onClick={() => props.onPick(p)}>
+              {p.prompt}
+              {p.negative_prompt && <span className="muted"> — not: {p.negative_prompt}</span>}
+            </button>
+          </li>
+        ))}
+      </ul>
+      <button type="button" onClick={props.onClear}>
+        Clear history
+      </button>
+    </details>
+  );
+}

@@ -1,0 +1,54 @@
+// Where the job is: submitting, queue position, step, percent, time left, the
+// live preview, and Cancel; then its images or what went wrong.
+
+import type { JobState } from '@sd-worker/react';
+import type { ReactNode } from 'react';
+
+export function formatEta(ms: number | null): string {
+  if (ms === null) return 'estimating…';
+  const s = Math.ceil(ms / 1000);
+  if (s < 60) return `about ${s} s left`;
+  return `about ${Math.floor(s / 60)} min ${s % 60} s left`;
+}
+
+export function ProgressView(props: {
+  job: JobState;
+  onCancel: () => void;
+  cancelling: boolean;
+}): ReactNode {
+  const { job, onCancel, cancelling } = props;
+  const { status, progress } = job;
+  let line: string;
+  if (status === 'submitting') line = 'Submitting…';
+  else if (status === 'queued')
+    line =
+      job.queuePosition === null
+        ? 'Queued'
+        : job.queuePosition <= 1
+          ? 'Queued: runs next'
+          : `Queued: position ${job.queuePosition}`;
+  else if (progress)
+    line = `Step ${progress.step} of ${progress.total} · ${Math.round(progress.percent)}% · ${formatEta(progress.etaMs)}`;
+  else line = 'Starting…';
+
+  return (
+    <div className="progress-view" data-testid="progress">
+      <div className="progress-line">
+        <p role="status" aria-live="polite" data-testid="progress-text">
+          {line}
+        </p>
+        <button type="button" className="danger" onClick={onCancel} disabled={cancelling}>
+          {cancelling ? 'Cancelling…' : 'Cancel'}
+        </button>
+      </div>
+      <progress
+        max={progress?.total ?? 1}
+        value={progress ? progress.step : undefined}
+        aria-label="Generation progress"
+      />
+      {job.preview && (
+        <img className="preview" src={job.preview} alt="Live preview of the image being generated" data-testid="preview" />
+      )}
+    </div>
+  );
+}

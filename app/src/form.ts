@@ -1,0 +1,179 @@
+// The form: what a person sets, the request it becomes, and filling it back
+// from a gallery image or a PNG's parameters.
+
+import type { GenerationParams, Operation, WorkerInfo } from '@sd-worker/sdk';
+import type { ParsedParameters } from './lib/a1111.js';
+
+export type Mode = 'txt2img' | 'img2img' | 'inpaint';
+export type SeedMode = 'random' | 'fixed' | 'last';
+
+export const OPERATIONS: Record<Mode, Operation> = {
+  txt2img: 'image_generation',
+  img2img: 'image_transform',
+  inpaint: 'image_inpaint',
+};
+
+export const MODE_OF: Record<Operation, Mode> = {
+  image_generation: 'txt2img',
+  image_transform: 'img2img',
+  image_inpaint: 'inpaint',
+};
+
+/** Numbers are kept as typed (strings), so a half-typed value is not lost. */
+export interface FormState {
+  prompt: string;
+  negative_prompt: string;
+  steps: string;
+  guidance_scale: string;
+  width: string;
+  height: string;
+  /** Image modes: take the input image's size (no width/height sent). */
+  matchInput: boolean;
+  scheduler: string;
+  num_images: string;
+  seedMode: SeedMode;
+  seed: string;
+  strength: string;
+  mask_blur: string;
+}
+
+/** What a gallery entry remembers of its request (no images). */
+export type JobParams = Omit<GenerationParams, 'model' | 'hive_id' | 'worker_id'> & {
+  operation: Operation;
+  strength?: number;
+  mask_blur?: number;
+};
+
+export function defaultForm(info: WorkerInfo): FormState {
+  const d = info.defaults;
+  return {
+    prompt: '',
+    negative_prompt: '',
+    steps: String(d.steps),
+    guidance_scale: String(d.guidance_scale),
+    width: String(d.width),
+    height: String(d.height),
+    matchInput: true,
+    scheduler: d.scheduler,
+    num_images: String(d.num_images),
+    seedMode: 'random',
+    seed: '',
+    strength: '0.75',
+    mask_blur: '4',
+  };
+}
+
+/** A stored form merged over the defaults (fields the worker does not offer are dropped). */
+export function restoreForm(info: WorkerInfo, saved: Partial<FormState> | null): FormState {
+  const form = { ...defaultForm(info), ...(saved ?? {}) };
+  if (!info.schedulers.includes(form.scheduler)) form.scheduler = info.defaults.scheduler;
+  return form;
+}
+
+export type FieldErrors = Partial<Record<string, string>>;
+
+function parseNumber(
+  value: string,
+  field: string,
+  errors: FieldErrors,
+  integer: boolean,
+): number | undefined {
+  const v = value.trim();
+  if (v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+    errors[field] = integer ? 'Enter a whole number.' : 'Enter a number.';
+    return undefined;
+  }
+  return n;
+}
+
+export interface BuiltRequest {
+  params: JobParams;
+  errors: FieldErrors;
+}
+
+/**
+ * The request of the form (without `image`/`mask`). Only what a browser cannot
+ * send is checked here (text in a number field); ranges are the worker's to judge.
+ */
+export function buildRequest(form: FormState, mode: Mode, lastSeed: number | null): BuiltRequest {
+  const errors: FieldErrors = {};
+  const params: JobParams = { operation: OPERATIONS[mode], prompt: form.prompt };
+  if (!form.prompt.trim()) errors.prompt = 'Describe the image to generate.';
+  if (form.negative_prompt.trim()) params.negative_prompt = form.negative_prompt;
+  const steps = parseNumber(form.steps, 'steps', errors, true);
+  if (steps !== undefined) params.steps = steps;
+  const guidance = parseNumber(form.guidance_scale, 'guidance_scale', errors, false);
+  if (guidance !== undefined) params.guidance_scale = guidance;
+  if (mode === 'txt2img' || !form.matchInput) {
+    const width = parseNumber(form.width, 'width', errors, true);
+    const height = parseNumber(form.height, 'height', errors, true);
+    if (width !== undefined) params.width = width;
+    if (height !== undefined) params.height = height;
+  }
+  if (form.scheduler) params.scheduler = form.scheduler;
+  const n = parseNumber(form.num_images, 'num_images', errors, true);
+  if (n !== undefined) params.num_images = n;
+  if (form.seedMode === 'fixed') {
+    const seed = parseNumber(form.seed, 'seed', errors, true);
+    if (seed === undefined && !errors.seed) errors.seed = 'Enter a seed, or choose Random.';
+    if (seed !== undefined) params.seed = seed;
+  } else if (form.seedMode === 'last') {
+    if (lastSeed === null) errors.seed = 'No image generated yet: there is no last seed.';
+    else params.seed = lastSeed;
+  }
+  if (mode !== 'txt2img') {
+    const strength = parseNumber(form.strength, 'strength', errors, false);
+    if (strength !== undefined) params.strength = strength;
+  }
+  if (mode === 'inpaint') {
+    const blur = parseNumber(form.mask_blur, 'mask_blur', errors, true);
+    if (blur !== undefined) params.mask_blur = blur;
+  }
+  // Live previews: about ten per job.
+  params.preview_every = Math.max(1, Math.floor((steps ?? 20) / 10));
+  return { params, errors };
+}
+
+/** The form filled from a request (a gallery entry's), keeping its seed when `withSeed`. */
+export function formFromParams(form: FormState, p: JobParams, seed: number | null, withSeed: boolean): FormState {
+  const next: FormState = { ...form, prompt: p.prompt, negative_prompt: p.negative_prompt ?? '' };
+  if (p.steps !== undefined) next.steps = String(p.steps);
+  if (p.guidance_scale !== undefined) next.guidance_scale = String(p.guidance_scale);
+  if (p.width !== undefined && p.height !== undefined) {
+    next.width = String(p.width);
+    next.height = String(p.height);
+    next.matchInput = false;
+  }
+  if (p.scheduler) next.scheduler = p.scheduler;
+  if (p.num_images !== undefined) next.num_images = String(p.num_images);
+  if (p.strength !== undefined) next.strength = String(p.strength);
+  if (p.mask_blur !== undefined) next.mask_blur = String(p.mask_blur);
+  if (withSeed && seed !== null) {
+    next.seedMode = 'fixed';
+    next.seed = String(seed);
+  } else {
+    next.seedMode = 'random';
+  }
+  return next;
+}
+
+/** The form filled from a PNG's `parameters` (only the schedulers the worker has are taken). */
+export function formFromParsed(form: FormState, p: ParsedParameters, schedulers: string[]): FormState {
+  const next: FormState = { ...form, prompt: p.prompt, negative_prompt: p.negative_prompt };
+  if (p.steps !== undefined) next.steps = String(p.steps);
+  if (p.guidance_scale !== undefined) next.guidance_scale = String(p.guidance_scale);
+  if (p.width !== undefined && p.height !== undefined) {
+    next.width = String(p.width);
+    next.height = String(p.height);
+    next.matchInput = false;
+  }
+  if (p.scheduler && schedulers.includes(p.scheduler)) next.scheduler = p.scheduler;
+  if (p.strength !== undefined) next.strength = String(p.strength);
+  if (p.seed !== undefined) {
+    next.seedMode = 'fixed';
+    next.seed = String(p.seed);
+  }
+  return next;
+}

@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { parseA1111 } from '../src/lib/a1111.js';
+
+describe('parseA1111', () => {
+  it('reads what the worker writes', () => {
+    const p = parseA1111(
+      'a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler, CFG scale: 7.5, Seed: 42, Size: 64x32, Model: tiny-sd',
+    );
+    expect(p).toMatchObject({
+      prompt: 'a cat',
+      negative_prompt: 'blurry',
+      steps: 20,
+      sampler: 'Euler',
+      scheduler: 'euler',
+      guidance_scale: 7.5,
+      seed: 42,
+      width: 64,
+      height: 32,
+      model: 'tiny-sd',
+    });
+  });
+
+  it('keeps multi-line prompts, big seeds and the denoising strength', () => {
+    const p = parseA1111(
+      'line one\nline two, with: a colon\nNegative prompt: bad\nhands\nSteps: 30, Sampler: Euler a, CFG scale: 5, Seed: 9007199254740991, Size: 512x768, Denoising strength: 0.6',
+    )!;
+    expect(p.prompt).toBe('line one\nline two, with: a colon');
+    expect(p.negative_prompt).toBe('bad\nhands');
+    expect(p.scheduler).toBe('euler_a');
+    expect(p.seed).toBe(Number.MAX_SAFE_INTEGER);
+    expect(p.strength).toBe(0.6);
+    expect([p.width, p.height]).toEqual([512, 768]);
+  });
+
+  it('reads other tools’ lines: quoted values, unknown samplers, no negative prompt', () => {
+    const p = parseA1111(
+      'a dog\nSteps: 25, Sampler: DPM++ 2M Karras, Schedule type: Karras, CFG scale: 6, Seed: 1, Size: 512x512, Lora hashes: "a: 1, b: 2", Version: v1.10.0',
+    )!;
+    expect(p.prompt).toBe('a dog');
+    expect(p.negative_prompt).toBe('');
+    expect(p.sampler).toBe('DPM++ 2M Karras');
+    expect(p.scheduler).toBeUndefined(); // Karras sigmas: not the worker's DPM++ 2M
+    expect(parseA1111('x\nSteps: 5, Sampler: DPM++ 2M')!.scheduler).toBe('dpmpp_2m');
+    expect(p.extra['Lora hashes']).toBe('a: 1, b: 2');
+    expect(p.extra.Version).toBe('v1.10.0');
+    expect(p.steps).toBe(25);
+  });
+
+  it('takes a prompt alone, and refuses empty text', () => {
+    expect(parseA1111('just a prompt')).toMatchObject({ prompt: 'just a prompt', negative_prompt: '' });
+    expect(parseA1111('')).toBeNull();
+    expect(parseA1111('   \n')).toBeNull();
+  });
+});
