@@ -140,7 +140,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Shape name: tiny or sd15.
+    /// Shape name: tiny, tiny-inpaint, tiny-sd2, sd15 or sd15-inpaint.
     #[arg(long, default_value = "tiny")]
     pub shape: String,
     /// Output folder.

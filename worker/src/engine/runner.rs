@@ -34,8 +34,8 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
     let m = &shared.metrics;
     let op = job.operation.as_str();
     if job.cancel_requested() {
-        job.push(StreamEvent::Cancelled {});
         m.jobs_finished.with_label_values(&[op, "cancelled"]).inc();
+        job.push(StreamEvent::Cancelled {});
         return;
     }
     m.queue_wait.observe(job.waited().as_secs_f64());
@@ -61,7 +61,10 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
     m.generation
         .with_label_values(&[op])
         .observe(elapsed.as_secs_f64());
-    let outcome_label = match outcome {
+    // Counted before the terminal event goes out, so a client that has seen
+    // it also sees the job in /metrics.
+    let finished = |label: &str| m.jobs_finished.with_label_values(&[op, label]).inc();
+    match outcome {
         Ok(Ok(Outcome::Completed { images, timings })) => {
             info!(
                 elapsed_ms,
@@ -85,12 +88,13 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
                     height: img.height,
                 })
                 .collect();
+            finished("completed");
             job.push(StreamEvent::Complete { images, elapsed_ms });
-            "completed"
         }
         Ok(Ok(Outcome::Cancelled)) if timed_out => {
             let limit = shared.job_timeout.unwrap_or_default();
             warn!(elapsed_ms, ?limit, "job timed out");
+            finished("timeout");
             job.fail(
                 ErrorCode::Timeout,
                 format!(
@@ -98,17 +102,16 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
                     humantime::format_duration(limit)
                 ),
             );
-            "timeout"
         }
         Ok(Ok(Outcome::Cancelled)) => {
             info!(elapsed_ms, "job cancelled");
+            finished("cancelled");
             job.push(StreamEvent::Cancelled {});
-            "cancelled"
         }
         Ok(Err(e)) => {
             warn!(error = %format!("{e:#}"), "job failed");
+            finished("failed");
             job.fail(ErrorCode::GenerationFailed, format!("{e:#}"));
-            "failed"
         }
         Err(panic) => {
             let message = panic
@@ -117,16 +120,13 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             error!(%message, "generation panicked; the job failed and the worker carries on");
+            finished("panicked");
             job.fail(
                 ErrorCode::Internal,
                 format!("generation panicked: {message}"),
             );
-            "panicked"
         }
-    };
-    m.jobs_finished
-        .with_label_values(&[op, outcome_label])
-        .inc();
+    }
 }
 
 /// Test-only fault injection, compiled into debug builds alone: a job whose

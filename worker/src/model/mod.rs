@@ -44,11 +44,12 @@ impl Family {
         }
     }
 
+    /// SD 2.x: OpenCLIP's 1024-wide text encoder, or linear projections in the
+    /// UNet's transformers (SD 1.x's configs never set them).
     fn detect(unet: &UNetConfig, text: &TextEncoderConfig) -> Self {
-        if text.hidden_size == 1024 {
+        if text.hidden_size == 1024 || unet.use_linear_projection {
             Family::StableDiffusion2
         } else {
-            let _ = unet;
             Family::StableDiffusion1
         }
     }

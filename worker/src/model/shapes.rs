@@ -1,6 +1,7 @@
 //! Named model shapes: the configs of a whole pipeline without weights.
-//! `tiny` is the generated test/bundled model; `sd15` mirrors Stable Diffusion
-//! 1.5's published configs for benchmarks with random weights.
+//! `tiny` is the generated test model and `tiny-sd2` its Stable Diffusion
+//! 2.x-shaped sibling; `sd15` mirrors Stable Diffusion 1.5's published configs
+//! for benchmarks with random weights.
 
 use super::config::{PerBlock, TextEncoderConfig, UNetConfig, VaeConfig};
 
@@ -16,13 +17,14 @@ pub struct ModelShape {
     pub pad_token: &'static str,
 }
 
-pub const SHAPE_NAMES: &[&str] = &["tiny", "tiny-inpaint", "sd15", "sd15-inpaint"];
+pub const SHAPE_NAMES: &[&str] = &["tiny", "tiny-inpaint", "tiny-sd2", "sd15", "sd15-inpaint"];
 
 impl ModelShape {
     pub fn by_name(name: &str) -> Option<Self> {
         match name {
             "tiny" => Some(Self::tiny()),
             "tiny-inpaint" => Some(Self::tiny().inpainting()),
+            "tiny-sd2" => Some(Self::tiny_sd2()),
             "sd15" | "sd1.5" => Some(Self::sd15()),
             "sd15-inpaint" => Some(Self::sd15().inpainting()),
             _ => None,
@@ -49,6 +51,20 @@ impl ModelShape {
             scheduler_config: sd_scheduler("EulerDiscreteScheduler"),
             pad_token: "<|endoftext|>",
         }
+    }
+
+    /// `tiny` with what sets Stable Diffusion 2.x apart in its configs: linear
+    /// projections in the UNet's transformers, an OpenCLIP-style text encoder
+    /// (exact GELU, "!" padding) and v-prediction under DDIM, as SD 2.1 ships.
+    pub fn tiny_sd2() -> Self {
+        let mut shape = Self::tiny();
+        shape.name = "tiny-sd2";
+        shape.unet.use_linear_projection = true;
+        shape.text_encoder.hidden_act = "gelu".into();
+        shape.pad_token = "!";
+        shape.scheduler_config = sd_scheduler("DDIMScheduler");
+        shape.scheduler_config["prediction_type"] = "v_prediction".into();
+        shape
     }
 
     /// The same shape with an inpainting UNet: it also takes the mask and the
