@@ -41,6 +41,24 @@ pub struct ModelInfo {
     pub inpainting: bool,
     /// Tokens per prompt window of the text encoder (77 for CLIP).
     pub max_prompt_tokens: u32,
+    /// Memory the model takes on its device at the worker's dtype.
+    pub memory: MemoryEstimate,
+}
+
+/// Memory a loaded model takes, so a hive can place it: the weights, counted,
+/// and the working memory of one image at the native size with guidance,
+/// estimated from the configs (full attention; flash attention needs less).
+/// Working memory grows with the square of the pixel count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
+pub struct MemoryEstimate {
+    /// Resident weights of every network the worker loaded.
+    pub weights_bytes: u64,
+    /// Peak working memory of one generation at the native size.
+    pub activations_bytes: u64,
+    /// `weights_bytes + activations_bytes`: what to plan for.
+    pub total_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

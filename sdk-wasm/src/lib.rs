@@ -23,7 +23,7 @@ pub mod wasm;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use events::{GeneratedImage, StreamEvent, DONE_SENTINEL};
 pub use hive::{Heartbeat, HeartbeatWorker, WorkerStatus};
-pub use info::{Defaults, Limits, ModelInfo, WorkerInfo};
+pub use info::{Defaults, Limits, MemoryEstimate, ModelInfo, WorkerInfo};
 pub use job::{JobAccepted, JobResult, JobSnapshot, JobStatus, Timings};
 pub use request::{
     GenerationParams, ImageFormat, ImageInput, ImageRequest, JobRequest, Operation, ResizeMode,

@@ -75,6 +75,7 @@ impl Profile {
                 prediction_type: meta.prediction_type.clone(),
                 inpainting: meta.inpainting,
                 max_prompt_tokens: meta.max_prompt_tokens as u32,
+                memory: meta.memory,
             },
             device: rt.device.into(),
             dtype: rt.dtype.into(),

@@ -52,6 +52,11 @@ fn profile() -> &'static Profile {
             default_scheduler: SchedulerKind::Euler,
             flow_matching: false,
             max_prompt_tokens: 77,
+            memory: sd_worker_sdk::MemoryEstimate {
+                weights_bytes: 2_000_000,
+                activations_bytes: 100_000,
+                total_bytes: 2_100_000,
+            },
             load_ms: 0,
         };
         let rt = Runtime {

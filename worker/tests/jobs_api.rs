@@ -326,6 +326,31 @@ async fn info_health_ready_and_unknown_jobs() {
     assert_eq!(info["model"]["family"], "stable-diffusion-1");
     assert_eq!(info["model"]["native_width"], 64);
     assert_eq!(info["model"]["prediction_type"], "epsilon");
+    // Weights: every floating-point parameter of the three networks' files, at f32.
+    let parameters: u64 = [
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+    ]
+    .iter()
+    .map(|file| {
+        let bytes = std::fs::read(common::tiny_model().join(file)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensors()
+            .iter()
+            .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
+            .map(|(_, v)| v.shape().iter().product::<usize>() as u64)
+            .sum::<u64>()
+    })
+    .sum();
+    let memory = &info["model"]["memory"];
+    assert_eq!(memory["weights_bytes"].as_u64(), Some(parameters * 4));
+    let activations = memory["activations_bytes"].as_u64().unwrap();
+    assert!(activations > 0);
+    assert_eq!(
+        memory["total_bytes"].as_u64(),
+        Some(parameters * 4 + activations)
+    );
     assert_eq!(info["limits"]["size_multiple"], 4);
     assert_eq!(info["defaults"]["scheduler"], "euler");
     // Every scheduler but flow_euler, which only flow-matching models (SD 3) list.

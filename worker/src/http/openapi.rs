@@ -19,7 +19,7 @@ use super::{info, jobs, stream};
     components(schemas(
         sdk::JobRequest, sdk::TextToImageRequest, sdk::ImageRequest, sdk::GenerationParams, sdk::ImageInput, sdk::ResizeMode,
         sdk::ImageFormat, sdk::Operation, sdk::JobAccepted, sdk::JobSnapshot, sdk::JobStatus, sdk::Timings, sdk::JobResult,
-        sdk::GeneratedImage, sdk::StreamEvent, sdk::ErrorBody, sdk::ApiError, sdk::ErrorCode, sdk::WorkerInfo, sdk::ModelInfo,
+        sdk::GeneratedImage, sdk::StreamEvent, sdk::ErrorBody, sdk::ApiError, sdk::ErrorCode, sdk::WorkerInfo, sdk::ModelInfo, sdk::MemoryEstimate,
         sdk::Limits, sdk::Defaults, sdk::Heartbeat, sdk::HeartbeatWorker, sdk::WorkerStatus
     )),
     modifiers(&BearerAuth),

@@ -6,6 +6,7 @@
 pub mod bundled;
 pub mod config;
 pub mod generate;
+pub mod memory;
 pub mod shapes;
 pub mod source;
 pub mod text_encoder;
@@ -86,6 +87,8 @@ pub struct ModelMeta {
     /// `FlowMatch*` class): only flow schedulers apply, and only to it.
     pub flow_matching: bool,
     pub max_prompt_tokens: usize,
+    /// Weights and working memory at the native size (`memory.rs`).
+    pub memory: sd_worker_sdk::MemoryEstimate,
     pub load_ms: u64,
 }
 
@@ -131,6 +134,7 @@ impl LoadedModel {
         let scheduler_config = SchedulerConfig::from_file(&files.scheduler_config)?;
         let unet_candle = unet_cfg.to_candle()?;
         let vae_candle = vae_cfg.to_candle()?;
+        let (unet_memory_cfg, vae_memory_cfg) = (unet_candle.clone(), vae_candle.clone());
         // An inpainting UNet also takes the mask and the masked image's latents.
         let latent = vae_cfg.latent_channels;
         let inpainting = unet_cfg.in_channels == 2 * latent + 1;
@@ -188,6 +192,27 @@ impl LoadedModel {
 
         let vae_scale_factor = vae_cfg.scale_factor() as u32;
         let latent_side = unet_cfg.sample_size.unwrap_or(64) as u32;
+        let parameters = [
+            &files.unet_weights,
+            &files.vae_weights,
+            &files.text_encoder_weights,
+        ]
+        .into_iter()
+        .map(|paths| memory::parameters(paths))
+        .sum::<Result<u64>>()?;
+        let memory = memory::estimate(
+            parameters,
+            dtype,
+            &unet_memory_cfg,
+            &vae_memory_cfg,
+            vae_scale_factor as usize,
+            memory::Workload {
+                latent_height: latent_side as usize,
+                latent_width: latent_side as usize,
+                batch: 2,
+                dtype_bytes: dtype.size_in_bytes(),
+            },
+        );
         let default_scheduler = SchedulerKind::default_for(&scheduler_config);
         let meta = ModelMeta {
             id: files.id.clone(),
@@ -204,6 +229,7 @@ impl LoadedModel {
             default_scheduler,
             flow_matching: scheduler_config.is_flow_matching(),
             max_prompt_tokens: tokenizer.max_length().min(text_encoder.max_positions()),
+            memory,
             load_ms: started.elapsed().as_millis() as u64,
         };
         Ok(Self {

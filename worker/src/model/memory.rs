@@ -1,0 +1,136 @@
+//! What a loaded model costs in memory, reported by `/v1/info` so a hive can
+//! decide where a model fits before sending it work.
+//!
+//! Weights are counted exactly from the safetensors headers. Working memory is
+//! estimated from the configs: with attention computed in full (Candle's CPU
+//! and non-flash GPU paths), one generation's peak is the attention scores of
+//! the highest-resolution attention block, `[batch, heads, tokens, tokens]`,
+//! alive twice (the scores and their softmax), plus the skip connections the
+//! UNet keeps for its up blocks. The VAE decodes afterwards, when the UNet's
+//! memory is free again, so the peak is the larger of the two. For SD 1.5 at
+//! 512x512 in f32 with guidance this gives 2.1 GiB against 2.3 GiB measured
+//! (docs/MODELS.md); flash attention on CUDA needs less.
+
+use anyhow::{Context, Result};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::DType;
+use candle_transformers::models::stable_diffusion::{unet_2d, vae};
+use sd_worker_sdk::MemoryEstimate;
+use std::path::PathBuf;
+
+/// Floating-point parameters held by these safetensors files.
+pub fn parameters(paths: &[PathBuf]) -> Result<u64> {
+    // Safety: read-only mappings of model files, as the loader makes them.
+    let files =
+        unsafe { MmapedSafetensors::multi(paths) }.context("reading safetensors headers")?;
+    Ok(files
+        .tensors()
+        .iter()
+        .filter(|(_, view)| DType::try_from(view.dtype()).is_ok_and(|d| d.is_float()))
+        .map(|(_, view)| view.shape().iter().product::<usize>() as u64)
+        .sum())
+}
+
+/// The shape of one generation: latent size, UNet batch, element size.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    pub latent_height: usize,
+    pub latent_width: usize,
+    /// Images per UNet call: 2 with classifier-free guidance.
+    pub batch: usize,
+    pub dtype_bytes: usize,
+}
+
+/// Peak working memory of the UNet for one step.
+pub fn unet_bytes(cfg: &unet_2d::UNet2DConditionModelConfig, w: Workload) -> u64 {
+    let (batch, bytes) = (w.batch as u64, w.dtype_bytes as u64);
+    let mut attention = 0;
+    let mut skips = 0;
+    for (i, block) in cfg.blocks.iter().enumerate() {
+        // Every down block but the last halves the resolution.
+        let tokens = ((w.latent_height >> i) * (w.latent_width >> i)) as u64;
+        skips += batch * block.out_channels as u64 * tokens * (cfg.layers_per_block as u64 + 1);
+        if block.use_cross_attn.is_some() && attention == 0 {
+            attention = 2 * batch * block.attention_head_dim as u64 * tokens * tokens;
+        }
+    }
+    (attention + skips) * bytes
+}
+
+/// Peak working memory of the VAE decoder for one image.
+pub fn vae_decode_bytes(cfg: &vae::AutoEncoderKLConfig, w: Workload, scale: usize) -> u64 {
+    let bytes = w.dtype_bytes as u64;
+    let latent_tokens = (w.latent_height * w.latent_width) as u64;
+    let pixels = latent_tokens * (scale * scale) as u64;
+    // At full resolution the decoder's last two blocks run (the second-to-last
+    // upsamples into it with its own, wider channels): four maps of the wider
+    // live at once (input, normalised, convolved, residual); and the mid
+    // block's one-head attention over the latent tokens.
+    let widest = cfg
+        .block_out_channels
+        .iter()
+        .take(2)
+        .max()
+        .copied()
+        .unwrap_or(0) as u64;
+    (4 * widest * pixels + 2 * latent_tokens * latent_tokens) * bytes
+}
+
+/// Weights plus the larger of the UNet's and the VAE's working memory.
+pub fn estimate(
+    parameters: u64,
+    dtype: DType,
+    unet: &unet_2d::UNet2DConditionModelConfig,
+    vae: &vae::AutoEncoderKLConfig,
+    vae_scale: usize,
+    workload: Workload,
+) -> MemoryEstimate {
+    let weights_bytes = parameters * dtype.size_in_bytes() as u64;
+    let activations_bytes =
+        unet_bytes(unet, workload).max(vae_decode_bytes(vae, workload, vae_scale));
+    MemoryEstimate {
+        weights_bytes,
+        activations_bytes,
+        total_bytes: weights_bytes + activations_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::shapes::ModelShape;
+
+    const GIB: f64 = (1u64 << 30) as f64;
+
+    /// SD 1.5 at 512x512, f32, guidance: the attention scores of the first
+    /// block are 2 x 8 heads x 4096^2 floats (1 GiB), twice; measured peak
+    /// working memory on the CPU was 2.29 GiB (docs/MODELS.md).
+    #[test]
+    fn sd15_estimate_is_close_to_the_measured_peak() {
+        let shape = ModelShape::sd15();
+        let w = Workload {
+            latent_height: 64,
+            latent_width: 64,
+            batch: 2,
+            dtype_bytes: 4,
+        };
+        let unet = unet_bytes(&shape.unet.to_candle().unwrap(), w) as f64 / GIB;
+        assert!((2.0..2.3).contains(&unet), "{unet} GiB");
+        let vae = vae_decode_bytes(&shape.vae.to_candle().unwrap(), w, 8) as f64 / GIB;
+        assert!(vae < unet, "the UNet sets the peak: vae {vae} GiB");
+    }
+
+    #[test]
+    fn working_memory_grows_with_the_square_of_the_tokens() {
+        let cfg = ModelShape::sd15().unet.to_candle().unwrap();
+        let at = |side| Workload {
+            latent_height: side,
+            latent_width: side,
+            batch: 2,
+            dtype_bytes: 2,
+        };
+        let (small, large) = (unet_bytes(&cfg, at(64)), unet_bytes(&cfg, at(128)));
+        // Twice the side: 4x the tokens, ~16x the attention scores.
+        assert!(large > 14 * small && large < 16 * small, "{small} {large}");
+    }
+}
