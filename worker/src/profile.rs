@@ -19,6 +19,8 @@ pub const DEFAULT_GUIDANCE: f64 = 7.5;
 pub struct Profile {
     pub info: WorkerInfo,
     pub default_scheduler: SchedulerKind,
+    /// `lcm` samples from a fixed grid of the model's original steps.
+    pub lcm_max_steps: u32,
 }
 
 pub struct Runtime<'a> {
@@ -96,6 +98,7 @@ impl Profile {
         Self {
             info,
             default_scheduler: meta.default_scheduler,
+            lcm_max_steps: meta.lcm_max_steps,
         }
     }
 }

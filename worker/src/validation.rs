@@ -296,6 +296,15 @@ fn validate_params(
             kind
         }
     };
+    if scheduler == SchedulerKind::Lcm && steps > profile.lcm_max_steps {
+        return Err(invalid(
+            "steps",
+            format!(
+                "the lcm scheduler takes 1 to {} steps on this model (its original_inference_steps)",
+                profile.lcm_max_steps
+            ),
+        ));
+    }
     Ok(Request {
         prompt: p.prompt.clone(),
         negative_prompt: p.negative_prompt.clone().unwrap_or_default(),

@@ -160,6 +160,18 @@ async fn bad_requests_get_their_status_code_and_field() {
             "invalid_value",
             Some("scheduler"),
         ),
+        // LCM samples from the model's 50 original steps: more is refused up front.
+        (
+            {
+                let mut b = base();
+                b["scheduler"] = json!("lcm");
+                b["steps"] = json!(51);
+                b.to_string()
+            },
+            422,
+            "invalid_value",
+            Some("steps"),
+        ),
         (
             with("model", json!("stabilityai/sdxl-turbo")),
             422,

@@ -52,6 +52,7 @@ fn profile() -> &'static Profile {
             default_scheduler: SchedulerKind::Euler,
             flow_matching: false,
             max_prompt_tokens: 77,
+            lcm_max_steps: 50,
             memory: sd_worker_sdk::MemoryEstimate {
                 weights_bytes: 2_000_000,
                 activations_bytes: 100_000,

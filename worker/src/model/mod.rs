@@ -87,6 +87,9 @@ pub struct ModelMeta {
     /// `FlowMatch*` class): only flow schedulers apply, and only to it.
     pub flow_matching: bool,
     pub max_prompt_tokens: usize,
+    /// Most steps the `lcm` scheduler takes on this model (its config's
+    /// `original_inference_steps`).
+    pub lcm_max_steps: u32,
     /// Weights and working memory at the native size (`memory.rs`).
     pub memory: sd_worker_sdk::MemoryEstimate,
     pub load_ms: u64,
@@ -229,6 +232,7 @@ impl LoadedModel {
             default_scheduler,
             flow_matching: scheduler_config.is_flow_matching(),
             max_prompt_tokens: tokenizer.max_length().min(text_encoder.max_positions()),
+            lcm_max_steps: scheduler_config.original_inference_steps as u32,
             memory,
             load_ms: started.elapsed().as_millis() as u64,
         };
