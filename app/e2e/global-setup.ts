@@ -3,14 +3,10 @@
 // inject('studioUrl'). Builds nothing: build the studio first (pnpm build), and
 // the worker (cargo build -p sd-worker; $SD_WORKER_BIN points at it).
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { TestProject } from 'vitest/node';
-import { workerBinary } from '../../packages/sdk/test/global-setup.js';
-import { APP_DIR, SCREENSHOTS } from './paths.js';
+import { SCREENSHOTS } from './paths.js';
+import { startWorker } from './worker.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -18,63 +14,16 @@ declare module 'vitest' {
   }
 }
 
-async function waitReady(url: string, stderr: () => string): Promise<void> {
-  const deadline = Date.now() + 120_000;
-  while (Date.now() < deadline) {
-    try {
-      if ((await fetch(`${url}/ready`)).status === 200) return;
-    } catch {
-      // not accepting yet
-    }
-    await new Promise((f) => setTimeout(f, 100));
-  }
-  throw new Error(`sd-worker at ${url} not ready in 120 s\n${stderr()}`);
-}
-
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const bin = workerBinary();
-  if (!existsSync(bin)) throw new Error(`sd-worker binary not found at ${bin}: cargo build -p sd-worker, or set SD_WORKER_BIN`);
-  const dist = join(APP_DIR, 'dist');
-  if (!existsSync(join(dist, 'index.html'))) throw new Error(`${dist}/index.html missing: build the studio first (pnpm build)`);
   await rm(SCREENSHOTS, { recursive: true, force: true });
   await mkdir(SCREENSHOTS, { recursive: true });
-
-  const child: ChildProcess = spawn(bin, ['--host', '127.0.0.1', '--port', '0', '--studio-dir', dist], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-  });
-  let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    stderr = (stderr + chunk.toString()).slice(-4000);
-  });
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((f) => child.once('exit', () => f()));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-    await exited;
-    clearTimeout(timer);
-  };
+  const worker = await startWorker();
   try {
-    const url = await new Promise<string>((ok, fail) => {
-      const timer = setTimeout(() => fail(new Error(`sd-worker did not print its address in 60 s\n${stderr}`)), 60_000);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        fail(new Error(`sd-worker exited with ${code} before listening\n${stderr}`));
-      });
-      createInterface({ input: child.stdout! }).once('line', (line) => {
-        clearTimeout(timer);
-        const m = /^sd-worker listening on (http:\/\/\S+)$/.exec(line.trim());
-        if (m) ok(m[1]!);
-        else fail(new Error(`unexpected first line from sd-worker: ${line}`));
-      });
-    });
-    child.stdout?.resume();
-    await waitReady(url, () => stderr);
-    project.provide('studioUrl', url);
+    await worker.ready();
   } catch (e) {
-    await stop();
+    await worker.stop();
     throw e;
   }
-  return stop;
+  project.provide('studioUrl', worker.url);
+  return worker.stop;
 }

@@ -10,6 +10,7 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { WorkerInfo } from '@sd-worker/sdk';
 import { launch, largestSquare, makePng, newPage, screenshot, workerInfo } from './browser.js';
+import { startWorker } from './worker.js';
 
 const url = inject('studioUrl');
 let browser: Browser;
@@ -291,6 +292,24 @@ describe('studio', () => {
     await page.getByTestId('worker-unreachable').getByText('Cannot reach the worker at http://127.0.0.1:9').waitFor();
     await screenshot(page, 'worker-unreachable');
     await context.close();
+  });
+
+  it('says the model is loading, then opens the studio by itself when it is ready', async () => {
+    // A second worker whose model load is held back (a debug-build test hook).
+    const slow = await startWorker({ SD_WORKER_TEST_LOAD_DELAY_MS: '4000' });
+    try {
+      const { page, context } = await newPage(browser);
+      await page.goto(slow.url);
+      await page.getByTestId('model-loading').getByText('The model is still loading.').waitFor();
+      expect((await fetch(`${slow.url}/ready`)).status).toBe(503);
+      await screenshot(page, 'model-loading');
+      // No reload: the studio notices the worker is ready and opens.
+      await page.getByLabel('Prompt', { exact: true }).waitFor({ timeout: 30_000 });
+      expect(await page.getByTestId('model-loading').count()).toBe(0);
+      await context.close();
+    } finally {
+      await slow.stop();
+    }
   });
 
   it('fits a phone: prompt and result first, parameters in a drawer', async () => {

@@ -165,6 +165,18 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Test-only, compiled into debug builds alone: `$SD_WORKER_TEST_LOAD_DELAY_MS`
+/// holds the model load back, so the studio's loading screen can be tested.
+fn hold_load_for_tests() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("SD_WORKER_TEST_LOAD_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 fn spawn_model_load(
     state: AppState,
     args: &ServeArgs,
@@ -180,6 +192,7 @@ fn spawn_model_load(
         .name("model-load".into())
         .spawn(move || {
             info!(?spec, device = %device_name(&device), dtype = dtype_name(dtype), "loading model");
+            hold_load_for_tests();
             match LoadedModel::load(&spec, &device, dtype) {
                 Ok(model) => {
                     let dev = device_name(&device);

@@ -1,0 +1,73 @@
+// Starts the real worker binary on an ephemeral loopback port, serving the
+// built studio (app/dist), and waits until its model is ready (or only until
+// it listens, for tests of the loading state).
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { workerBinary } from '../../packages/sdk/test/global-setup.js';
+import { APP_DIR } from './paths.js';
+
+export interface RunningWorker {
+  url: string;
+  /** Resolves once `/ready` answers 200. */
+  ready: () => Promise<void>;
+  stop: () => Promise<void>;
+}
+
+export async function startWorker(env: Record<string, string> = {}): Promise<RunningWorker> {
+  const bin = workerBinary();
+  if (!existsSync(bin)) throw new Error(`sd-worker binary not found at ${bin}: cargo build -p sd-worker, or set SD_WORKER_BIN`);
+  const dist = join(APP_DIR, 'dist');
+  if (!existsSync(join(dist, 'index.html'))) throw new Error(`${dist}/index.html missing: build the studio first (pnpm build)`);
+
+  const child: ChildProcess = spawn(bin, ['--host', '127.0.0.1', '--port', '0', '--studio-dir', dist], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...env },
+  });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-4000);
+  });
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((f) => child.once('exit', () => f()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  try {
+    const url = await new Promise<string>((ok, fail) => {
+      const timer = setTimeout(() => fail(new Error(`sd-worker did not print its address in 60 s\n${stderr}`)), 60_000);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        fail(new Error(`sd-worker exited with ${code} before listening\n${stderr}`));
+      });
+      createInterface({ input: child.stdout! }).once('line', (line) => {
+        clearTimeout(timer);
+        const m = /^sd-worker listening on (http:\/\/\S+)$/.exec(line.trim());
+        if (m) ok(m[1]!);
+        else fail(new Error(`unexpected first line from sd-worker: ${line}`));
+      });
+    });
+    child.stdout?.resume();
+    const ready = async () => {
+      const deadline = Date.now() + 120_000;
+      while (Date.now() < deadline) {
+        try {
+          if ((await fetch(`${url}/ready`)).status === 200) return;
+        } catch {
+          // not accepting yet
+        }
+        await new Promise((f) => setTimeout(f, 100));
+      }
+      throw new Error(`sd-worker at ${url} not ready in 120 s\n${stderr}`);
+    };
+    return { url, ready, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
