@@ -19,9 +19,16 @@ for tool in wasm-bindgen-test-runner curl "$CHROMEDRIVER"; do
     fi
 done
 
-echo "==> build the worker"
-cargo build -p sd-worker
-WORKER="$TARGET_DIR/debug/sd-worker"
+# scripts/test.sh exports SD_WORKER_BIN, the binary its `cargo test` just
+# built; building again here would resolve other features and compile Candle
+# a second time. Run alone, build it.
+if [[ -n "${SD_WORKER_BIN:-}" && -x "${SD_WORKER_BIN}" ]]; then
+    WORKER="$SD_WORKER_BIN"
+else
+    echo "==> build the worker"
+    cargo build -p sd-worker
+    WORKER="$TARGET_DIR/debug/sd-worker"
+fi
 
 WORK="$(mktemp -d -t sd-worker-wasm-test.XXXXXX)"
 PIDS=()

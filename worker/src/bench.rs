@@ -18,7 +18,7 @@ use sd_worker_sdk::ImageFormat;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Model shape with random weights: tiny or sd15.
+    /// Model shape with random weights: tiny, tiny-sd2, tiny-sdxl, sd15 or sdxl (and their -inpaint variants).
     #[arg(long, default_value = "sd15")]
     pub shape: String,
     /// Benchmark this diffusers folder instead of a generated shape.

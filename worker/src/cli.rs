@@ -39,9 +39,14 @@ pub struct ServeArgs {
     /// Port to bind; 0 picks a free one (the bound address is printed).
     #[arg(long, env = "SD_WORKER_PORT", default_value_t = 8600)]
     pub port: u16,
-    /// A local diffusers-layout model folder.
+    /// A local diffusers-layout model folder, or a single-file SD 1.x
+    /// checkpoint (`.safetensors`), converted once into the cache.
     #[arg(long, env = "SD_WORKER_MODEL_PATH", conflicts_with = "model")]
     pub model_path: Option<PathBuf>,
+    /// Tokenizer folder for a single-file checkpoint (vocab.json + merges.txt);
+    /// default: fetched from the hub (openai/clip-vit-large-patch14).
+    #[arg(long, env = "SD_WORKER_TOKENIZER", requires = "model_path")]
+    pub tokenizer: Option<PathBuf>,
     /// A Hugging Face hub repository id, or an alias such as `sd15` (see docs/MODELS.md).
     #[arg(long, env = "SD_WORKER_MODEL")]
     pub model: Option<String>,
@@ -140,7 +145,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Shape name: tiny, tiny-inpaint, tiny-sd2, sd15 or sd15-inpaint.
+    /// Shape name: tiny, tiny-inpaint, tiny-sd2, tiny-sdxl, sd15, sd15-inpaint or sdxl.
     #[arg(long, default_value = "tiny")]
     pub shape: String,
     /// Output folder.

@@ -22,6 +22,12 @@ use crate::profile::{Profile, Runtime};
 
 pub fn model_spec(args: &ServeArgs) -> ModelSpec {
     match (&args.model_path, &args.model) {
+        (Some(path), _) if crate::model::single_file::is_single_file(path) => {
+            ModelSpec::SingleFile {
+                file: path.clone(),
+                tokenizer: args.tokenizer.clone(),
+            }
+        }
         (Some(dir), _) => ModelSpec::Local(dir.clone()),
         (None, Some(repo)) => ModelSpec::Hub {
             repo: repo.clone(),

@@ -53,6 +53,7 @@ fn profile() -> &'static Profile {
             flow_matching: false,
             max_prompt_tokens: 77,
             lcm_max_steps: 50,
+            zeros_for_empty_negative: false,
             memory: sd_worker_sdk::MemoryEstimate {
                 weights_bytes: 2_000_000,
                 activations_bytes: 100_000,

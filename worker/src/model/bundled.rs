@@ -57,9 +57,9 @@ fn digest() -> String {
         .collect()
 }
 
-/// Where bundled models are unpacked: `$SD_WORKER_CACHE`, else the user's cache
-/// folder, else the temp folder.
-fn cache_root() -> PathBuf {
+/// Where bundled models are unpacked (and single-file checkpoints converted):
+/// `$SD_WORKER_CACHE`, else the user's cache folder, else the temp folder.
+pub fn cache_root() -> PathBuf {
     std::env::var_os("SD_WORKER_CACHE")
         .map(PathBuf::from)
         .or_else(|| dirs::cache_dir().map(|d| d.join("sd-worker")))

@@ -97,12 +97,27 @@ pub struct UNetConfig {
     /// SDXL's pooled-text + time-ids conditioning ("text_time").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addition_embed_type: Option<String>,
+    /// Width of each time id's sinusoidal embedding (SDXL: 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addition_time_embed_dim: Option<usize>,
+    /// Input width of `add_embedding`: pooled text + 6 x addition_time_embed_dim
+    /// (SDXL: 1280 + 1536 = 2816).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection_class_embeddings_input_dim: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_embed_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_cond_proj_dim: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder_hid_dim_type: Option<String>,
+}
+
+/// SDXL's `add_embedding` input: the pooled text embedding followed by the
+/// sinusoidal embeddings of the time ids, `time_embed_dim` wide each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextTimeConfig {
+    pub time_embed_dim: usize,
+    pub input_dim: usize,
 }
 
 /// `vae/config.json` (AutoencoderKL).
@@ -115,6 +130,13 @@ pub struct VaeConfig {
     #[serde(default = "three")]
     pub out_channels: usize,
     pub block_out_channels: Vec<usize>,
+    /// One `DownEncoderBlock2D` / `UpDecoderBlock2D` per entry of
+    /// `block_out_channels` (the only kinds there are); written so diffusers
+    /// reads generated configs with the right depth.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub down_block_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub up_block_types: Vec<String>,
     #[serde(default = "one")]
     pub layers_per_block: usize,
     #[serde(default = "four")]
@@ -157,6 +179,16 @@ pub struct TextEncoderConfig {
     pub projection_dim: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_type: Option<String>,
+    /// As Stable Diffusion's CLIP configs write them (0, 2, 1): transformers
+    /// reads `eos_token_id: 2` as "pool at the highest id", the end-of-text
+    /// token of CLIP's vocabularies. The worker pools at the tokenizer's own
+    /// end-of-text token, which is the same position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
 }
 
 impl UNetConfig {
@@ -178,9 +210,7 @@ impl UNetConfig {
         if self.norm_num_groups != 32 {
             bail!("unet config: norm_num_groups {} is not supported (Candle's UNet blocks always use 32)", self.norm_num_groups);
         }
-        if let Some(kind) = &self.addition_embed_type {
-            bail!("unet config: addition_embed_type `{kind}` (SDXL-style conditioning) is not supported by this worker yet");
-        }
+        self.text_time()?;
         if let Some(kind) = &self.class_embed_type {
             bail!("unet config: class_embed_type `{kind}` is not supported");
         }
@@ -247,6 +277,27 @@ impl UNetConfig {
         })
     }
 
+    /// SDXL's extra conditioning, when the config asks for it; any other
+    /// `addition_embed_type` is refused.
+    pub fn text_time(&self) -> Result<Option<TextTimeConfig>> {
+        match self.addition_embed_type.as_deref() {
+            None => Ok(None),
+            Some("text_time") => {
+                let time_embed_dim = self.addition_time_embed_dim.context(
+                    "unet config: addition_embed_type `text_time` needs addition_time_embed_dim",
+                )?;
+                let input_dim = self.projection_class_embeddings_input_dim.context(
+                    "unet config: addition_embed_type `text_time` needs projection_class_embeddings_input_dim",
+                )?;
+                Ok(Some(TextTimeConfig {
+                    time_embed_dim,
+                    input_dim,
+                }))
+            }
+            Some(kind) => bail!("unet config: addition_embed_type `{kind}` is not supported"),
+        }
+    }
+
     /// How many times the UNet halves the latent resolution.
     pub fn downsamples(&self) -> usize {
         self.block_out_channels.len().saturating_sub(1)
@@ -257,6 +308,19 @@ impl VaeConfig {
     pub fn to_candle(&self) -> Result<AutoEncoderKLConfig> {
         if self.block_out_channels.is_empty() {
             bail!("vae config: empty block_out_channels");
+        }
+        let n = self.block_out_channels.len();
+        for (field, kinds, kind) in [
+            (
+                "down_block_types",
+                &self.down_block_types,
+                "DownEncoderBlock2D",
+            ),
+            ("up_block_types", &self.up_block_types, "UpDecoderBlock2D"),
+        ] {
+            if !kinds.is_empty() && (kinds.len() != n || kinds.iter().any(|k| k != kind)) {
+                bail!("vae config: {field} must be {n} x `{kind}`");
+            }
         }
         if self.act_fn != "silu" {
             bail!(
@@ -385,12 +449,38 @@ mod tests {
     }
 
     #[test]
-    fn rejects_what_candle_cannot_represent() {
+    fn reads_sdxl_text_time_conditioning() {
         let sdxl = SD15_UNET.replace(
+            "\"act_fn\"",
+            "\"addition_embed_type\": \"text_time\", \"addition_time_embed_dim\": 256, \"projection_class_embeddings_input_dim\": 2816, \"act_fn\"",
+        );
+        let c = serde_json::from_str::<UNetConfig>(&sdxl).unwrap();
+        c.to_candle().unwrap();
+        assert_eq!(
+            c.text_time().unwrap(),
+            Some(TextTimeConfig {
+                time_embed_dim: 256,
+                input_dim: 2816
+            })
+        );
+        let incomplete = SD15_UNET.replace(
             "\"act_fn\"",
             "\"addition_embed_type\": \"text_time\", \"act_fn\"",
         );
-        let err = serde_json::from_str::<UNetConfig>(&sdxl)
+        let err = serde_json::from_str::<UNetConfig>(&incomplete)
+            .unwrap()
+            .to_candle()
+            .unwrap_err();
+        assert!(err.to_string().contains("addition_time_embed_dim"), "{err}");
+    }
+
+    #[test]
+    fn rejects_what_candle_cannot_represent() {
+        let other = SD15_UNET.replace(
+            "\"act_fn\"",
+            "\"addition_embed_type\": \"image\", \"act_fn\"",
+        );
+        let err = serde_json::from_str::<UNetConfig>(&other)
             .unwrap()
             .to_candle()
             .unwrap_err();

@@ -6,7 +6,6 @@
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -17,6 +16,7 @@ use std::path::Path;
 use super::shapes::ModelShape;
 use super::text_encoder::ClipTextEncoder;
 use super::tokenizer::write_tiny_vocab;
+use super::unet::Unet;
 
 /// How weights are filled.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +30,11 @@ pub enum WeightInit {
 
 /// Writes `shape` into `dir` (created if needed).
 pub fn write_model(dir: &Path, shape: &ModelShape, init: WeightInit) -> Result<()> {
-    for sub in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+    let mut subs = vec!["unet", "vae", "text_encoder", "tokenizer", "scheduler"];
+    if shape.text_encoder_2.is_some() {
+        subs.extend(["text_encoder_2", "tokenizer_2"]);
+    }
+    for sub in subs {
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -48,23 +52,34 @@ pub fn write_model(dir: &Path, shape: &ModelShape, init: WeightInit) -> Result<(
         "tokenizer larger than the text encoder's vocabulary"
     );
 
-    let device = Device::Cpu;
     let text = build(init, 1, |vb| {
         ClipTextEncoder::new(vb, &shape.text_encoder).map(drop)
     })?;
     save(text, &dir.join("text_encoder/model.safetensors"))?;
+    if let Some(cfg) = &shape.text_encoder_2 {
+        write_json(&dir.join("text_encoder_2/config.json"), cfg)?;
+        // OpenCLIP's tokenizer: the same vocabulary, padded with "!".
+        let vocab = write_tiny_vocab(&dir.join("tokenizer_2"), "!")?;
+        anyhow::ensure!(
+            vocab <= cfg.vocab_size,
+            "tokenizer_2 larger than the second text encoder's vocabulary"
+        );
+        let text = build(init, 4, |vb| ClipTextEncoder::new(vb, cfg).map(drop))?;
+        save(text, &dir.join("text_encoder_2/model.safetensors"))?;
+    }
 
     let unet_cfg = shape.unet.to_candle()?;
+    let text_time = shape.unet.text_time()?;
     let unet = build(init, 2, |vb| {
-        UNet2DConditionModel::new(
+        Unet::new(
             vb,
             shape.unet.in_channels,
             shape.unet.out_channels,
             false,
-            unet_cfg.clone(),
+            &unet_cfg,
+            text_time,
         )
         .map(drop)
-        .map_err(Into::into)
     })?;
     save(unet, &dir.join("unet/diffusion_pytorch_model.safetensors"))?;
 
@@ -83,7 +98,6 @@ pub fn write_model(dir: &Path, shape: &ModelShape, init: WeightInit) -> Result<(
         modern_vae_attention_names(vae),
         &dir.join("vae/diffusion_pytorch_model.safetensors"),
     )?;
-    let _ = device;
     Ok(())
 }
 
@@ -184,6 +198,21 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 
 fn model_index(shape: &ModelShape) -> serde_json::Value {
     let scheduler = shape.scheduler_config["_class_name"].clone();
+    if shape.text_encoder_2.is_some() {
+        return serde_json::json!({
+            "_class_name": "StableDiffusionXLPipeline",
+            "_diffusers_version": "0.30.0",
+            "_name_or_path": format!("sd-worker/{}", shape.name),
+            "force_zeros_for_empty_prompt": true,
+            "scheduler": ["diffusers", scheduler],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"]
+        });
+    }
     serde_json::json!({
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": "0.30.0",

@@ -8,15 +8,16 @@ pub mod config;
 pub mod generate;
 pub mod memory;
 pub mod shapes;
+pub mod single_file;
 pub mod source;
 pub mod text_encoder;
 pub mod tokenizer;
+pub mod unet;
 pub mod vae_encoder;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -26,6 +27,7 @@ use config::{read_json, ModelIndex, TextEncoderConfig, UNetConfig, VaeConfig};
 use source::ModelFiles;
 use text_encoder::ClipTextEncoder;
 use tokenizer::ClipTokenizer;
+use unet::Unet;
 use vae_encoder::VaeEncoder;
 
 /// Architecture family, detected from the configs (never from a name).
@@ -35,6 +37,8 @@ pub enum Family {
     StableDiffusion1,
     /// OpenCLIP ViT-H text encoder (1024-wide cross-attention).
     StableDiffusion2,
+    /// Two text encoders and the UNet's pooled-text + time-ids conditioning.
+    StableDiffusionXl,
 }
 
 impl Family {
@@ -42,13 +46,17 @@ impl Family {
         match self {
             Family::StableDiffusion1 => "stable-diffusion-1",
             Family::StableDiffusion2 => "stable-diffusion-2",
+            Family::StableDiffusionXl => "stable-diffusion-xl",
         }
     }
 
-    /// SD 2.x: OpenCLIP's 1024-wide text encoder, or linear projections in the
-    /// UNet's transformers (SD 1.x's configs never set them).
+    /// SDXL: the UNet takes `text_time` conditioning. SD 2.x: OpenCLIP's
+    /// 1024-wide text encoder, or linear projections in the UNet's
+    /// transformers (SD 1.x's configs never set them).
     fn detect(unet: &UNetConfig, text: &TextEncoderConfig) -> Self {
-        if text.hidden_size == 1024 || unet.use_linear_projection {
+        if unet.addition_embed_type.as_deref() == Some("text_time") {
+            Family::StableDiffusionXl
+        } else if text.hidden_size == 1024 || unet.use_linear_projection {
             Family::StableDiffusion2
         } else {
             Family::StableDiffusion1
@@ -62,6 +70,12 @@ pub enum ModelSpec {
     /// The small model compiled into the binary.
     Bundled,
     Local(PathBuf),
+    /// A single-file (LDM-layout) checkpoint; its tokenizer from a folder, or
+    /// else from the hub.
+    SingleFile {
+        file: PathBuf,
+        tokenizer: Option<PathBuf>,
+    },
     Hub {
         repo: String,
         revision: Option<String>,
@@ -90,6 +104,9 @@ pub struct ModelMeta {
     /// Most steps the `lcm` scheduler takes on this model (its config's
     /// `original_inference_steps`).
     pub lcm_max_steps: u32,
+    /// SDXL pipelines: an empty negative prompt conditions on zeros rather
+    /// than on the encoded empty string (`force_zeros_for_empty_prompt`).
+    pub zeros_for_empty_negative: bool,
     /// Weights and working memory at the native size (`memory.rs`).
     pub memory: sd_worker_sdk::MemoryEstimate,
     pub load_ms: u64,
@@ -100,12 +117,17 @@ pub struct LoadedModel {
     pub meta: ModelMeta,
     pub tokenizer: ClipTokenizer,
     pub text_encoder: ClipTextEncoder,
-    pub unet: UNet2DConditionModel,
+    /// SDXL's second encoder (OpenCLIP bigG, with `text_projection`).
+    pub text_encoder_2: Option<(ClipTokenizer, ClipTextEncoder)>,
+    pub unet: Unet,
     pub vae: AutoEncoderKL,
     pub vae_encoder: VaeEncoder,
     pub scheduler_config: SchedulerConfig,
     pub device: Device,
     pub dtype: DType,
+    /// f32 when the VAE asks to be upcast from f16 (`force_upcast`): the
+    /// SDXL VAE overflows f16 and decodes to black otherwise.
+    pub vae_dtype: DType,
 }
 
 impl LoadedModel {
@@ -114,6 +136,16 @@ impl LoadedModel {
         let files = match spec {
             ModelSpec::Bundled => source::local(&bundled::materialize()?, want_half)?,
             ModelSpec::Local(dir) => source::local(dir, want_half)?,
+            ModelSpec::SingleFile { file, tokenizer } => {
+                let tokenizer = match tokenizer {
+                    Some(dir) => dir.clone(),
+                    None => source::hub_tokenizer(single_file::SD1_TOKENIZER_REPO)?,
+                };
+                let dir = single_file::converted_folder(file, &tokenizer, &bundled::cache_root())?;
+                let mut files = source::local(&dir, want_half)?;
+                files.source = format!("{} (converted to {})", file.display(), dir.display());
+                files
+            }
             ModelSpec::Hub { repo, revision } => source::hub(repo, revision.as_deref(), want_half)?,
         };
         Self::from_files(files, device, dtype)
@@ -121,9 +153,9 @@ impl LoadedModel {
 
     pub fn from_files(files: ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
         let started = Instant::now();
-        if let Some(index) = &files.model_index {
-            let index: ModelIndex = read_json(index)?;
-            if index.class_name.contains("XL") || index.class_name.contains('3') {
+        let index: Option<ModelIndex> = files.model_index.as_deref().map(read_json).transpose()?;
+        if let Some(index) = &index {
+            if index.class_name.contains('3') || index.class_name.contains("Refiner") {
                 bail!(
                     "`{}` is a {} model, which this worker does not support yet",
                     files.id,
@@ -148,22 +180,42 @@ impl LoadedModel {
                 unet_cfg.out_channels
             );
         }
-        if unet_candle.cross_attention_dim != text_cfg.hidden_size {
+        let text_2_cfg: Option<TextEncoderConfig> = files
+            .text_encoder_2
+            .as_ref()
+            .map(|f| read_json(&f.config))
+            .transpose()?;
+        // SDXL conditions on both encoders' hidden states side by side.
+        let context_dim = text_cfg.hidden_size + text_2_cfg.as_ref().map_or(0, |c| c.hidden_size);
+        if unet_candle.cross_attention_dim != context_dim {
             bail!(
-                "unet cross_attention_dim {} does not match the text encoder's hidden_size {}",
+                "unet cross_attention_dim {} does not match the text encoders' hidden size {context_dim}",
                 unet_candle.cross_attention_dim,
-                text_cfg.hidden_size
             );
+        }
+        let text_time = unet_cfg.text_time()?;
+        match (&text_time, &text_2_cfg) {
+            (Some(tt), Some(c2)) => {
+                let pooled = c2.projection_dim.unwrap_or(c2.hidden_size);
+                if tt.input_dim != pooled + 6 * tt.time_embed_dim {
+                    bail!(
+                        "unet projection_class_embeddings_input_dim {} is not the pooled text ({pooled}) + 6 time ids x {} (refiner-style aesthetic scores are not supported)",
+                        tt.input_dim,
+                        tt.time_embed_dim
+                    );
+                }
+            }
+            (Some(_), None) => {
+                bail!("the unet takes SDXL conditioning but the model has no text_encoder_2")
+            }
+            (None, _) => {}
         }
 
-        let tokenizer = ClipTokenizer::from_dir(&files.tokenizer_dir)?;
-        if tokenizer.vocab_size() > text_cfg.vocab_size {
-            bail!(
-                "tokenizer has {} tokens but the text encoder only {}",
-                tokenizer.vocab_size(),
-                text_cfg.vocab_size
-            );
-        }
+        let tokenizer = tokenizer_for(&files.tokenizer_dir, &text_cfg)?;
+        let tokenizer_2 = match (&files.text_encoder_2, &text_2_cfg) {
+            (Some(f), Some(c)) => Some(tokenizer_for(&f.tokenizer_dir, c)?),
+            _ => None,
+        };
         let vb = |paths: &[PathBuf], what: &str| -> Result<VarBuilder<'static>> {
             // Safety: the files are memory-mapped read-only; they must not be
             // modified while the worker runs, which is how every loader of
@@ -174,15 +226,33 @@ impl LoadedModel {
         let text_encoder =
             ClipTextEncoder::new(vb(&files.text_encoder_weights, "text encoder")?, &text_cfg)
                 .context("building the text encoder from its weights")?;
-        let unet = UNet2DConditionModel::new(
+        let text_encoder_2 = match (&files.text_encoder_2, &text_2_cfg, tokenizer_2) {
+            (Some(f), Some(c), Some(tok)) => {
+                let enc = ClipTextEncoder::new(vb(&f.weights, "second text encoder")?, c)
+                    .context("building the second text encoder from its weights")?;
+                Some((tok, enc))
+            }
+            _ => None,
+        };
+        let unet = Unet::new(
             vb(&files.unet_weights, "unet")?,
             unet_cfg.in_channels,
             unet_cfg.out_channels,
             cfg!(feature = "flash-attn") && device.is_cuda(),
-            unet_candle,
+            &unet_candle,
+            text_time,
         )
         .context("building the unet from its weights")?;
-        let vae_vb = vb(&files.vae_weights, "vae")?;
+        // diffusers' AutoencoderKL defaults force_upcast to true; only f16
+        // overflows (bf16 has f32's range).
+        let vae_dtype = if dtype == DType::F16 && vae_cfg.force_upcast.unwrap_or(true) {
+            DType::F32
+        } else {
+            dtype
+        };
+        let vae_vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&files.vae_weights, vae_dtype, device) }
+                .context("opening the vae weights")?;
         let vae = AutoEncoderKL::new(
             vae_vb.clone(),
             vae_cfg.in_channels,
@@ -201,6 +271,7 @@ impl LoadedModel {
             &files.text_encoder_weights,
         ]
         .into_iter()
+        .chain(files.text_encoder_2.as_ref().map(|f| &f.weights))
         .map(|paths| memory::parameters(paths))
         .sum::<Result<u64>>()?;
         let memory = memory::estimate(
@@ -217,10 +288,22 @@ impl LoadedModel {
             },
         );
         let default_scheduler = SchedulerKind::default_for(&scheduler_config);
+        let family = Family::detect(&unet_cfg, &text_cfg);
+        let max_prompt_tokens = std::iter::once((&tokenizer, &text_encoder))
+            .chain(text_encoder_2.as_ref().map(|(t, e)| (t, e)))
+            .map(|(t, e)| t.max_length().min(e.max_positions()))
+            .min()
+            .unwrap_or(77);
+        let zeros_for_empty_negative = family == Family::StableDiffusionXl
+            && index
+                .as_ref()
+                .and_then(|i| i.components.get("force_zeros_for_empty_prompt"))
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true);
         let meta = ModelMeta {
             id: files.id.clone(),
             source: files.source.clone(),
-            family: Family::detect(&unet_cfg, &text_cfg),
+            family,
             native_width: latent_side * vae_scale_factor,
             native_height: latent_side * vae_scale_factor,
             vae_scale_factor,
@@ -231,8 +314,9 @@ impl LoadedModel {
             inpainting,
             default_scheduler,
             flow_matching: scheduler_config.is_flow_matching(),
-            max_prompt_tokens: tokenizer.max_length().min(text_encoder.max_positions()),
+            max_prompt_tokens,
             lcm_max_steps: scheduler_config.original_inference_steps as u32,
+            zeros_for_empty_negative,
             memory,
             load_ms: started.elapsed().as_millis() as u64,
         };
@@ -240,12 +324,27 @@ impl LoadedModel {
             meta,
             tokenizer,
             text_encoder,
+            text_encoder_2,
             unet,
             vae,
             vae_encoder,
             scheduler_config,
             device: device.clone(),
             dtype,
+            vae_dtype,
         })
     }
+}
+
+fn tokenizer_for(dir: &std::path::Path, cfg: &TextEncoderConfig) -> Result<ClipTokenizer> {
+    let tokenizer = ClipTokenizer::from_dir(dir)?;
+    if tokenizer.vocab_size() > cfg.vocab_size {
+        bail!(
+            "tokenizer in {} has {} tokens but its text encoder only {}",
+            dir.display(),
+            tokenizer.vocab_size(),
+            cfg.vocab_size
+        );
+    }
+    Ok(tokenizer)
 }

@@ -1,7 +1,8 @@
 //! Named model shapes: the configs of a whole pipeline without weights.
 //! `tiny` is the generated test model and `tiny-sd2` its Stable Diffusion
-//! 2.x-shaped sibling; `sd15` mirrors Stable Diffusion 1.5's published configs
-//! for benchmarks with random weights.
+//! 2.x-shaped sibling, `tiny-sdxl` the SDXL-shaped one (two text encoders,
+//! `add_embedding`); `sd15` and `sdxl` mirror the published configs for
+//! benchmarks with random weights.
 
 use super::config::{PerBlock, TextEncoderConfig, UNetConfig, VaeConfig};
 
@@ -11,13 +12,24 @@ pub struct ModelShape {
     pub unet: UNetConfig,
     pub vae: VaeConfig,
     pub text_encoder: TextEncoderConfig,
+    /// SDXL's second text encoder (`CLIPTextModelWithProjection`), with
+    /// `tokenizer_2` padding with "!".
+    pub text_encoder_2: Option<TextEncoderConfig>,
     /// `scheduler/scheduler_config.json`, verbatim.
     pub scheduler_config: serde_json::Value,
     /// Pad token written into the tokenizer config.
     pub pad_token: &'static str,
 }
 
-pub const SHAPE_NAMES: &[&str] = &["tiny", "tiny-inpaint", "tiny-sd2", "sd15", "sd15-inpaint"];
+pub const SHAPE_NAMES: &[&str] = &[
+    "tiny",
+    "tiny-inpaint",
+    "tiny-sd2",
+    "tiny-sdxl",
+    "sd15",
+    "sd15-inpaint",
+    "sdxl",
+];
 
 impl ModelShape {
     pub fn by_name(name: &str) -> Option<Self> {
@@ -25,8 +37,10 @@ impl ModelShape {
             "tiny" => Some(Self::tiny()),
             "tiny-inpaint" => Some(Self::tiny().inpainting()),
             "tiny-sd2" => Some(Self::tiny_sd2()),
+            "tiny-sdxl" => Some(Self::tiny_sdxl()),
             "sd15" | "sd1.5" => Some(Self::sd15()),
             "sd15-inpaint" => Some(Self::sd15().inpainting()),
+            "sdxl" => Some(Self::sdxl()),
             _ => None,
         }
     }
@@ -48,7 +62,71 @@ impl ModelShape {
             ),
             vae: vae(&[16, 32, 32], 1, 8, 0.18215),
             text_encoder: text_encoder(1024, 32, 64, 2, 4, "quick_gelu"),
+            text_encoder_2: None,
             scheduler_config: sd_scheduler("EulerDiscreteScheduler"),
+            pad_token: "<|endoftext|>",
+        }
+    }
+
+    /// `tiny` with SDXL's structure: a CLIP-L-style and an OpenCLIP-style
+    /// encoder whose penultimate states are concatenated (32 + 48 = 80-wide
+    /// cross-attention), `add_embedding` over the pooled 40-wide projection and
+    /// six 8-wide time-id embeddings, linear projections, two transformer
+    /// layers in the attention block, SDXL's VAE scale and scheduler config.
+    pub fn tiny_sdxl() -> Self {
+        let mut shape = Self::tiny();
+        shape.name = "tiny-sdxl";
+        let mut second = text_encoder(1024, 48, 96, 3, 4, "gelu");
+        second.architectures = vec!["CLIPTextModelWithProjection".into()];
+        second.projection_dim = Some(40);
+        shape.unet.cross_attention_dim = PerBlock::All(32 + 48);
+        shape.unet.use_linear_projection = true;
+        shape.unet.transformer_layers_per_block = PerBlock::Each(vec![1, 2]);
+        shape.unet.addition_embed_type = Some("text_time".into());
+        shape.unet.addition_time_embed_dim = Some(8);
+        shape.unet.projection_class_embeddings_input_dim = Some(40 + 6 * 8);
+        shape.vae.scaling_factor = 0.13025;
+        shape.vae.force_upcast = Some(true);
+        shape.text_encoder_2 = Some(second);
+        shape.scheduler_config = sdxl_scheduler();
+        shape
+    }
+
+    /// Stable Diffusion XL base 1.0's published sizes (2.6B-parameter UNet,
+    /// CLIP ViT-L and OpenCLIP ViT-bigG encoders, 1024x1024 native).
+    pub fn sdxl() -> Self {
+        let mut unet = unet(
+            &[320, 640, 1280],
+            &[
+                "DownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+            ],
+            2,
+            PerBlock::Each(vec![5, 10, 20]),
+            2048,
+            32,
+            128,
+        );
+        unet.use_linear_projection = true;
+        unet.transformer_layers_per_block = PerBlock::Each(vec![1, 2, 10]);
+        unet.addition_embed_type = Some("text_time".into());
+        unet.addition_time_embed_dim = Some(256);
+        unet.projection_class_embeddings_input_dim = Some(2816);
+        let mut first = text_encoder(49408, 768, 3072, 12, 12, "quick_gelu");
+        first.projection_dim = Some(768);
+        let mut second = text_encoder(49408, 1280, 5120, 32, 20, "gelu");
+        second.architectures = vec!["CLIPTextModelWithProjection".into()];
+        second.projection_dim = Some(1280);
+        let mut vae = vae(&[128, 256, 512, 512], 2, 32, 0.13025);
+        vae.force_upcast = Some(true);
+        Self {
+            name: "sdxl",
+            unet,
+            vae,
+            text_encoder: first,
+            text_encoder_2: Some(second),
+            scheduler_config: sdxl_scheduler(),
             pad_token: "<|endoftext|>",
         }
     }
@@ -99,6 +177,7 @@ impl ModelShape {
             ),
             vae: vae(&[128, 256, 512, 512], 2, 32, 0.18215),
             text_encoder: text_encoder(49408, 768, 3072, 12, 12, "quick_gelu"),
+            text_encoder_2: None,
             scheduler_config: sd_scheduler("PNDMScheduler"),
             pad_token: "<|endoftext|>",
         }
@@ -142,6 +221,8 @@ fn unet(
         norm_eps: 1e-5,
         act_fn: "silu".into(),
         addition_embed_type: None,
+        addition_time_embed_dim: None,
+        projection_class_embeddings_input_dim: None,
         class_embed_type: None,
         time_cond_proj_dim: None,
         encoder_hid_dim_type: None,
@@ -159,6 +240,8 @@ fn vae(
         in_channels: 3,
         out_channels: 3,
         block_out_channels: channels.to_vec(),
+        down_block_types: vec!["DownEncoderBlock2D".into(); channels.len()],
+        up_block_types: vec!["UpDecoderBlock2D".into(); channels.len()],
         layers_per_block,
         latent_channels: 4,
         norm_num_groups: groups,
@@ -192,7 +275,19 @@ fn text_encoder(
         layer_norm_eps: 1e-5,
         projection_dim: Some(hidden),
         model_type: Some("clip_text_model".into()),
+        bos_token_id: Some(0),
+        eos_token_id: Some(2),
+        pad_token_id: Some(1),
     }
+}
+
+/// SDXL base 1.0's `scheduler_config.json` (Euler, leading spacing).
+fn sdxl_scheduler() -> serde_json::Value {
+    let mut cfg = sd_scheduler("EulerDiscreteScheduler");
+    cfg["timestep_spacing"] = "leading".into();
+    cfg["interpolation_type"] = "linear".into();
+    cfg["use_karras_sigmas"] = false.into();
+    cfg
 }
 
 /// Stable Diffusion 1.x's training schedule, under the given scheduler class.

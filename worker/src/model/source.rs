@@ -20,6 +20,8 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("sd21", "stabilityai/stable-diffusion-2-1"),
     ("sd21-base", "stabilityai/stable-diffusion-2-1-base"),
     ("sd-turbo", "stabilityai/sd-turbo"),
+    ("sdxl", "stabilityai/stable-diffusion-xl-base-1.0"),
+    ("sdxl-turbo", "stabilityai/sdxl-turbo"),
 ];
 
 pub fn resolve_alias(name: &str) -> &str {
@@ -46,6 +48,15 @@ pub struct ModelFiles {
     pub text_encoder_weights: Vec<PathBuf>,
     pub tokenizer_dir: PathBuf,
     pub scheduler_config: PathBuf,
+    /// SDXL's second text encoder and its tokenizer.
+    pub text_encoder_2: Option<SecondEncoderFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecondEncoderFiles {
+    pub config: PathBuf,
+    pub weights: Vec<PathBuf>,
+    pub tokenizer_dir: PathBuf,
 }
 
 /// A place files can be asked for by their path inside the repository.
@@ -120,40 +131,66 @@ pub fn local(dir: &Path, want_half: bool) -> Result<ModelFiles> {
 pub fn hub(repo_or_alias: &str, revision: Option<&str>, want_half: bool) -> Result<ModelFiles> {
     let repo_id = resolve_alias(repo_or_alias).to_string();
     let revision = revision.unwrap_or("main").to_string();
-    let repo = Repo::with_revision(repo_id.clone(), RepoType::Model, revision.clone());
+    let store = hub_store(&repo_id, &revision)?;
+    if let Hub::Offline(cached) = &store {
+        if cached.get("model_index.json").is_none() && cached.get("unet/config.json").is_none() {
+            bail!(
+                "`{repo_id}` (revision {revision}) is not in the Hugging Face cache at {} and HF_HUB_OFFLINE is set",
+                Cache::from_env().path().display()
+            );
+        }
+    }
+    let source = format!("hf://{repo_id}@{revision}");
+    collect(&store, repo_id, source, want_half)
+}
+
+/// A hub repository as a file store: online (listing its files), or under
+/// HF_HUB_OFFLINE only what the cache holds.
+fn hub_store(repo_id: &str, revision: &str) -> Result<Hub> {
+    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
     let cache = Cache::from_env();
     let offline = std::env::var("HF_HUB_OFFLINE")
         .map(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes"))
         .unwrap_or(false);
-    let store = if offline {
-        let cached = cache.repo(repo.clone());
-        if cached.get("model_index.json").is_none() && cached.get("unet/config.json").is_none() {
-            bail!(
-                "`{repo_id}` (revision {revision}) is not in the Hugging Face cache at {} and HF_HUB_OFFLINE is set",
-                cache.path().display()
-            );
+    if offline {
+        return Ok(Hub::Offline(cache.repo(repo)));
+    }
+    let token = std::env::var("HF_TOKEN").ok().or_else(|| cache.token());
+    let mut builder = ApiBuilder::from_cache(cache)
+        .with_progress(true)
+        .with_token(token);
+    if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let api: Api = builder
+        .build()
+        .context("building the Hugging Face client")?;
+    let repo = api.repo(repo);
+    let info = repo.info().with_context(|| {
+        format!(
+            "looking up `{repo_id}` on the Hugging Face hub (set HF_TOKEN for gated repositories)"
+        )
+    })?;
+    let files = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    Ok(Hub::Online { repo, files })
+}
+
+/// Fetches only the tokenizer files of a hub repository (for single-file
+/// checkpoints, which carry none); returns the folder they are in.
+pub fn hub_tokenizer(repo_id: &str) -> Result<PathBuf> {
+    let store = hub_store(repo_id, "main")?;
+    let mut dir = None;
+    for name in [
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        if store.has(name) {
+            dir = store.get(name)?.parent().map(Path::to_path_buf);
         }
-        Hub::Offline(cached)
-    } else {
-        let token = std::env::var("HF_TOKEN").ok().or_else(|| cache.token());
-        let mut builder = ApiBuilder::from_cache(cache)
-            .with_progress(true)
-            .with_token(token);
-        if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
-            builder = builder.with_endpoint(endpoint);
-        }
-        let api: Api = builder
-            .build()
-            .context("building the Hugging Face client")?;
-        let repo = api.repo(repo);
-        let info = repo
-            .info()
-            .with_context(|| format!("looking up `{repo_id}` on the Hugging Face hub (set HF_TOKEN for gated repositories)"))?;
-        let files = info.siblings.into_iter().map(|s| s.rfilename).collect();
-        Hub::Online { repo, files }
-    };
-    let source = format!("hf://{repo_id}@{revision}");
-    collect(&store, repo_id, source, want_half)
+    }
+    dir.with_context(|| format!("`{repo_id}` has no vocab.json and merges.txt"))
 }
 
 fn collect(
@@ -172,7 +209,17 @@ fn collect(
         .has("model_index.json")
         .then(|| store.get("model_index.json"))
         .transpose()?;
-    let tokenizer_dir = tokenizer_dir(store)?;
+    let tokenizer = tokenizer_dir(store, "tokenizer")?;
+    let text_encoder_2 = store
+        .has("text_encoder_2/config.json")
+        .then(|| -> Result<SecondEncoderFiles> {
+            Ok(SecondEncoderFiles {
+                config: store.get("text_encoder_2/config.json")?,
+                weights: weights(store, "text_encoder_2", "model", want_half)?,
+                tokenizer_dir: tokenizer_dir(store, "tokenizer_2")?,
+            })
+        })
+        .transpose()?;
     Ok(ModelFiles {
         unet_config: store.get("unet/config.json")?,
         unet_weights: weights(store, "unet", "diffusion_pytorch_model", want_half)?,
@@ -181,7 +228,8 @@ fn collect(
         text_encoder_config: store.get("text_encoder/config.json")?,
         text_encoder_weights: weights(store, "text_encoder", "model", want_half)?,
         scheduler_config: store.get("scheduler/scheduler_config.json")?,
-        tokenizer_dir,
+        tokenizer_dir: tokenizer,
+        text_encoder_2,
         model_index,
         id,
         source,
@@ -189,7 +237,7 @@ fn collect(
 }
 
 /// Fetches the tokenizer files that exist; the folder is where they landed.
-fn tokenizer_dir(store: &dyn FileStore) -> Result<PathBuf> {
+fn tokenizer_dir(store: &dyn FileStore, folder: &str) -> Result<PathBuf> {
     let mut dir = None;
     for name in [
         "tokenizer.json",
@@ -198,13 +246,15 @@ fn tokenizer_dir(store: &dyn FileStore) -> Result<PathBuf> {
         "tokenizer_config.json",
         "special_tokens_map.json",
     ] {
-        let rel = format!("tokenizer/{name}");
+        let rel = format!("{folder}/{name}");
         if store.has(&rel) {
             let path = store.get(&rel)?;
             dir = path.parent().map(Path::to_path_buf);
         }
     }
-    dir.context("the model has no tokenizer/ folder with tokenizer.json or vocab.json + merges.txt")
+    dir.with_context(|| {
+        format!("the model has no {folder}/ folder with tokenizer.json or vocab.json + merges.txt")
+    })
 }
 
 /// Picks a component's safetensors: the fp16 variant first when half precision is

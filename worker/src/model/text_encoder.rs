@@ -111,18 +111,31 @@ pub struct ClipTextEncoder {
     position_embedding: Embedding,
     layers: Vec<EncoderLayer>,
     final_norm: LayerNorm,
+    /// `text_projection` of a `CLIPTextModelWithProjection` (SDXL's second
+    /// encoder): maps the pooled token to the pooled embedding.
+    projection: Option<Linear>,
     max_positions: usize,
     hidden_size: usize,
 }
 
 impl ClipTextEncoder {
-    /// `vb` points at the checkpoint root (it contains `text_model.`).
+    /// `vb` points at the checkpoint root (it contains `text_model.`, and
+    /// `text_projection` when the config names `CLIPTextModelWithProjection`).
     pub fn new(vb: VarBuilder, cfg: &TextEncoderConfig) -> Result<Self> {
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
         {
             bail!("text encoder config: hidden_size must be a multiple of num_attention_heads");
         }
         let act = Activation::from_config(&cfg.hidden_act)?;
+        let projection = cfg
+            .architectures
+            .iter()
+            .any(|a| a == "CLIPTextModelWithProjection")
+            .then(|| {
+                let dim = cfg.projection_dim.unwrap_or(cfg.hidden_size);
+                candle_nn::linear_no_bias(cfg.hidden_size, dim, vb.pp("text_projection"))
+            })
+            .transpose()?;
         let vb = vb.pp("text_model");
         let emb = vb.pp("embeddings");
         let token_embedding =
@@ -162,6 +175,7 @@ impl ClipTextEncoder {
             position_embedding,
             layers,
             final_norm,
+            projection,
             max_positions: cfg.max_position_embeddings,
             hidden_size: cfg.hidden_size,
         })
@@ -173,6 +187,22 @@ impl ClipTextEncoder {
 
     pub fn max_positions(&self) -> usize {
         self.max_positions
+    }
+
+    /// The pooled embedding transformers' CLIP gives: the final hidden state
+    /// of the end-of-text token at `eos` [batch], through `text_projection`
+    /// when the model has one. [batch, projection_dim]
+    pub fn pooled(&self, enc: &TextEncoding, eos: &[usize]) -> candle_core::Result<Tensor> {
+        let rows = eos
+            .iter()
+            .enumerate()
+            .map(|(b, &i)| enc.last_hidden_state.get(b)?.get(i))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let pooled = Tensor::stack(&rows, 0)?;
+        match &self.projection {
+            Some(p) => p.forward(&pooled),
+            None => Ok(pooled),
+        }
     }
 
     /// Encodes token ids of shape [batch, tokens] (tokens <= max positions).
@@ -249,6 +279,9 @@ mod tests {
             layer_norm_eps: 1e-5,
             projection_dim: None,
             model_type: None,
+            bos_token_id: None,
+            eos_token_id: None,
+            pad_token_id: None,
         };
         let vm = candle_nn::VarMap::new();
         let enc =

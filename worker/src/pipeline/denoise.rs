@@ -6,6 +6,7 @@ use candle_core::Tensor;
 
 use super::noise::SeededNoise;
 use super::Observer;
+use crate::model::unet::TextTime;
 use crate::model::LoadedModel;
 use crate::scheduler::Scheduler;
 
@@ -27,9 +28,17 @@ pub enum Inpaint {
     },
 }
 
+/// What the UNet is conditioned on, batched like its input.
+pub struct Conditioning {
+    /// Text embeddings: [batch, tokens, dim].
+    pub context: Tensor,
+    /// SDXL's pooled text embedding and time ids.
+    pub text_time: Option<TextTime>,
+}
+
 pub struct Loop<'a> {
-    pub context: &'a Tensor,
-    /// Whether `context` holds [uncond x n, cond x n] (guidance > 1).
+    pub cond: &'a Conditioning,
+    /// Whether `cond` holds [uncond x n, cond x n] (guidance > 1).
     pub guided: bool,
     pub guidance_scale: f64,
     pub inpaint: Inpaint,
@@ -63,7 +72,12 @@ pub fn run(
         {
             input = Tensor::cat(&[&input, mask, masked_latents], 1)?;
         }
-        let out = model.unet.forward(&input, timesteps[i], lp.context)?;
+        let out = model.unet.forward(
+            &input,
+            timesteps[i],
+            &lp.cond.context,
+            lp.cond.text_time.as_ref(),
+        )?;
         let eps = if lp.guided {
             let uncond = out.narrow(0, 0, n)?;
             let cond = out.narrow(0, n, n)?;

@@ -2,17 +2,18 @@
 //! (noise; or the input image's latents noised to the start step), denoise,
 //! decode with the VAE's own scale, paste the kept pixels back, encode.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, IndexOp, Tensor};
 use image::RgbImage;
 use std::time::Instant;
 
-use super::denoise::{self, Inpaint, Loop};
+use super::denoise::{self, Conditioning, Inpaint, Loop};
 use super::encode::{encode_jpeg, encode_png, Parameters};
 use super::latents::{decode, encode, mask_to_latent, pixels_to_tensor};
 use super::noise::SeededNoise;
 use super::{prompt, Image, InitImage, Observer, Outcome, Request, StageTimings};
 use crate::images::paste_back;
+use crate::model::unet::TextTime;
 use crate::model::LoadedModel;
 use crate::scheduler::{self, Scheduler};
 use sd_worker_sdk::ImageFormat;
@@ -38,7 +39,7 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
 
     // 1. Conditioning: [uncond x n, cond x n] when guided, else [cond x n].
     let t0 = Instant::now();
-    let context = conditioning(model, req, guided, observer)?;
+    let cond = conditioning(model, req, guided, observer)?;
     timings.text_encoder_ms = ms(t0);
 
     // 2. Starting latents. Noise is drawn first, so a seed gives the same
@@ -62,7 +63,7 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
 
     // 3. Denoising.
     let lp = Loop {
-        context: &context,
+        cond: &cond,
         guided,
         guidance_scale: req.guidance_scale,
         inpaint,
@@ -104,12 +105,16 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
     Ok(Outcome::Completed { images, timings })
 }
 
+/// The UNet's conditioning for the whole batch: [uncond x n, cond x n] when
+/// guided, else [cond x n]; for SDXL also the pooled embeddings and the time
+/// ids (original size = target size = the output size, no crop, as diffusers'
+/// defaults).
 fn conditioning(
     model: &LoadedModel,
     req: &Request,
     guided: bool,
     observer: &mut dyn Observer,
-) -> Result<Tensor> {
+) -> Result<Conditioning> {
     let n = req.num_images;
     let cond = prompt::tokenize(model, &req.prompt, "prompt")?;
     let uncond = if guided {
@@ -129,13 +134,48 @@ fn conditioning(
             observer.warning("prompt_truncated", w);
         }
     }
-    let mut parts = vec![prompt::encode(model, &cond, windows)?; n];
+    let cond = prompt::encode(model, &cond, windows)?;
+    let mut encoded = vec![cond];
     if let Some(uncond) = &uncond {
-        let mut all = vec![prompt::encode(model, uncond, windows)?; n];
-        all.append(&mut parts);
-        parts = all;
+        let zeros = model.meta.zeros_for_empty_negative && req.negative_prompt.trim().is_empty();
+        let uncond = if zeros {
+            prompt::Encoded {
+                context: encoded[0].context.zeros_like()?,
+                pooled: encoded[0]
+                    .pooled
+                    .as_ref()
+                    .map(Tensor::zeros_like)
+                    .transpose()?,
+            }
+        } else {
+            prompt::encode(model, uncond, windows)?
+        };
+        encoded.insert(0, uncond);
     }
-    Ok(Tensor::cat(&parts, 0)?)
+    let repeat = |parts: Vec<&Tensor>| -> Result<Tensor> {
+        let all: Vec<&Tensor> = parts
+            .into_iter()
+            .flat_map(|t| std::iter::repeat_n(t, n))
+            .collect();
+        Ok(Tensor::cat(&all, 0)?)
+    };
+    let context = repeat(encoded.iter().map(|e| &e.context).collect())?;
+    let text_time = match model.unet.text_time() {
+        None => None,
+        Some(_) => {
+            let pooled: Option<Vec<&Tensor>> = encoded.iter().map(|e| e.pooled.as_ref()).collect();
+            let text_embeds = repeat(pooled.context("no pooled text embedding for the unet")?)?;
+            let (h, w) = (req.height as f32, req.width as f32);
+            let ids = Tensor::new(&[h, w, 0.0, 0.0, h, w], &model.device)?
+                .unsqueeze(0)?
+                .repeat((text_embeds.dim(0)?, 1))?;
+            Some(TextTime {
+                text_embeds,
+                time_ids: ids,
+            })
+        }
+    };
+    Ok(Conditioning { context, text_time })
 }
 
 /// Starting latents and inpainting conditioning, per operation:
@@ -171,7 +211,7 @@ fn prepare(
         // Everything repainted: the masked image is all 0 (mid-grey in [-1, 1]).
         let masked = Tensor::zeros(
             (1, 3, req.height as usize, req.width as usize),
-            model.dtype,
+            model.vae_dtype,
             &model.device,
         )?;
         let masked_latents = encode(model, &masked, n, noise)?;
@@ -197,7 +237,7 @@ fn prepare(
         // The masked image: the input where kept, 0 (mid-grey) where repainted.
         let pixel_mask =
             mask_to_latent(model, &mask.binary, req.height as usize, req.width as usize)?;
-        let masked = pixels.broadcast_mul(&(1.0 - pixel_mask)?)?;
+        let masked = pixels.broadcast_mul(&(1.0 - pixel_mask.to_dtype(model.vae_dtype)?)?)?;
         let masked_latents = encode(model, &masked, n, noise)?;
         Inpaint::Concat {
             mask: batch_for_unet(latent_mask.repeat((n, 1, 1, 1))?)?,

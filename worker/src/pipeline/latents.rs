@@ -8,7 +8,8 @@ use image::{GrayImage, RgbImage};
 use super::noise::SeededNoise;
 use crate::model::LoadedModel;
 
-/// RGB8 to a [1, 3, H, W] tensor in [-1, 1] on the model's device and dtype.
+/// RGB8 to a [1, 3, H, W] tensor in [-1, 1] on the model's device, in the
+/// VAE's dtype.
 pub fn pixels_to_tensor(model: &LoadedModel, img: &RgbImage) -> Result<Tensor> {
     let (w, h) = img.dimensions();
     let data: Vec<f32> = img
@@ -20,7 +21,7 @@ pub fn pixels_to_tensor(model: &LoadedModel, img: &RgbImage) -> Result<Tensor> {
         Tensor::from_vec(data, (h as usize, w as usize, 3), &Device::Cpu)?
             .permute((2, 0, 1))?
             .unsqueeze(0)?
-            .to_dtype(model.dtype)?
+            .to_dtype(model.vae_dtype)?
             .to_device(&model.device)?,
     )
 }
@@ -60,20 +61,20 @@ pub fn encode(
     let (mean, logvar) = model.vae_encoder.posterior(pixels)?;
     let std = (logvar * 0.5)?.exp()?;
     let (_, c, h, w) = mean.dims4()?;
-    let eps = noise.sample(&[c, h, w])?;
+    let eps = noise.sample(&[c, h, w])?.to_dtype(mean.dtype())?;
     let sample = mean.broadcast_add(&eps.broadcast_mul(&std)?)?;
     let shifted = match model.meta.vae_shift_factor {
         Some(shift) => (sample - shift)?,
         None => sample,
     };
     debug_assert_eq!(shifted.dim(0)?, n);
-    Ok((shifted * model.meta.vae_scaling_factor)?)
+    Ok((shifted * model.meta.vae_scaling_factor)?.to_dtype(model.dtype)?)
 }
 
 /// Latents [1, c, h, w] to interleaved RGB8, as diffusers does:
 /// x / scaling_factor (+ shift), decode, (x / 2 + 0.5) clamped to [0, 1], x 255, rounded.
 pub fn decode(model: &LoadedModel, latents: &Tensor) -> Result<RgbImage> {
-    let mut x = (latents / model.meta.vae_scaling_factor)?;
+    let mut x = (latents.to_dtype(model.vae_dtype)? / model.meta.vae_scaling_factor)?;
     if let Some(shift) = model.meta.vae_shift_factor {
         x = (x + shift)?;
     }

@@ -10,6 +10,8 @@ pub mod latents;
 pub mod noise;
 pub mod preview;
 pub mod prompt;
+#[cfg(test)]
+mod reference_tests;
 
 use candle_core::Tensor;
 use image::RgbImage;

@@ -1,0 +1,137 @@
+//! The SDXL conditioning path against diffusers. The reference values in
+//! `tests/reference/sdxl_reference.json` were computed by diffusers on the
+//! tiny SDXL-shaped model our generator writes with seed 7 (how to recompute
+//! them: `tests/reference/sdxl_reference.py`). Sampled every `stride` values,
+//! with the mean and mean magnitude of the whole tensor.
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+
+use super::prompt;
+use crate::model::generate::{write_model, WeightInit};
+use crate::model::shapes::ModelShape;
+use crate::model::unet::TextTime;
+use crate::model::{LoadedModel, ModelSpec};
+
+#[derive(Deserialize)]
+struct Sampled {
+    shape: Vec<usize>,
+    stride: usize,
+    values: Vec<f64>,
+    mean: f64,
+    abs_mean: f64,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    prompt: String,
+    timestep: f64,
+    time_ids: Vec<f32>,
+    prompt_embeds: Sampled,
+    negative_prompt_embeds: Sampled,
+    pooled_prompt_embeds: Sampled,
+    negative_pooled_prompt_embeds: Sampled,
+    unet_output: Sampled,
+    vae_decoded: Sampled,
+}
+
+fn check(what: &str, ours: &Tensor, reference: &Sampled) {
+    assert_eq!(ours.dims(), reference.shape.as_slice(), "{what}: shape");
+    let flat: Vec<f64> = ours
+        .to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() <= 2e-4 + 1e-3 * b.abs();
+    for (k, want) in reference.values.iter().enumerate() {
+        let got = flat[k * reference.stride];
+        assert!(
+            close(got, *want),
+            "{what}[{}]: ours {got}, diffusers {want}",
+            k * reference.stride
+        );
+    }
+    let n = flat.len() as f64;
+    let mean = flat.iter().sum::<f64>() / n;
+    let abs_mean = flat.iter().map(|v| v.abs()).sum::<f64>() / n;
+    assert!(
+        close(mean, reference.mean),
+        "{what}: mean {mean} vs {}",
+        reference.mean
+    );
+    assert!(
+        close(abs_mean, reference.abs_mean),
+        "{what}: mean magnitude {abs_mean} vs {}",
+        reference.abs_mean
+    );
+    assert!(
+        reference.abs_mean > 0.0 || what.starts_with("negative"),
+        "{what}: a trivial reference"
+    );
+}
+
+#[test]
+fn sdxl_conditioning_unet_and_vae_match_diffusers() {
+    let reference: Reference =
+        serde_json::from_str(include_str!("../../tests/reference/sdxl_reference.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), &ModelShape::tiny_sdxl(), WeightInit::Seeded(7)).unwrap();
+    let model = LoadedModel::load(
+        &ModelSpec::Local(dir.path().to_path_buf()),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    assert!(model.meta.zeros_for_empty_negative);
+
+    let tokens = prompt::tokenize(&model, &reference.prompt, "prompt").unwrap();
+    let cond = prompt::encode(&model, &tokens, 1).unwrap();
+    check("prompt_embeds", &cond.context, &reference.prompt_embeds);
+    let pooled = cond.pooled.unwrap();
+    check(
+        "pooled_prompt_embeds",
+        &pooled,
+        &reference.pooled_prompt_embeds,
+    );
+    // diffusers zeroes the unconditional embeddings (force_zeros_for_empty_prompt).
+    check(
+        "negative_prompt_embeds",
+        &cond.context.zeros_like().unwrap(),
+        &reference.negative_prompt_embeds,
+    );
+    check(
+        "negative_pooled_prompt_embeds",
+        &pooled.zeros_like().unwrap(),
+        &reference.negative_pooled_prompt_embeds,
+    );
+
+    let latents: Vec<f32> = (0..4 * 6 * 8)
+        .map(|i| (i as f64 * 0.1).sin() as f32)
+        .collect();
+    let latents = Tensor::from_vec(latents, (1, 4, 6, 8), &Device::Cpu).unwrap();
+    let text_time = TextTime {
+        text_embeds: pooled,
+        time_ids: Tensor::new(reference.time_ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap(),
+    };
+    let out = model
+        .unet
+        .forward(
+            &latents,
+            reference.timestep,
+            &cond.context,
+            Some(&text_time),
+        )
+        .unwrap();
+    check("unet_output", &out, &reference.unet_output);
+
+    let decoded = model
+        .vae
+        .decode(&(latents / model.meta.vae_scaling_factor).unwrap())
+        .unwrap();
+    check("vae_decoded", &decoded, &reference.vae_decoded);
+}
