@@ -180,13 +180,7 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 
 fn copy_tokenizer(from: &Path, to: &Path) -> Result<()> {
     let mut copied = 0;
-    for name in [
-        "tokenizer.json",
-        "vocab.json",
-        "merges.txt",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ] {
+    for name in super::source::TOKENIZER_FILES {
         let src = from.join(name);
         if src.is_file() {
             std::fs::copy(&src, to.join(name))

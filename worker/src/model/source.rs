@@ -32,6 +32,16 @@ pub fn resolve_alias(name: &str) -> &str {
         .unwrap_or(name)
 }
 
+/// The files a tokenizer folder may hold (`tokenizer.json`, or `vocab.json` +
+/// `merges.txt`, and the settings files).
+pub const TOKENIZER_FILES: [&str; 5] = [
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+];
+
 /// Paths of every file the loader reads.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
@@ -239,13 +249,7 @@ fn collect(
 /// Fetches the tokenizer files that exist; the folder is where they landed.
 fn tokenizer_dir(store: &dyn FileStore, folder: &str) -> Result<PathBuf> {
     let mut dir = None;
-    for name in [
-        "tokenizer.json",
-        "vocab.json",
-        "merges.txt",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ] {
+    for name in TOKENIZER_FILES {
         let rel = format!("{folder}/{name}");
         if store.has(&rel) {
             let path = store.get(&rel)?;
