@@ -7,7 +7,9 @@ use anyhow::{bail, Result};
 use candle_core::{Result as CandleResult, Tensor};
 
 use super::spacing::{timesteps, Linspace, Spacing};
-use super::{at, like_compute, NoiseSource, Prediction, Scheduler, SchedulerConfig};
+use super::{
+    at, like_compute, noise_to_alpha, NoiseSource, Prediction, Scheduler, SchedulerConfig,
+};
 
 pub struct Ddim {
     timesteps: Vec<f64>,
@@ -130,9 +132,7 @@ impl Scheduler for Ddim {
         step_index: usize,
     ) -> CandleResult<Tensor> {
         let a = self.alpha_at_index(step_index)?;
-        let x = like_compute(original, original)?;
-        let n = like_compute(noise, original)?;
-        ((x * a.sqrt())? + (n * (1.0 - a).sqrt())?)?.to_dtype(original.dtype())
+        noise_to_alpha(original, noise, a)
     }
 }
 

@@ -9,7 +9,9 @@ use anyhow::{bail, Result};
 use candle_core::{Result as CandleResult, Tensor};
 
 use super::spacing::{timesteps, Linspace, Spacing};
-use super::{at, like_compute, NoiseSource, Prediction, Scheduler, SchedulerConfig};
+use super::{
+    at, like_compute, noise_to_alpha, NoiseSource, Prediction, Scheduler, SchedulerConfig,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variance {
@@ -125,9 +127,7 @@ impl Scheduler for Ddpm {
         step_index: usize,
     ) -> CandleResult<Tensor> {
         let a = self.alpha_at(at(&self.timesteps, step_index, "timesteps")? as i64);
-        let x = like_compute(original, original)?;
-        let n = like_compute(noise, original)?;
-        ((x * a.sqrt())? + (n * (1.0 - a).sqrt())?)?.to_dtype(original.dtype())
+        noise_to_alpha(original, noise, a)
     }
 }
 

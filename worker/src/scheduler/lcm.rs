@@ -11,7 +11,9 @@
 use anyhow::{bail, Result};
 use candle_core::{Result as CandleResult, Tensor};
 
-use super::{at, like_compute, NoiseSource, Prediction, Scheduler, SchedulerConfig};
+use super::{
+    at, like_compute, noise_to_alpha, NoiseSource, Prediction, Scheduler, SchedulerConfig,
+};
 
 /// sigma_data of the consistency parameterisation (diffusers' fixed 0.5).
 const SIGMA_DATA: f64 = 0.5;
@@ -120,9 +122,7 @@ impl Scheduler for Lcm {
         step_index: usize,
     ) -> CandleResult<Tensor> {
         let a = self.alpha_at(at(&self.timesteps, step_index, "timesteps")?);
-        let x = like_compute(original, original)?;
-        let n = like_compute(noise, original)?;
-        ((x * a.sqrt())? + (n * (1.0 - a).sqrt())?)?.to_dtype(original.dtype())
+        noise_to_alpha(original, noise, a)
     }
 }
 

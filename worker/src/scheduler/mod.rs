@@ -299,6 +299,15 @@ fn like_compute(t: &Tensor, sample: &Tensor) -> CandleResult<Tensor> {
         .to_device(sample.device())
 }
 
+/// The forward process of discrete-time diffusion: `original` noised to the
+/// timestep whose cumulative alpha is `alpha_cumprod`,
+/// `sqrt(a) x + sqrt(1 - a) noise`, computed like the sample, returned in its dtype.
+fn noise_to_alpha(original: &Tensor, noise: &Tensor, alpha_cumprod: f64) -> CandleResult<Tensor> {
+    let x = like_compute(original, original)?;
+    let n = like_compute(noise, original)?;
+    ((x * alpha_cumprod.sqrt())? + (n * (1.0 - alpha_cumprod).sqrt())?)?.to_dtype(original.dtype())
+}
+
 /// Bounds-checked schedule lookup: a bad index is a Candle error, never a panic.
 fn at(values: &[f64], index: usize, what: &str) -> CandleResult<f64> {
     values.get(index).copied().ok_or_else(|| {
