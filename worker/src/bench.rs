@@ -18,7 +18,7 @@ use sd_worker_sdk::ImageFormat;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Model shape with random weights: tiny, tiny-sd2, tiny-sdxl, sd15 or sdxl (and their -inpaint variants).
+    /// Model shape with random weights: tiny, tiny-sd2, tiny-sdxl, tiny-sd3, sd15, sdxl or sd3-medium (and tiny-inpaint, sd15-inpaint).
     #[arg(long, default_value = "sd15")]
     pub shape: String,
     /// Benchmark this diffusers folder instead of a generated shape.
@@ -40,6 +40,9 @@ pub struct BenchArgs {
     pub device: String,
     #[arg(long, value_enum)]
     pub dtype: Option<crate::cli::DTypeArg>,
+    /// SD 3 shapes: leave the T5 encoder out.
+    #[arg(long)]
+    pub no_t5: bool,
     /// Also print the figures as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -63,13 +66,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let (dir, label) = match &args.model_path {
         Some(dir) => (dir.clone(), dir.display().to_string()),
         None => {
-            let shape = ModelShape::by_name(&args.shape).with_context(|| {
+            let mut shape = ModelShape::by_name(&args.shape).with_context(|| {
                 format!(
                     "unknown shape `{}`; one of: {}",
                     args.shape,
                     SHAPE_NAMES.join(", ")
                 )
             })?;
+            if args.no_t5 {
+                shape.text_encoder_3 = None;
+            }
             let tmp = tempdir_in_cache()?;
             let t0 = Instant::now();
             eprintln!(
@@ -102,7 +108,13 @@ fn measure(
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let t0 = Instant::now();
     let model = LoadedModel::from_files(
-        source::local(dir, dtype != candle_core::DType::F32)?,
+        source::local(
+            dir,
+            source::Wanted {
+                half: dtype != candle_core::DType::F32,
+                skip_t5: args.no_t5,
+            },
+        )?,
         device,
         dtype,
     )?;

@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Weights and activations precision; default f32 on CPU, f16 on GPUs.
     #[arg(long, env = "SD_WORKER_DTYPE", value_enum)]
     pub dtype: Option<DTypeArg>,
+    /// SD 3: leave the T5 text encoder out (neither downloaded nor loaded;
+    /// saves ~9.5 GB in f16 at some cost in prompt following).
+    #[arg(long, env = "SD_WORKER_NO_T5", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub no_t5: bool,
     /// Identifier reported to the hive and in /v1/info.
     #[arg(long, env = "SD_WORKER_ID")]
     pub worker_id: Option<String>,

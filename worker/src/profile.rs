@@ -36,9 +36,8 @@ pub struct Runtime<'a> {
 
 impl Profile {
     pub fn new(meta: &ModelMeta, rt: &Runtime) -> Self {
-        let multiple = meta.vae_scale_factor;
-        let native = meta.native_width.max(meta.native_height);
-        let max_size = native * 2;
+        let multiple = meta.size_multiple;
+        let max_size = meta.max_side;
         let limits = Limits {
             size_multiple: multiple,
             min_size: multiple * 8,

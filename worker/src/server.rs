@@ -17,7 +17,7 @@ use crate::hive::{self, HiveConfig};
 use crate::http::studio::StudioDir;
 use crate::http::{router, AppState, HttpOptions, Shared};
 use crate::metrics::Metrics;
-use crate::model::{LoadedModel, ModelSpec};
+use crate::model::{LoadOptions, LoadedModel, ModelSpec};
 use crate::profile::{Profile, Runtime};
 
 pub fn model_spec(args: &ServeArgs) -> ModelSpec {
@@ -194,12 +194,13 @@ fn spawn_model_load(
     let queue_capacity = args.queue_size;
     let max_input_pixels = args.max_input_pixels;
     let (max_pixels, max_images) = (args.max_pixels, args.max_images);
+    let skip_t5 = args.no_t5;
     std::thread::Builder::new()
         .name("model-load".into())
         .spawn(move || {
             info!(?spec, device = %device_name(&device), dtype = dtype_name(dtype), "loading model");
             hold_load_for_tests();
-            match LoadedModel::load(&spec, &device, dtype) {
+            match LoadedModel::load(&spec, &device, LoadOptions { dtype, skip_t5 }) {
                 Ok(model) => {
                     let dev = device_name(&device);
                     let rt = Runtime { worker_id: &worker_id, device: &dev, dtype: dtype_name(dtype), queue_capacity, max_input_pixels, max_pixels, max_images };

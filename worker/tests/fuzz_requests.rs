@@ -43,6 +43,8 @@ fn profile() -> &'static Profile {
             family: Family::StableDiffusion1,
             native_width: 64,
             native_height: 64,
+            size_multiple: 4,
+            max_side: 128,
             vae_scale_factor: 4,
             latent_channels: 4,
             vae_scaling_factor: 0.18215,

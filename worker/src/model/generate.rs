@@ -13,10 +13,13 @@ use rand_distr::{Distribution, StandardNormal};
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::mmdit::Mmdit;
 use super::shapes::ModelShape;
+use super::t5::write_tiny_tokenizer;
 use super::text_encoder::ClipTextEncoder;
-use super::tokenizer::write_tiny_vocab;
+use super::tokenizer::{write_tiny_vocab, TINY_TRAINING_WORDS};
 use super::unet::Unet;
+use candle_transformers::models::t5::{self, T5EncoderModel};
 
 /// How weights are filled.
 #[derive(Debug, Clone, Copy)]
@@ -30,16 +33,23 @@ pub enum WeightInit {
 
 /// Writes `shape` into `dir` (created if needed).
 pub fn write_model(dir: &Path, shape: &ModelShape, init: WeightInit) -> Result<()> {
-    let mut subs = vec!["unet", "vae", "text_encoder", "tokenizer", "scheduler"];
+    let denoiser = if shape.transformer.is_some() {
+        "transformer"
+    } else {
+        "unet"
+    };
+    let mut subs = vec![denoiser, "vae", "text_encoder", "tokenizer", "scheduler"];
     if shape.text_encoder_2.is_some() {
         subs.extend(["text_encoder_2", "tokenizer_2"]);
+    }
+    if shape.text_encoder_3.is_some() {
+        subs.extend(["text_encoder_3", "tokenizer_3"]);
     }
     for sub in subs {
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("creating {}", dir.display()))?;
     }
     write_json(&dir.join("model_index.json"), &model_index(shape))?;
-    write_json(&dir.join("unet/config.json"), &shape.unet)?;
     write_json(&dir.join("vae/config.json"), &shape.vae)?;
     write_json(&dir.join("text_encoder/config.json"), &shape.text_encoder)?;
     write_json(
@@ -68,20 +78,51 @@ pub fn write_model(dir: &Path, shape: &ModelShape, init: WeightInit) -> Result<(
         save(text, &dir.join("text_encoder_2/model.safetensors"))?;
     }
 
-    let unet_cfg = shape.unet.to_candle()?;
-    let text_time = shape.unet.text_time()?;
-    let unet = build(init, 2, |vb| {
-        Unet::new(
-            vb,
-            shape.unet.in_channels,
-            shape.unet.out_channels,
-            false,
-            &unet_cfg,
-            text_time,
-        )
-        .map(drop)
-    })?;
-    save(unet, &dir.join("unet/diffusion_pytorch_model.safetensors"))?;
+    if let Some(cfg) = &shape.text_encoder_3 {
+        write_json(&dir.join("text_encoder_3/config.json"), cfg)?;
+        let t5_cfg: t5::Config = serde_json::from_value(cfg.clone())?;
+        let vocab = write_tiny_tokenizer(&dir.join("tokenizer_3"), TINY_TRAINING_WORDS)?;
+        anyhow::ensure!(
+            vocab <= t5_cfg.vocab_size,
+            "tokenizer_3 larger than T5's vocabulary"
+        );
+        let mut text = build(init, 5, |vb| {
+            T5EncoderModel::load(vb, &t5_cfg)
+                .map(drop)
+                .map_err(Into::into)
+        })?;
+        // Candle asks an empty store for the encoder's own embedding name;
+        // transformers saves T5's (tied) embedding as `shared`.
+        if let Some(emb) = text.remove("encoder.embed_tokens.weight") {
+            text.insert("shared.weight".into(), emb);
+        }
+        save(text, &dir.join("text_encoder_3/model.safetensors"))?;
+    }
+
+    if let Some(cfg) = &shape.transformer {
+        write_json(&dir.join("transformer/config.json"), cfg)?;
+        let net = build(init, 2, |vb| Mmdit::new(vb, cfg).map(drop))?;
+        save(
+            net,
+            &dir.join("transformer/diffusion_pytorch_model.safetensors"),
+        )?;
+    } else {
+        write_json(&dir.join("unet/config.json"), &shape.unet)?;
+        let unet_cfg = shape.unet.to_candle()?;
+        let text_time = shape.unet.text_time()?;
+        let unet = build(init, 2, |vb| {
+            Unet::new(
+                vb,
+                shape.unet.in_channels,
+                shape.unet.out_channels,
+                false,
+                &unet_cfg,
+                text_time,
+            )
+            .map(drop)
+        })?;
+        save(unet, &dir.join("unet/diffusion_pytorch_model.safetensors"))?;
+    }
 
     let vae_cfg = shape.vae.to_candle()?;
     let vae = build(init, 3, |vb| {
@@ -132,7 +173,25 @@ fn build(
 fn seeded_tensor(name: &str, dims: &[usize], seed: u64) -> Result<Tensor> {
     let numel: usize = dims.iter().product();
     let is_norm = name.contains("norm") && dims.len() == 1;
-    let values: Vec<f32> = if is_norm {
+    // MMDiT q/k norms: scales near 1 but distinct, so that a norm applied to
+    // the wrong stream shows in the output.
+    let qk_norm =
+        name.contains(".norm_q.") || name.contains(".norm_k.") || name.contains(".norm_added_");
+    // A sinusoidal position table holds values of order 1.
+    let unit_std = name.ends_with("pos_embed.pos_embed");
+    let values: Vec<f32> = if qk_norm || unit_std {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(name));
+        (0..numel)
+            .map(|_| {
+                let v: f64 = StandardNormal.sample(&mut rng);
+                if qk_norm {
+                    (1.0 + 0.2 * v) as f32
+                } else {
+                    v as f32
+                }
+            })
+            .collect()
+    } else if is_norm {
         vec![if name.ends_with("weight") { 1.0 } else { 0.0 }; numel]
     } else {
         let fan_in = if dims.len() > 1 { numel / dims[0] } else { 1 };
@@ -198,6 +257,30 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 
 fn model_index(shape: &ModelShape) -> serde_json::Value {
     let scheduler = shape.scheduler_config["_class_name"].clone();
+    if shape.transformer.is_some() {
+        let t5 = match shape.text_encoder_3 {
+            Some(_) => serde_json::json!(["transformers", "T5EncoderModel"]),
+            None => serde_json::json!([null, null]),
+        };
+        let t5_tokenizer = match shape.text_encoder_3 {
+            Some(_) => serde_json::json!(["transformers", "T5TokenizerFast"]),
+            None => serde_json::json!([null, null]),
+        };
+        return serde_json::json!({
+            "_class_name": "StableDiffusion3Pipeline",
+            "_diffusers_version": "0.30.0",
+            "_name_or_path": format!("sd-worker/{}", shape.name),
+            "scheduler": ["diffusers", scheduler],
+            "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            "text_encoder_3": t5,
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "tokenizer_3": t5_tokenizer,
+            "transformer": ["diffusers", "SD3Transformer2DModel"],
+            "vae": ["diffusers", "AutoencoderKL"]
+        });
+    }
     if shape.text_encoder_2.is_some() {
         return serde_json::json!({
             "_class_name": "StableDiffusionXLPipeline",

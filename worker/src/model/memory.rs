@@ -15,6 +15,8 @@ use anyhow::{Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::DType;
 use candle_transformers::models::stable_diffusion::{unet_2d, vae};
+
+use super::mmdit::TransformerConfig;
 use sd_worker_sdk::MemoryEstimate;
 use std::path::PathBuf;
 
@@ -76,18 +78,27 @@ pub fn vae_decode_bytes(cfg: &vae::AutoEncoderKLConfig, w: Workload, scale: usiz
     (4 * widest * pixels + 2 * latent_tokens * latent_tokens) * bytes
 }
 
-/// Weights plus the larger of the UNet's and the VAE's working memory.
-pub fn estimate(
-    parameters: u64,
-    dtype: DType,
-    unet: &unet_2d::UNet2DConditionModelConfig,
-    vae: &vae::AutoEncoderKLConfig,
-    vae_scale: usize,
-    workload: Workload,
-) -> MemoryEstimate {
+/// Peak working memory of an MMDiT for one step over `context_tokens` text
+/// tokens: every block holds a few copies of the joint token stream (input,
+/// normalised, q/k/v and their concatenations, attention output) and its 4x
+/// MLP; the attention scores go a group of heads at a time (`mmdit.rs` keeps
+/// a group near 256 MiB), as scores, f32 scores and probabilities.
+pub fn mmdit_bytes(cfg: &TransformerConfig, context_tokens: usize, w: Workload) -> u64 {
+    let p = cfg.patch_size.max(1);
+    let tokens = ((w.latent_height / p) * (w.latent_width / p) + context_tokens) as u64;
+    let (batch, bytes) = (w.batch as u64, w.dtype_bytes as u64);
+    let hidden = cfg.hidden_size() as u64;
+    let streams = 13 * batch * tokens * hidden * bytes;
+    let per_head = batch * tokens * tokens * 4;
+    let heads = cfg.num_attention_heads as u64;
+    let scores = (heads * per_head).min(per_head.max(256 << 20));
+    streams + 3 * scores
+}
+
+/// Weights plus the working memory of the denoiser or the VAE, whichever is
+/// larger (they run one after the other).
+pub fn estimate(parameters: u64, dtype: DType, activations_bytes: u64) -> MemoryEstimate {
     let weights_bytes = parameters * dtype.size_in_bytes() as u64;
-    let activations_bytes =
-        unet_bytes(unet, workload).max(vae_decode_bytes(vae, workload, vae_scale));
     MemoryEstimate {
         weights_bytes,
         activations_bytes,

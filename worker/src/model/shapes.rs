@@ -1,20 +1,26 @@
 //! Named model shapes: the configs of a whole pipeline without weights.
 //! `tiny` is the generated test model and `tiny-sd2` its Stable Diffusion
 //! 2.x-shaped sibling, `tiny-sdxl` the SDXL-shaped one (two text encoders,
-//! `add_embedding`); `sd15` and `sdxl` mirror the published configs for
+//! `add_embedding`), `tiny-sd3` the SD 3.5-shaped one (MMDiT, three text
+//! encoders); `sd15`, `sdxl` and `sd3-medium` mirror the published configs for
 //! benchmarks with random weights.
 
 use super::config::{PerBlock, TextEncoderConfig, UNetConfig, VaeConfig};
+use super::mmdit::TransformerConfig;
 
 #[derive(Debug, Clone)]
 pub struct ModelShape {
     pub name: &'static str,
+    /// The denoiser, unless `transformer` is set (SD 3), which replaces it.
     pub unet: UNetConfig,
+    pub transformer: Option<TransformerConfig>,
     pub vae: VaeConfig,
     pub text_encoder: TextEncoderConfig,
     /// SDXL's second text encoder (`CLIPTextModelWithProjection`), with
     /// `tokenizer_2` padding with "!".
     pub text_encoder_2: Option<TextEncoderConfig>,
+    /// SD 3's T5 `config.json` (transformers' T5Config), verbatim.
+    pub text_encoder_3: Option<serde_json::Value>,
     /// `scheduler/scheduler_config.json`, verbatim.
     pub scheduler_config: serde_json::Value,
     /// Pad token written into the tokenizer config.
@@ -26,9 +32,11 @@ pub const SHAPE_NAMES: &[&str] = &[
     "tiny-inpaint",
     "tiny-sd2",
     "tiny-sdxl",
+    "tiny-sd3",
     "sd15",
     "sd15-inpaint",
     "sdxl",
+    "sd3-medium",
 ];
 
 impl ModelShape {
@@ -38,6 +46,8 @@ impl ModelShape {
             "tiny-inpaint" => Some(Self::tiny().inpainting()),
             "tiny-sd2" => Some(Self::tiny_sd2()),
             "tiny-sdxl" => Some(Self::tiny_sdxl()),
+            "tiny-sd3" => Some(Self::tiny_sd3()),
+            "sd3-medium" => Some(Self::sd3_medium()),
             "sd15" | "sd1.5" => Some(Self::sd15()),
             "sd15-inpaint" => Some(Self::sd15().inpainting()),
             "sdxl" => Some(Self::sdxl()),
@@ -63,6 +73,8 @@ impl ModelShape {
             vae: vae(&[16, 32, 32], 1, 8, 0.18215),
             text_encoder: text_encoder(1024, 32, 64, 2, 4, "quick_gelu"),
             text_encoder_2: None,
+            transformer: None,
+            text_encoder_3: None,
             scheduler_config: sd_scheduler("EulerDiscreteScheduler"),
             pad_token: "<|endoftext|>",
         }
@@ -126,7 +138,79 @@ impl ModelShape {
             vae,
             text_encoder: first,
             text_encoder_2: Some(second),
+            transformer: None,
+            text_encoder_3: None,
             scheduler_config: sdxl_scheduler(),
+            pad_token: "<|endoftext|>",
+        }
+    }
+
+    /// SD 3.5 Medium's structure at toy size: an MMDiT of 3 joint blocks
+    /// (32 wide, 4 heads) with q/k RMS norms and a second attention in block
+    /// 0, over 16-channel latents from a VAE with a shift and no quant convs;
+    /// CLIP-L-style (32 + projection 32) and OpenCLIP-style (48 + projection
+    /// 40) encoders whose states, side by side, are zero-padded to T5's 96.
+    pub fn tiny_sd3() -> Self {
+        let mut shape = Self::tiny();
+        shape.name = "tiny-sd3";
+        shape.text_encoder.architectures = vec!["CLIPTextModelWithProjection".into()];
+        let mut second = text_encoder(1024, 48, 96, 3, 4, "gelu");
+        second.architectures = vec!["CLIPTextModelWithProjection".into()];
+        second.projection_dim = Some(40);
+        shape.text_encoder_2 = Some(second);
+        shape.text_encoder_3 = Some(t5(160, 96, 16, 128, 2, 6));
+        shape.transformer = Some(TransformerConfig {
+            class_name: "SD3Transformer2DModel".into(),
+            sample_size: 16,
+            patch_size: 2,
+            in_channels: 16,
+            num_layers: 3,
+            attention_head_dim: 8,
+            num_attention_heads: 4,
+            joint_attention_dim: 96,
+            caption_projection_dim: 32,
+            pooled_projection_dim: 32 + 40,
+            out_channels: 16,
+            pos_embed_max_size: 16,
+            dual_attention_layers: vec![0],
+            qk_norm: Some("rms_norm".into()),
+        });
+        shape.vae = sd3_vae(vae(&[16, 32, 32], 1, 8, 1.5305));
+        shape.scheduler_config = flow_scheduler();
+        shape
+    }
+
+    /// Stable Diffusion 3 Medium's published sizes (2B-parameter MMDiT,
+    /// CLIP ViT-L, OpenCLIP bigG, T5 v1.1 XXL, 1024x1024 native).
+    pub fn sd3_medium() -> Self {
+        let mut first = text_encoder(49408, 768, 3072, 12, 12, "quick_gelu");
+        first.architectures = vec!["CLIPTextModelWithProjection".into()];
+        let mut second = text_encoder(49408, 1280, 5120, 32, 20, "gelu");
+        second.architectures = vec!["CLIPTextModelWithProjection".into()];
+        Self {
+            name: "sd3-medium",
+            unet: Self::tiny().unet,
+            transformer: Some(TransformerConfig {
+                class_name: "SD3Transformer2DModel".into(),
+                sample_size: 128,
+                patch_size: 2,
+                in_channels: 16,
+                num_layers: 24,
+                attention_head_dim: 64,
+                num_attention_heads: 24,
+                joint_attention_dim: 4096,
+                caption_projection_dim: 1536,
+                pooled_projection_dim: 2048,
+                out_channels: 16,
+                pos_embed_max_size: 192,
+                dual_attention_layers: vec![],
+                qk_norm: None,
+            }),
+            vae: sd3_vae(vae(&[128, 256, 512, 512], 2, 32, 1.5305)),
+            text_encoder: first,
+            text_encoder_2: Some(second),
+            text_encoder_3: Some(t5(32128, 4096, 64, 10240, 24, 64)),
+            scheduler_config: flow_scheduler(),
             pad_token: "<|endoftext|>",
         }
     }
@@ -178,6 +262,8 @@ impl ModelShape {
             vae: vae(&[128, 256, 512, 512], 2, 32, 0.18215),
             text_encoder: text_encoder(49408, 768, 3072, 12, 12, "quick_gelu"),
             text_encoder_2: None,
+            transformer: None,
+            text_encoder_3: None,
             scheduler_config: sd_scheduler("PNDMScheduler"),
             pad_token: "<|endoftext|>",
         }
@@ -279,6 +365,60 @@ fn text_encoder(
         eos_token_id: Some(2),
         pad_token_id: Some(1),
     }
+}
+
+/// SD 3's VAE: 16 latent channels, a shift, no quant convs.
+fn sd3_vae(mut vae: VaeConfig) -> VaeConfig {
+    vae.latent_channels = 16;
+    vae.shift_factor = Some(0.0609);
+    vae.use_quant_conv = false;
+    vae.use_post_quant_conv = false;
+    vae
+}
+
+/// A T5 v1.1 encoder config as transformers writes it (gated GELU, no tied
+/// embeddings).
+fn t5(
+    vocab: usize,
+    d_model: usize,
+    d_kv: usize,
+    d_ff: usize,
+    layers: usize,
+    heads: usize,
+) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["T5EncoderModel"],
+        "model_type": "t5",
+        "vocab_size": vocab,
+        "d_model": d_model,
+        "d_kv": d_kv,
+        "d_ff": d_ff,
+        "num_layers": layers,
+        "num_heads": heads,
+        "relative_attention_num_buckets": 32,
+        "relative_attention_max_distance": 128,
+        "dropout_rate": 0.1,
+        "layer_norm_epsilon": 1e-6,
+        "initializer_factor": 1.0,
+        "feed_forward_proj": "gated-gelu",
+        "dense_act_fn": "gelu_new",
+        "is_gated_act": true,
+        "is_encoder_decoder": true,
+        "tie_word_embeddings": false,
+        "use_cache": true,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0
+    })
+}
+
+/// SD 3's `scheduler_config.json` (flow matching, shift 3).
+fn flow_scheduler() -> serde_json::Value {
+    serde_json::json!({
+        "_class_name": "FlowMatchEulerDiscreteScheduler",
+        "num_train_timesteps": 1000,
+        "shift": 3.0
+    })
 }
 
 /// SDXL base 1.0's `scheduler_config.json` (Euler, leading spacing).

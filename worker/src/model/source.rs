@@ -22,6 +22,16 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("sd-turbo", "stabilityai/sd-turbo"),
     ("sdxl", "stabilityai/stable-diffusion-xl-base-1.0"),
     ("sdxl-turbo", "stabilityai/sdxl-turbo"),
+    (
+        "sd3-medium",
+        "stabilityai/stable-diffusion-3-medium-diffusers",
+    ),
+    ("sd3.5-medium", "stabilityai/stable-diffusion-3.5-medium"),
+    ("sd3.5-large", "stabilityai/stable-diffusion-3.5-large"),
+    (
+        "sd3.5-large-turbo",
+        "stabilityai/stable-diffusion-3.5-large-turbo",
+    ),
 ];
 
 pub fn resolve_alias(name: &str) -> &str {
@@ -50,20 +60,40 @@ pub struct ModelFiles {
     /// Human-readable origin: folder path or `hf://repo@revision`.
     pub source: String,
     pub model_index: Option<PathBuf>,
-    pub unet_config: PathBuf,
-    pub unet_weights: Vec<PathBuf>,
+    /// `unet/` (SD 1.x, 2.x, XL) or `transformer/` (SD 3's MMDiT).
+    pub denoiser: DenoiserFolder,
+    pub denoiser_config: PathBuf,
+    pub denoiser_weights: Vec<PathBuf>,
     pub vae_config: PathBuf,
     pub vae_weights: Vec<PathBuf>,
     pub text_encoder_config: PathBuf,
     pub text_encoder_weights: Vec<PathBuf>,
     pub tokenizer_dir: PathBuf,
     pub scheduler_config: PathBuf,
-    /// SDXL's second text encoder and its tokenizer.
-    pub text_encoder_2: Option<SecondEncoderFiles>,
+    /// SDXL's and SD 3's second text encoder (OpenCLIP bigG) and its tokenizer.
+    pub text_encoder_2: Option<EncoderFiles>,
+    /// SD 3's T5 and its tokenizer; absent when the folder has none or when
+    /// it was left out to save memory.
+    pub text_encoder_3: Option<EncoderFiles>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenoiserFolder {
+    Unet,
+    Transformer,
+}
+
+/// What to fetch of a model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wanted {
+    /// Prefer fp16 weight variants.
+    pub half: bool,
+    /// Leave SD 3's T5 encoder out (neither downloaded nor loaded).
+    pub skip_t5: bool,
 }
 
 #[derive(Debug, Clone)]
-pub struct SecondEncoderFiles {
+pub struct EncoderFiles {
     pub config: PathBuf,
     pub weights: Vec<PathBuf>,
     pub tokenizer_dir: PathBuf,
@@ -121,7 +151,7 @@ impl FileStore for Hub {
 }
 
 /// Resolves a local diffusers folder.
-pub fn local(dir: &Path, want_half: bool) -> Result<ModelFiles> {
+pub fn local(dir: &Path, wanted: Wanted) -> Result<ModelFiles> {
     if !dir.is_dir() {
         bail!("model path {} is not a directory", dir.display());
     }
@@ -133,17 +163,24 @@ pub fn local(dir: &Path, want_half: bool) -> Result<ModelFiles> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string());
     let store = LocalDir(dir.clone());
-    collect(&store, id, dir.display().to_string(), want_half)
+    collect(&store, id, dir.display().to_string(), wanted)
 }
 
 /// Resolves a hub repository, downloading what is missing from the cache.
 /// Honours HF_HOME (cache location), HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE.
-pub fn hub(repo_or_alias: &str, revision: Option<&str>, want_half: bool) -> Result<ModelFiles> {
+pub fn hub(repo_or_alias: &str, revision: Option<&str>, wanted: Wanted) -> Result<ModelFiles> {
     let repo_id = resolve_alias(repo_or_alias).to_string();
     let revision = revision.unwrap_or("main").to_string();
     let store = hub_store(&repo_id, &revision)?;
     if let Hub::Offline(cached) = &store {
-        if cached.get("model_index.json").is_none() && cached.get("unet/config.json").is_none() {
+        if [
+            "model_index.json",
+            "unet/config.json",
+            "transformer/config.json",
+        ]
+        .iter()
+        .all(|f| cached.get(f).is_none())
+        {
             bail!(
                 "`{repo_id}` (revision {revision}) is not in the Hugging Face cache at {} and HF_HUB_OFFLINE is set",
                 Cache::from_env().path().display()
@@ -151,7 +188,7 @@ pub fn hub(repo_or_alias: &str, revision: Option<&str>, want_half: bool) -> Resu
         }
     }
     let source = format!("hf://{repo_id}@{revision}");
-    collect(&store, repo_id, source, want_half)
+    collect(&store, repo_id, source, wanted)
 }
 
 /// A hub repository as a file store: online (listing its files), or under
@@ -207,39 +244,46 @@ fn collect(
     store: &dyn FileStore,
     id: String,
     source: String,
-    want_half: bool,
+    wanted: Wanted,
 ) -> Result<ModelFiles> {
-    if store.has("transformer/config.json") && !store.has("unet/config.json") {
-        bail!("`{id}` is a transformer-based (SD3/Flux-style) pipeline, which this worker does not support yet");
-    }
-    if !store.has("unet/config.json") {
-        bail!("`{id}` is not a diffusers Stable Diffusion folder: `unet/config.json` is missing (single-file checkpoints are not supported yet)");
-    }
+    let half = wanted.half;
+    let (denoiser, folder) = if store.has("unet/config.json") {
+        (DenoiserFolder::Unet, "unet")
+    } else if store.has("transformer/config.json") {
+        (DenoiserFolder::Transformer, "transformer")
+    } else {
+        bail!("`{id}` is not a diffusers Stable Diffusion folder: it has neither `unet/config.json` nor `transformer/config.json` (pass a single-file checkpoint's .safetensors file itself)");
+    };
     let model_index = store
         .has("model_index.json")
         .then(|| store.get("model_index.json"))
         .transpose()?;
     let tokenizer = tokenizer_dir(store, "tokenizer")?;
-    let text_encoder_2 = store
-        .has("text_encoder_2/config.json")
-        .then(|| -> Result<SecondEncoderFiles> {
-            Ok(SecondEncoderFiles {
-                config: store.get("text_encoder_2/config.json")?,
-                weights: weights(store, "text_encoder_2", "model", want_half)?,
-                tokenizer_dir: tokenizer_dir(store, "tokenizer_2")?,
-            })
-        })
-        .transpose()?;
+    let encoder = |n: &str| -> Result<Option<EncoderFiles>> {
+        let folder = format!("text_encoder{n}");
+        let config = format!("{folder}/config.json");
+        if !store.has(&config) {
+            return Ok(None);
+        }
+        Ok(Some(EncoderFiles {
+            config: store.get(&config)?,
+            weights: weights(store, &folder, "model", half)?,
+            tokenizer_dir: tokenizer_dir(store, &format!("tokenizer{n}"))?,
+        }))
+    };
+    let text_encoder_3 = if wanted.skip_t5 { None } else { encoder("_3")? };
     Ok(ModelFiles {
-        unet_config: store.get("unet/config.json")?,
-        unet_weights: weights(store, "unet", "diffusion_pytorch_model", want_half)?,
+        denoiser,
+        denoiser_config: store.get(&format!("{folder}/config.json"))?,
+        denoiser_weights: weights(store, folder, "diffusion_pytorch_model", half)?,
         vae_config: store.get("vae/config.json")?,
-        vae_weights: weights(store, "vae", "diffusion_pytorch_model", want_half)?,
+        vae_weights: weights(store, "vae", "diffusion_pytorch_model", half)?,
         text_encoder_config: store.get("text_encoder/config.json")?,
-        text_encoder_weights: weights(store, "text_encoder", "model", want_half)?,
+        text_encoder_weights: weights(store, "text_encoder", "model", half)?,
         scheduler_config: store.get("scheduler/scheduler_config.json")?,
         tokenizer_dir: tokenizer,
-        text_encoder_2,
+        text_encoder_2: encoder("_2")?,
+        text_encoder_3,
         model_index,
         id,
         source,

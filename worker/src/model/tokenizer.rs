@@ -556,7 +556,7 @@ fn write_vocab_and_merges(
 
 /// Words the tiny vocabulary's merges are learnt from: the prompts of the
 /// project's tests and examples use these.
-const TINY_TRAINING_WORDS: &[&str] = &[
+pub const TINY_TRAINING_WORDS: &[&str] = &[
     "a",
     "an",
     "the",

@@ -1,13 +1,13 @@
 //! The denoising loop shared by every operation: classifier-free guidance, and
 //! the two ways of keeping an inpainting job's known pixels.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::Tensor;
 
 use super::noise::SeededNoise;
 use super::Observer;
 use crate::model::unet::TextTime;
-use crate::model::LoadedModel;
+use crate::model::{Denoiser, LoadedModel};
 use crate::scheduler::Scheduler;
 
 /// Extra conditioning of inpainting jobs.
@@ -34,6 +34,8 @@ pub struct Conditioning {
     pub context: Tensor,
     /// SDXL's pooled text embedding and time ids.
     pub text_time: Option<TextTime>,
+    /// SD 3's pooled CLIP embeddings: [batch, pooled dim].
+    pub pooled: Option<Tensor>,
 }
 
 pub struct Loop<'a> {
@@ -72,12 +74,22 @@ pub fn run(
         {
             input = Tensor::cat(&[&input, mask, masked_latents], 1)?;
         }
-        let out = model.unet.forward(
-            &input,
-            timesteps[i],
-            &lp.cond.context,
-            lp.cond.text_time.as_ref(),
-        )?;
+        let out = match &model.denoiser {
+            Denoiser::Unet(unet) => unet.forward(
+                &input,
+                timesteps[i],
+                &lp.cond.context,
+                lp.cond.text_time.as_ref(),
+            )?,
+            Denoiser::Mmdit(mmdit) => {
+                let pooled = lp
+                    .cond
+                    .pooled
+                    .as_ref()
+                    .context("SD 3 needs pooled text embeddings")?;
+                mmdit.forward(&input, timesteps[i], &lp.cond.context, pooled)?
+            }
+        };
         let eps = if lp.guided {
             let uncond = out.narrow(0, 0, n)?;
             let cond = out.narrow(0, n, n)?;

@@ -14,7 +14,7 @@ use super::noise::SeededNoise;
 use super::{prompt, Image, InitImage, Observer, Outcome, Request, StageTimings};
 use crate::images::paste_back;
 use crate::model::unet::TextTime;
-use crate::model::LoadedModel;
+use crate::model::{Denoiser, LoadedModel};
 use crate::scheduler::{self, Scheduler};
 use sd_worker_sdk::ImageFormat;
 
@@ -105,10 +105,10 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
     Ok(Outcome::Completed { images, timings })
 }
 
-/// The UNet's conditioning for the whole batch: [uncond x n, cond x n] when
-/// guided, else [cond x n]; for SDXL also the pooled embeddings and the time
-/// ids (original size = target size = the output size, no crop, as diffusers'
-/// defaults).
+/// The denoiser's conditioning for the whole batch: [uncond x n, cond x n]
+/// when guided, else [cond x n]; for SDXL also the pooled embeddings and the
+/// time ids (original size = target size = the output size, no crop, as
+/// diffusers' defaults); for SD 3 the pooled embeddings.
 fn conditioning(
     model: &LoadedModel,
     req: &Request,
@@ -160,11 +160,14 @@ fn conditioning(
         Ok(Tensor::cat(&all, 0)?)
     };
     let context = repeat(encoded.iter().map(|e| &e.context).collect())?;
-    let text_time = match model.unet.text_time() {
+    let pooled = || -> Result<Tensor> {
+        let pooled: Option<Vec<&Tensor>> = encoded.iter().map(|e| e.pooled.as_ref()).collect();
+        repeat(pooled.context("no pooled text embedding for the denoiser")?)
+    };
+    let text_time = match model.denoiser.as_unet().and_then(|u| u.text_time()) {
         None => None,
         Some(_) => {
-            let pooled: Option<Vec<&Tensor>> = encoded.iter().map(|e| e.pooled.as_ref()).collect();
-            let text_embeds = repeat(pooled.context("no pooled text embedding for the unet")?)?;
+            let text_embeds = pooled()?;
             let (h, w) = (req.height as f32, req.width as f32);
             let ids = Tensor::new(&[h, w, 0.0, 0.0, h, w], &model.device)?
                 .unsqueeze(0)?
@@ -175,7 +178,15 @@ fn conditioning(
             })
         }
     };
-    Ok(Conditioning { context, text_time })
+    let pooled = match &model.denoiser {
+        Denoiser::Mmdit(_) => Some(pooled()?),
+        Denoiser::Unet(_) => None,
+    };
+    Ok(Conditioning {
+        context,
+        text_time,
+        pooled,
+    })
 }
 
 /// Starting latents and inpainting conditioning, per operation:

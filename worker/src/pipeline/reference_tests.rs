@@ -1,8 +1,8 @@
-//! The SDXL conditioning path against diffusers. The reference values in
-//! `tests/reference/sdxl_reference.json` were computed by diffusers on the
-//! tiny SDXL-shaped model our generator writes with seed 7 (how to recompute
-//! them: `tests/reference/sdxl_reference.py`). Sampled every `stride` values,
-//! with the mean and mean magnitude of the whole tensor.
+//! The SDXL and SD 3 paths against diffusers. The reference values in
+//! `tests/reference/{sdxl,sd3}_reference.json` were computed by diffusers on
+//! the tiny SDXL- and SD 3.5-shaped models our generator writes with seed 7
+//! (how to recompute them: the `.py` files beside them). Sampled every
+//! `stride` values, with the mean and mean magnitude of the whole tensor.
 
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use super::prompt;
 use crate::model::generate::{write_model, WeightInit};
 use crate::model::shapes::ModelShape;
 use crate::model::unet::TextTime;
-use crate::model::{LoadedModel, ModelSpec};
+use crate::model::{Denoiser, LoadOptions, LoadedModel, ModelSpec};
 
 #[derive(Deserialize)]
 struct Sampled {
@@ -81,7 +81,7 @@ fn sdxl_conditioning_unet_and_vae_match_diffusers() {
     let model = LoadedModel::load(
         &ModelSpec::Local(dir.path().to_path_buf()),
         &Device::Cpu,
-        DType::F32,
+        LoadOptions::new(DType::F32),
     )
     .unwrap();
     assert!(model.meta.zeros_for_empty_negative);
@@ -119,7 +119,9 @@ fn sdxl_conditioning_unet_and_vae_match_diffusers() {
             .unwrap(),
     };
     let out = model
-        .unet
+        .denoiser
+        .as_unet()
+        .unwrap()
         .forward(
             &latents,
             reference.timestep,
@@ -134,4 +136,93 @@ fn sdxl_conditioning_unet_and_vae_match_diffusers() {
         .decode(&(latents / model.meta.vae_scaling_factor).unwrap())
         .unwrap();
     check("vae_decoded", &decoded, &reference.vae_decoded);
+}
+
+#[derive(Deserialize)]
+struct Sd3Reference {
+    prompt: String,
+    timestep: f64,
+    prompt_embeds: Sampled,
+    prompt_embeds_without_t5: Sampled,
+    negative_prompt_embeds: Sampled,
+    pooled_prompt_embeds: Sampled,
+    negative_pooled_prompt_embeds: Sampled,
+    transformer_output: Sampled,
+    vae_decoded: Sampled,
+}
+
+fn load_tiny_sd3(dir: &std::path::Path, skip_t5: bool) -> LoadedModel {
+    LoadedModel::load(
+        &ModelSpec::Local(dir.to_path_buf()),
+        &Device::Cpu,
+        LoadOptions {
+            dtype: DType::F32,
+            skip_t5,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn sd3_conditioning_transformer_and_vae_match_diffusers() {
+    let reference: Sd3Reference =
+        serde_json::from_str(include_str!("../../tests/reference/sd3_reference.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), &ModelShape::tiny_sd3(), WeightInit::Seeded(7)).unwrap();
+    let model = load_tiny_sd3(dir.path(), false);
+    assert!(model.text_encoder_3.is_some());
+
+    let encode = |model: &LoadedModel, text: &str| {
+        let tokens = prompt::tokenize(model, text, "prompt").unwrap();
+        prompt::encode(model, &tokens, 1).unwrap()
+    };
+    let cond = encode(&model, &reference.prompt);
+    check("prompt_embeds", &cond.context, &reference.prompt_embeds);
+    let pooled = cond.pooled.unwrap();
+    check(
+        "pooled_prompt_embeds",
+        &pooled,
+        &reference.pooled_prompt_embeds,
+    );
+    // SD 3 encodes the empty negative prompt (no zeros).
+    let uncond = encode(&model, "");
+    check(
+        "negative_prompt_embeds",
+        &uncond.context,
+        &reference.negative_prompt_embeds,
+    );
+    check(
+        "negative_pooled_prompt_embeds",
+        &uncond.pooled.unwrap(),
+        &reference.negative_pooled_prompt_embeds,
+    );
+
+    let latents: Vec<f32> = (0..16 * 8 * 12)
+        .map(|i| (i as f64 * 0.1).sin() as f32)
+        .collect();
+    let latents = Tensor::from_vec(latents, (1, 16, 8, 12), &Device::Cpu).unwrap();
+    let Denoiser::Mmdit(mmdit) = &model.denoiser else {
+        panic!("tiny-sd3 loads an MMDiT");
+    };
+    let out = mmdit
+        .forward(&latents, reference.timestep, &cond.context, &pooled)
+        .unwrap();
+    check("transformer_output", &out, &reference.transformer_output);
+
+    let shift = model.meta.vae_shift_factor.expect("SD 3's VAE has a shift");
+    let decoded = model
+        .vae
+        .decode(&((latents / model.meta.vae_scaling_factor).unwrap() + shift).unwrap())
+        .unwrap();
+    check("vae_decoded", &decoded, &reference.vae_decoded);
+
+    // Without T5 its tokens are zeros, as diffusers with text_encoder_3=None.
+    let without = load_tiny_sd3(dir.path(), true);
+    assert!(without.text_encoder_3.is_none());
+    let cond = encode(&without, &reference.prompt);
+    check(
+        "prompt_embeds_without_t5",
+        &cond.context,
+        &reference.prompt_embeds_without_t5,
+    );
 }
