@@ -60,11 +60,11 @@ impl LoadedModel {
             ModelSpec::Bundled => source::local(&bundled::materialize()?, wanted)?,
             ModelSpec::Local(dir) => source::local(dir, wanted)?,
             ModelSpec::SingleFile { file, tokenizer } => {
-                let tokenizer = match tokenizer {
-                    Some(dir) => dir.clone(),
-                    None => source::hub_tokenizer(single_file::SD1_TOKENIZER_REPO)?,
-                };
-                let dir = single_file::converted_folder(file, &tokenizer, &bundled::cache_root())?;
+                let dir = single_file::converted_folder(
+                    file,
+                    tokenizer.as_deref(),
+                    &bundled::cache_root(),
+                )?;
                 let mut files = source::local(&dir, wanted)?;
                 files.source = format!("{} (converted to {})", file.display(), dir.display());
                 files

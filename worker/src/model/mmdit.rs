@@ -180,22 +180,34 @@ impl Projections {
     }
 }
 
+/// Bytes of attention scores computed at once (see [`attention`]).
+const SCORE_BUDGET: usize = 256 << 20;
+
 /// Scaled dot-product attention over [batch, heads, tokens, head], back to
-/// [batch, tokens, heads x head]. Heads go in groups so the score matrix
-/// stays near 256 MiB at 1024x1024 (4096 image tokens).
+/// [batch, tokens, heads x head]. Heads go in groups so the f32 score matrix
+/// stays near [`SCORE_BUDGET`] (at 1024x1024, 4429 joint tokens, one head
+/// of a guided batch is 150 MiB).
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    attention_in_groups(q, k, v, SCORE_BUDGET)
+}
+
+fn attention_in_groups(q: &Tensor, k: &Tensor, v: &Tensor, budget: usize) -> Result<Tensor> {
     let (b, heads, s, d) = q.dims4()?;
     let scale = 1.0 / (d as f64).sqrt();
     let per_head = b * s * k.dim(2)? * 4;
-    let group = (256usize << 20).div_ceil(per_head.max(1)).clamp(1, heads);
+    let group = (budget / per_head.max(1)).clamp(1, heads);
     let mut outs = Vec::with_capacity(heads.div_ceil(group));
     for start in (0..heads).step_by(group) {
         let n = group.min(heads - start);
-        let (q, k, v) = (
-            q.narrow(1, start, n)?,
-            k.narrow(1, start, n)?,
-            v.narrow(1, start, n)?,
-        );
+        // A slice of heads is strided; the CPU matmul wants it contiguous.
+        let part = |t: &Tensor| -> Result<Tensor> {
+            Ok(if n == heads {
+                t.clone()
+            } else {
+                t.narrow(1, start, n)?.contiguous()?
+            })
+        };
+        let (q, k, v) = (part(q)?, part(k)?, part(v)?);
         let scores = (q.matmul(&k.t()?)? * scale)?;
         let probs = softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
         outs.push(probs.matmul(&v)?);
@@ -565,6 +577,22 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(d < 1e-5 * scale.max(1.0), "{d} of {scale}");
+    }
+
+    #[test]
+    fn attention_by_groups_of_heads_equals_all_heads_at_once() {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (2, 6, 5, 8), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (2, 6, 7, 8), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (2, 6, 7, 8), &dev).unwrap();
+        let all = attention_in_groups(&q, &k, &v, usize::MAX).unwrap();
+        assert_eq!(all.dims(), [2, 5, 48]);
+        // One head per group, and groups of 4 (6 heads: 4 + 2).
+        for budget in [1, 4 * 2 * 5 * 7 * 4] {
+            let grouped = attention_in_groups(&q, &k, &v, budget).unwrap();
+            let d = (grouped - &all).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-6, "budget {budget}");
+        }
     }
 
     #[test]

@@ -224,7 +224,7 @@ fn hub_store(repo_id: &str, revision: &str) -> Result<Hub> {
 
 /// Fetches only the tokenizer files of a hub repository (for single-file
 /// checkpoints, which carry none); returns the folder they are in.
-pub fn hub_tokenizer(repo_id: &str) -> Result<PathBuf> {
+pub fn hub_tokenizer(repo_id: &str, folder: &str) -> Result<PathBuf> {
     let store = hub_store(repo_id, "main")?;
     let mut dir = None;
     for name in [
@@ -233,11 +233,16 @@ pub fn hub_tokenizer(repo_id: &str) -> Result<PathBuf> {
         "tokenizer_config.json",
         "special_tokens_map.json",
     ] {
-        if store.has(name) {
-            dir = store.get(name)?.parent().map(Path::to_path_buf);
+        let rel = if folder.is_empty() {
+            name.to_string()
+        } else {
+            format!("{folder}/{name}")
+        };
+        if store.has(&rel) {
+            dir = store.get(&rel)?.parent().map(Path::to_path_buf);
         }
     }
-    dir.with_context(|| format!("`{repo_id}` has no vocab.json and merges.txt"))
+    dir.with_context(|| format!("`{repo_id}` has no vocab.json and merges.txt in `{folder}`"))
 }
 
 fn collect(
