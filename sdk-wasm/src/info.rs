@@ -29,7 +29,7 @@ pub struct WorkerInfo {
 pub struct ModelInfo {
     /// What a request's `model` field must say: the hub repository id or the folder name.
     pub id: String,
-    /// `stable-diffusion-1`, `stable-diffusion-2`, `stable-diffusion-xl`
+    /// `stable-diffusion-1`, `stable-diffusion-2`, `stable-diffusion-xl`, `stable-diffusion-3`
     pub family: String,
     /// Where it was loaded from: a folder path or `hf://repo@revision`.
     pub source: String,

@@ -158,7 +158,7 @@ fn measure(
 
     println!("sd-worker bench: {label}");
     println!(
-        "  device {} dtype {}  {}x{}  {} steps  UNet batch {batch}",
+        "  device {} dtype {}  {}x{}  {} steps  denoiser batch {batch}",
         device_name(device),
         crate::device::dtype_name(dtype),
         req.width,
@@ -167,7 +167,7 @@ fn measure(
     );
     println!("  load                  {:>10.2} s", load_s);
     println!("  text encoder (1 pass) {:>10.1} ms", text_ms);
-    println!("  UNet step (mean)      {:>10.1} ms", step_ms);
+    println!("  denoiser step (mean)  {:>10.1} ms", step_ms);
     println!("  VAE decode            {:>10.1} ms", timings.vae_decode_ms);
     println!("  end to end            {:>10.1} ms", e2e_ms);
     println!("  peak RSS loading      {:>10} MiB", fmt_mib(load_peak));

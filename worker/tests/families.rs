@@ -175,16 +175,7 @@ async fn an_sdxl_shaped_model_is_detected_and_serves_every_operation() {
         ))
         .await;
     assert_eq!(png_size(&out[0]), (64, 48));
-    let mut mask = image::GrayImage::new(64, 48);
-    for (x, _, p) in mask.enumerate_pixels_mut() {
-        p.0 = [if x >= 32 { 255 } else { 0 }];
-    }
-    let mut mask_png = Vec::new();
-    mask.write_to(
-        &mut std::io::Cursor::new(&mut mask_png),
-        image::ImageFormat::Png,
-    )
-    .unwrap();
+    let mask_png = common::right_half_mask_png(64, 48);
     let (_, out) = w
         .run_job(sdxl_body(
             json!({"operation": "image_inpaint", "image": init,

@@ -100,16 +100,7 @@ async fn an_sd3_shaped_model_is_detected_and_serves_every_operation() {
 
     // Inpainting (a 16-channel transformer: latent blending); the kept half
     // comes back unchanged, the masked half is repainted.
-    let mut mask = image::GrayImage::new(96, 64);
-    for (x, _, p) in mask.enumerate_pixels_mut() {
-        p.0 = [if x >= 48 { 255 } else { 0 }];
-    }
-    let mut mask_png = Vec::new();
-    mask.write_to(
-        &mut std::io::Cursor::new(&mut mask_png),
-        image::ImageFormat::Png,
-    )
-    .unwrap();
+    let mask_png = common::right_half_mask_png(96, 64);
     let (_, out) = w
         .run_job(body(
             json!({"operation": "image_inpaint", "image": init, "mask": png_b64(&mask_png)}),

@@ -19,7 +19,7 @@ use sd_worker::model::generate::{write_model, WeightInit};
 use sd_worker::model::shapes::ModelShape;
 use serde_json::json;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn load(path: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
@@ -274,6 +274,28 @@ fn write_single_file(dir: &Path, shape: &ModelShape, family: Family, out: &Path)
     candle_core::safetensors::save(&all, out).unwrap();
 }
 
+/// Writes `shape` as a diffusers folder `<name>-folder` and as one LDM-layout
+/// file `<name>-single.safetensors` beside it.
+fn folder_and_file(
+    root: &Path,
+    name: &str,
+    shape: &ModelShape,
+    family: Family,
+    seed: u64,
+) -> (PathBuf, PathBuf) {
+    let folder = root.join(format!("{name}-folder"));
+    write_model(&folder, shape, WeightInit::Seeded(seed)).unwrap();
+    let file = root.join(format!("{name}-single.safetensors"));
+    write_single_file(&folder, shape, family, &file);
+    (folder, file)
+}
+
+/// The request every family's folder and file must answer alike.
+fn body() -> serde_json::Value {
+    json!({"operation": "image_generation", "prompt": "a lighthouse",
+           "negative_prompt": "fog", "steps": 3, "seed": 9, "width": 128, "height": 96})
+}
+
 /// Serves `folder` and then `file` (twice: converting, then reusing the
 /// conversion), and checks the same request gives the same pixels.
 async fn same_images(
@@ -342,14 +364,9 @@ async fn a_single_file_sdxl_checkpoint_serves_the_same_images_as_its_diffusers_f
     second.intermediate_size = 256;
     second.num_attention_heads = 2;
     shape.unet.cross_attention_dim = PerBlock::All(64 + 128);
-    let folder = root.path().join("tiny-sdxl-folder");
-    write_model(&folder, &shape, WeightInit::Seeded(22)).unwrap();
-    let file = root.path().join("tiny-sdxl-single.safetensors");
-    write_single_file(&folder, &shape, Family::Sdxl, &file);
-    let body = json!({"operation": "image_generation", "prompt": "a lighthouse",
-                      "steps": 2, "seed": 9, "width": 128, "height": 96});
+    let (folder, file) = folder_and_file(root.path(), "tiny-sdxl", &shape, Family::Sdxl, 22);
     // A diffusers SDXL folder holds both tokenizers.
-    same_images(&folder, &file, &folder, "stable-diffusion-xl", body).await;
+    same_images(&folder, &file, &folder, "stable-diffusion-xl", body()).await;
 }
 
 #[tokio::test]
@@ -359,19 +376,14 @@ async fn a_single_file_sd2_checkpoint_serves_the_same_images_and_reads_its_yaml(
     sd2_and_sdxl_heads(&mut shape);
     sd_vae(&mut shape);
     shape.unet.cross_attention_dim = PerBlock::All(64);
-    let folder = root.path().join("tiny-sd2-folder");
-    write_model(&folder, &shape, WeightInit::Seeded(23)).unwrap();
-    let file = root.path().join("tiny-sd2-single.safetensors");
-    write_single_file(&folder, &shape, Family::Sd2, &file);
-    let body = json!({"operation": "image_generation", "prompt": "a lighthouse",
-                      "negative_prompt": "fog", "steps": 3, "seed": 9, "width": 128, "height": 96});
+    let (folder, file) = folder_and_file(root.path(), "tiny-sd2", &shape, Family::Sd2, 23);
     // No yaml beside it: v-prediction, as the folder (SD 2.1's config).
     same_images(
         &folder,
         &file,
         &folder.join("tokenizer"),
         "stable-diffusion-2",
-        body,
+        body(),
     )
     .await;
 
@@ -413,19 +425,13 @@ async fn a_single_file_sd1_checkpoint_serves_the_same_images_as_its_diffusers_fo
     shape.text_encoder.num_attention_heads = 1;
     sd_vae(&mut shape);
     shape.scheduler_config["_class_name"] = "PNDMScheduler".into();
-    let folder = root.path().join("tiny-folder");
-    write_model(&folder, &shape, WeightInit::Seeded(21)).unwrap();
-    let file = root.path().join("tiny-single.safetensors");
-    write_single_file(&folder, &shape, Family::Sd1, &file);
-
-    let body = json!({"operation": "image_generation", "prompt": "a lighthouse",
-                      "negative_prompt": "fog", "steps": 3, "seed": 9, "width": 128, "height": 96});
+    let (folder, file) = folder_and_file(root.path(), "tiny", &shape, Family::Sd1, 21);
     same_images(
         &folder,
         &file,
         &folder.join("tokenizer"),
         "stable-diffusion-1",
-        body,
+        body(),
     )
     .await;
 }

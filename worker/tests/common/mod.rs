@@ -281,3 +281,15 @@ pub fn long_job() -> Value {
         "num_images": 8, "width": 128, "height": 128, "seed": 3
     })
 }
+
+/// A `w` x `h` PNG mask: repaint (white) right of column `w / 2`, keep the left.
+pub fn right_half_mask_png(w: u32, h: u32) -> Vec<u8> {
+    let mut mask = image::GrayImage::new(w, h);
+    for (x, _, p) in mask.enumerate_pixels_mut() {
+        p.0 = [if x >= w / 2 { 255 } else { 0 }];
+    }
+    let mut png = Vec::new();
+    mask.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("encoding a PNG");
+    png
+}
