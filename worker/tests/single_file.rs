@@ -437,31 +437,41 @@ async fn a_single_file_sd1_checkpoint_serves_the_same_images_as_its_diffusers_fo
 }
 
 #[test]
-fn an_sdxl_refiner_checkpoint_is_refused_with_a_reason() {
+fn refiner_and_sd3_checkpoints_are_refused_with_a_reason() {
     let root = tempfile::tempdir().unwrap();
-    let file = root.path().join("refiner-like.safetensors");
     let t = Tensor::zeros((2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let tensors = HashMap::from([
+    for (name, key, reason) in [
         (
-            "conditioner.embedders.0.model.ln_final.weight".to_string(),
-            t.clone(),
+            "refiner-like",
+            "conditioner.embedders.0.model.ln_final.weight",
+            "SDXL refiner",
         ),
         (
-            "model.diffusion_model.input_blocks.0.0.weight".to_string(),
-            t,
+            "sd3-like",
+            "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight",
+            "SD 3 single-file",
         ),
-    ]);
-    candle_core::safetensors::save(&tensors, &file).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-worker"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--model-path"])
-        .arg(&file)
-        .arg("--tokenizer")
-        .arg(root.path())
-        .env("SD_WORKER_CACHE", root.path().join("cache"))
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("SDXL refiner"), "{stderr}");
+    ] {
+        let file = root.path().join(format!("{name}.safetensors"));
+        let tensors = HashMap::from([
+            (key.to_string(), t.clone()),
+            (
+                "model.diffusion_model.input_blocks.0.0.weight".to_string(),
+                t.clone(),
+            ),
+        ]);
+        candle_core::safetensors::save(&tensors, &file).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-worker"))
+            .args(["--host", "127.0.0.1", "--port", "0", "--model-path"])
+            .arg(&file)
+            .arg("--tokenizer")
+            .arg(root.path())
+            .env("SD_WORKER_CACHE", root.path().join("cache"))
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(reason), "{name}: {stderr}");
+    }
 }

@@ -44,6 +44,9 @@ pub(crate) enum Kind {
 impl Kind {
     fn detect(names: &BTreeSet<String>, file: &Path) -> Result<Self> {
         let has = |prefix: &str| names.iter().any(|n| n.starts_with(prefix));
+        if has("model.diffusion_model.joint_blocks.") {
+            bail!("{} is an SD 3 single-file checkpoint, which is not supported: load its diffusers folder (for example `--model sd3.5-medium`)", file.display())
+        }
         if has(SDXL_OPEN_CLIP) && has(SDXL_CLIP) {
             Ok(Kind::Sdxl)
         } else if has("conditioner.embedders.") {
