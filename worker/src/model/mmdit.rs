@@ -478,6 +478,7 @@ impl Mmdit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_util::max_diff;
     use candle_core::Device;
     use candle_nn::VarMap;
 
@@ -528,16 +529,7 @@ mod tests {
         let pooled = Tensor::randn(0f32, 1.0, (2, 10), &dev).unwrap();
         let out = m.forward(&x, 500.0, &ctx, &pooled).unwrap();
         assert_eq!(out.dims(), x.dims());
-        let diff = |a: &Tensor| {
-            (a - &out)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let diff = |a: &Tensor| max_diff(a, &out);
         assert!(diff(&m.forward(&x, 400.0, &ctx, &pooled).unwrap()) > 1e-3);
         assert!(
             diff(
@@ -560,22 +552,8 @@ mod tests {
                 &pooled.narrow(0, 1, 1).unwrap(),
             )
             .unwrap();
-        let row = out.narrow(0, 1, 1).unwrap();
-        let d = (one - row)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let scale = out
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_diff(&one, &out.narrow(0, 1, 1).unwrap());
+        let scale = max_diff(&out, &out.zeros_like().unwrap());
         assert!(d < 1e-5 * scale.max(1.0), "{d} of {scale}");
     }
 
@@ -590,8 +568,7 @@ mod tests {
         // One head per group, and groups of 4 (6 heads: 4 + 2).
         for budget in [1, 4 * 2 * 5 * 7 * 4] {
             let grouped = attention_in_groups(&q, &k, &v, budget).unwrap();
-            let d = (grouped - &all).unwrap().abs().unwrap().max_all().unwrap();
-            assert!(d.to_scalar::<f32>().unwrap() < 1e-6, "budget {budget}");
+            assert!(max_diff(&grouped, &all) < 1e-6, "budget {budget}");
         }
     }
 

@@ -34,6 +34,23 @@ use vae_encoder::VaeEncoder;
 
 pub use load::LoadOptions;
 
+#[cfg(test)]
+pub(crate) mod test_util {
+    use candle_core::Tensor;
+
+    /// Largest absolute difference between two tensors of one shape.
+    pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+}
+
 /// Architecture family, detected from the configs (never from a name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {

@@ -322,16 +322,7 @@ mod tests {
     use candle_nn::VarMap;
     use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::model::test_util::max_diff;
 
     fn randn(shape: &[usize]) -> Tensor {
         Tensor::randn(0f32, 1f32, shape, &Device::Cpu).unwrap()
