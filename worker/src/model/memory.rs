@@ -6,9 +6,11 @@
 //! and non-flash GPU paths), one generation's peak is the attention scores of
 //! the highest-resolution attention block, `[batch, heads, tokens, tokens]`,
 //! alive twice (the scores and their softmax), plus the skip connections the
-//! UNet keeps for its up blocks. The VAE decodes afterwards, when the UNet's
-//! memory is free again, so the peak is the larger of the two. For SD 1.5 at
-//! 512x512 in f32 with guidance this gives 2.1 GiB against 2.3 GiB measured
+//! UNet keeps for its up blocks; for SD 3's MMDiT, copies of the joint token
+//! stream and one group of heads' scores. The VAE decodes afterwards, when the
+//! denoiser's memory is free again, so the peak is the larger of the two. For
+//! SD 1.5 at 512x512 in f32 with guidance this gives 2.1 GiB against 2.3 GiB
+//! measured, for SD 3 Medium at 1024x1024 6.0 GiB against 5.7 GiB
 //! (docs/MODELS.md); flash attention on CUDA needs less.
 
 use anyhow::{Context, Result};
@@ -143,5 +145,28 @@ mod tests {
         let (small, large) = (unet_bytes(&cfg, at(64)), unet_bytes(&cfg, at(128)));
         // Twice the side: 4x the tokens, ~16x the attention scores.
         assert!(large > 14 * small && large < 16 * small, "{small} {large}");
+    }
+
+    /// SD 3 Medium without T5, f32, guidance (docs/MODELS.md): working
+    /// memory measured as peak minus after-load RSS, 5.7 GiB at 1024x1024
+    /// and 1.43 GiB at 512x512; the VAE decode sets the peak at both sizes.
+    #[test]
+    fn sd3_medium_estimate_is_close_to_the_measured_peaks() {
+        let shape = ModelShape::sd3_medium();
+        let mmdit = shape.transformer.as_ref().unwrap();
+        let vae_cfg = shape.vae.to_candle().unwrap();
+        for (side, measured) in [(128, 5.7), (64, 1.43)] {
+            let w = Workload {
+                latent_height: side,
+                latent_width: side,
+                batch: 2,
+                dtype_bytes: 4,
+            };
+            let denoiser = mmdit_bytes(mmdit, 77 + 256, w) as f64 / GIB;
+            let vae = vae_decode_bytes(&vae_cfg, w, 8) as f64 / GIB;
+            assert!(denoiser < vae, "{side}: mmdit {denoiser} GiB, vae {vae} GiB");
+            let ratio = vae / measured;
+            assert!((0.75..1.15).contains(&ratio), "{side}: {vae} GiB vs {measured}");
+        }
     }
 }
