@@ -164,9 +164,15 @@ mod tests {
             };
             let denoiser = mmdit_bytes(mmdit, 77 + 256, w) as f64 / GIB;
             let vae = vae_decode_bytes(&vae_cfg, w, 8) as f64 / GIB;
-            assert!(denoiser < vae, "{side}: mmdit {denoiser} GiB, vae {vae} GiB");
+            assert!(
+                denoiser < vae,
+                "{side}: mmdit {denoiser} GiB, vae {vae} GiB"
+            );
             let ratio = vae / measured;
-            assert!((0.75..1.15).contains(&ratio), "{side}: {vae} GiB vs {measured}");
+            assert!(
+                (0.75..1.15).contains(&ratio),
+                "{side}: {vae} GiB vs {measured}"
+            );
         }
     }
 }

@@ -99,10 +99,12 @@ impl TransformerConfig {
     }
 }
 
-/// A LayerNorm without scale or shift (diffusers' `elementwise_affine=False`).
+/// A LayerNorm without scale or shift (diffusers' `elementwise_affine=False`);
+/// a zero bias keeps it on Candle's fused kernel.
 fn plain_norm(hidden: usize, vb: &VarBuilder) -> Result<LayerNorm> {
     let ones = Tensor::ones(hidden, vb.dtype(), vb.device())?;
-    Ok(LayerNorm::new_no_bias(ones, 1e-6))
+    let zeros = Tensor::zeros(hidden, vb.dtype(), vb.device())?;
+    Ok(LayerNorm::new(ones, zeros, 1e-6))
 }
 
 /// x * (1 + scale) + shift, with scale and shift per batch row.
@@ -208,7 +210,8 @@ fn attention_in_groups(q: &Tensor, k: &Tensor, v: &Tensor, budget: usize) -> Res
             })
         };
         let (q, k, v) = (part(q)?, part(k)?, part(v)?);
-        let scores = (q.matmul(&k.t()?)? * scale)?;
+        // Scaling q rather than the scores saves a pass over the largest tensor.
+        let scores = (q * scale)?.matmul(&k.t()?)?;
         let probs = softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
         outs.push(probs.matmul(&v)?);
     }
