@@ -149,13 +149,14 @@ mod tests {
 
     /// SD 3 Medium without T5, f32, guidance (docs/MODELS.md): working
     /// memory measured as peak minus after-load RSS, 5.7 GiB at 1024x1024
-    /// and 1.43 GiB at 512x512; the VAE decode sets the peak at both sizes.
+    /// and 1.4-1.6 GiB at 512x512 (two runs); the VAE decode sets the peak
+    /// at both sizes.
     #[test]
     fn sd3_medium_estimate_is_close_to_the_measured_peaks() {
         let shape = ModelShape::sd3_medium();
         let mmdit = shape.transformer.as_ref().unwrap();
         let vae_cfg = shape.vae.to_candle().unwrap();
-        for (side, measured) in [(128, 5.7), (64, 1.43)] {
+        for (side, measured) in [(128, 5.7), (64, 1.5)] {
             let w = Workload {
                 latent_height: side,
                 latent_width: side,
