@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::device::{default_dtype, device_name, dtype_name, parse_device};
+use crate::device::{device_name, dtype_name, parse_device, resolve_dtype};
 use crate::model::generate::{write_model, WeightInit};
 use crate::model::shapes::{ModelShape, SHAPE_NAMES};
 use crate::model::{source, LoadedModel};
@@ -58,10 +58,7 @@ impl Observer for Quiet {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let dtype = args
-        .dtype
-        .map(|d| d.to_candle())
-        .unwrap_or_else(|| default_dtype(&device));
+    let dtype = resolve_dtype(&device, args.dtype.map(|d| d.to_candle()))?;
     let mut generated = None;
     let (dir, label) = match &args.model_path {
         Some(dir) => (dir.clone(), dir.display().to_string()),

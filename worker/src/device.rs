@@ -59,6 +59,19 @@ pub fn default_dtype(device: &Device) -> DType {
     }
 }
 
+/// The dtype to run in: `requested`, or the device's default. bf16 on the
+/// CPU is refused up front: Candle's CPU matrix products have no bf16, so
+/// every job would fail.
+pub fn resolve_dtype(device: &Device, requested: Option<DType>) -> Result<DType> {
+    let dtype = requested.unwrap_or_else(|| default_dtype(device));
+    if dtype == DType::BF16 && device.is_cpu() {
+        bail!(
+            "--dtype bf16 needs a GPU: Candle's CPU matrix products have no bf16 (use f32, or f16)"
+        );
+    }
+    Ok(dtype)
+}
+
 pub fn device_name(device: &Device) -> String {
     match device.location() {
         candle_core::DeviceLocation::Cpu => "cpu".into(),
@@ -72,5 +85,21 @@ pub fn dtype_name(dtype: DType) -> &'static str {
         DType::F16 => "f16",
         DType::BF16 => "bf16",
         _ => "f32",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_is_refused_on_the_cpu_only_when_asked_for() {
+        assert_eq!(resolve_dtype(&Device::Cpu, None).unwrap(), DType::F32);
+        assert_eq!(
+            resolve_dtype(&Device::Cpu, Some(DType::F16)).unwrap(),
+            DType::F16
+        );
+        let err = resolve_dtype(&Device::Cpu, Some(DType::BF16)).unwrap_err();
+        assert!(err.to_string().contains("bf16"), "{err}");
     }
 }

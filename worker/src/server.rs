@@ -11,7 +11,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::cli::ServeArgs;
-use crate::device::{default_dtype, device_name, dtype_name, parse_device};
+use crate::device::{device_name, dtype_name, parse_device, resolve_dtype};
 use crate::engine::Engine;
 use crate::hive::{self, HiveConfig};
 use crate::http::studio::StudioDir;
@@ -85,10 +85,7 @@ fn studio_dir(args: &ServeArgs) -> Result<Option<StudioDir>> {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     check_exposure(&args)?;
     let device = parse_device(&args.device)?;
-    let dtype = args
-        .dtype
-        .map(|d| d.to_candle())
-        .unwrap_or_else(|| default_dtype(&device));
+    let dtype = resolve_dtype(&device, args.dtype.map(|d| d.to_candle()))?;
     let metrics = Metrics::new();
     let engine = Engine::new(
         args.queue_size as usize,

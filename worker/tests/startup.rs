@@ -57,4 +57,9 @@ fn bad_flags_are_rejected_before_anything_starts() {
     let (code, stderr) = run_worker(&["--device", "tpu"]);
     assert_ne!(code, Some(0), "{stderr}");
     assert!(stderr.contains("tpu"), "{stderr}");
+    // Candle's CPU kernels have no bf16 matrix product: refused at start,
+    // not as a failure of every job.
+    let (code, stderr) = run_worker(&["--device", "cpu", "--dtype", "bf16"]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("bf16 needs a GPU"), "{stderr}");
 }
