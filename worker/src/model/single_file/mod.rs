@@ -120,7 +120,7 @@ pub fn is_single_file(path: &Path) -> bool {
 
 /// Returns the diffusers folder converted from `file`, converting it on first
 /// use into `cache/converted/<fingerprint>/<file stem>`. Tokenizers come
-/// from `tokenizer` (a folder of tokenizer files; for SDXL one holding
+/// from `tokenizer` (a folder of tokenizer files, or a diffusers folder; for SDXL one holding
 /// `tokenizer/` and `tokenizer_2/`), or else from the hub, on first use only.
 pub fn converted_folder(file: &Path, tokenizer: Option<&Path>, cache: &Path) -> Result<PathBuf> {
     let stem = file
@@ -285,13 +285,12 @@ pub fn convert(file: &Path, tokenizer: Option<&Path>, out: &Path) -> Result<()> 
         }),
     )?;
     for (folder, repo, hub_folder) in kind.tokenizers() {
+        // A diffusers model folder works too: its `tokenizer/` (and SDXL's
+        // `tokenizer_2/`) subfolders are used.
         let from = match tokenizer {
+            Some(dir) if dir.join(folder).is_dir() => dir.join(folder),
             Some(dir) if kind == Kind::Sdxl => {
-                let sub = dir.join(folder);
-                if !sub.is_dir() {
-                    bail!("--tokenizer {} must hold `tokenizer/` and `tokenizer_2/` for an SDXL checkpoint (a diffusers SDXL folder does)", dir.display());
-                }
-                sub
+                bail!("--tokenizer {} must hold `tokenizer/` and `tokenizer_2/` for an SDXL checkpoint (a diffusers SDXL folder does)", dir.display());
             }
             Some(dir) => dir.to_path_buf(),
             None => source::hub_tokenizer(repo, hub_folder)?,
