@@ -29,15 +29,6 @@ pub struct LoadOptions {
     pub skip_t5: bool,
 }
 
-impl LoadOptions {
-    pub fn new(dtype: DType) -> Self {
-        Self {
-            dtype,
-            skip_t5: false,
-        }
-    }
-}
-
 /// The denoiser with what the rest of the model needs to know about it.
 struct DenoiserPart {
     denoiser: Denoiser,

@@ -422,7 +422,7 @@ fn flow_scheduler() -> serde_json::Value {
 }
 
 /// SDXL base 1.0's `scheduler_config.json` (Euler, leading spacing).
-fn sdxl_scheduler() -> serde_json::Value {
+pub(crate) fn sdxl_scheduler() -> serde_json::Value {
     let mut cfg = sd_scheduler("EulerDiscreteScheduler");
     cfg["timestep_spacing"] = "leading".into();
     cfg["interpolation_type"] = "linear".into();
@@ -431,7 +431,7 @@ fn sdxl_scheduler() -> serde_json::Value {
 }
 
 /// Stable Diffusion 1.x's training schedule, under the given scheduler class.
-fn sd_scheduler(class: &str) -> serde_json::Value {
+pub(crate) fn sd_scheduler(class: &str) -> serde_json::Value {
     serde_json::json!({
         "_class_name": class,
         "beta_start": 0.00085,

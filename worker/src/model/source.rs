@@ -226,23 +226,14 @@ fn hub_store(repo_id: &str, revision: &str) -> Result<Hub> {
 /// checkpoints, which carry none); returns the folder they are in.
 pub fn hub_tokenizer(repo_id: &str, folder: &str) -> Result<PathBuf> {
     let store = hub_store(repo_id, "main")?;
-    let mut dir = None;
-    for name in [
+    let names = [
         "vocab.json",
         "merges.txt",
         "tokenizer_config.json",
         "special_tokens_map.json",
-    ] {
-        let rel = if folder.is_empty() {
-            name.to_string()
-        } else {
-            format!("{folder}/{name}")
-        };
-        if store.has(&rel) {
-            dir = store.get(&rel)?.parent().map(Path::to_path_buf);
-        }
-    }
-    dir.with_context(|| format!("`{repo_id}` has no vocab.json and merges.txt in `{folder}`"))
+    ];
+    fetch_tokenizer(&store, folder, &names)?
+        .with_context(|| format!("`{repo_id}` has no vocab.json and merges.txt in `{folder}`"))
 }
 
 fn collect(
@@ -297,17 +288,26 @@ fn collect(
 
 /// Fetches the tokenizer files that exist; the folder is where they landed.
 fn tokenizer_dir(store: &dyn FileStore, folder: &str) -> Result<PathBuf> {
-    let mut dir = None;
-    for name in TOKENIZER_FILES {
-        let rel = format!("{folder}/{name}");
-        if store.has(&rel) {
-            let path = store.get(&rel)?;
-            dir = path.parent().map(Path::to_path_buf);
-        }
-    }
-    dir.with_context(|| {
+    fetch_tokenizer(store, folder, &TOKENIZER_FILES)?.with_context(|| {
         format!("the model has no {folder}/ folder with tokenizer.json or vocab.json + merges.txt")
     })
+}
+
+/// Fetches those of `names` that exist in `folder` ("" for the repository
+/// root); the local folder they landed in, if any did.
+fn fetch_tokenizer(store: &dyn FileStore, folder: &str, names: &[&str]) -> Result<Option<PathBuf>> {
+    let mut dir = None;
+    for name in names {
+        let rel = if folder.is_empty() {
+            name.to_string()
+        } else {
+            format!("{folder}/{name}")
+        };
+        if store.has(&rel) {
+            dir = store.get(&rel)?.parent().map(Path::to_path_buf);
+        }
+    }
+    Ok(dir)
 }
 
 /// Picks a component's safetensors: the fp16 variant first when half precision is

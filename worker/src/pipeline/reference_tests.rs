@@ -72,18 +72,26 @@ fn check(what: &str, ours: &Tensor, reference: &Sampled) {
     );
 }
 
+/// The generated model in `dir`, in f32 on the CPU (the references are f32).
+fn load_f32(dir: &std::path::Path, skip_t5: bool) -> LoadedModel {
+    LoadedModel::load(
+        &ModelSpec::Local(dir.to_path_buf()),
+        &Device::Cpu,
+        LoadOptions {
+            dtype: DType::F32,
+            skip_t5,
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn sdxl_conditioning_unet_and_vae_match_diffusers() {
     let reference: Reference =
         serde_json::from_str(include_str!("../../tests/reference/sdxl_reference.json")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), &ModelShape::tiny_sdxl(), WeightInit::Seeded(7)).unwrap();
-    let model = LoadedModel::load(
-        &ModelSpec::Local(dir.path().to_path_buf()),
-        &Device::Cpu,
-        LoadOptions::new(DType::F32),
-    )
-    .unwrap();
+    let model = load_f32(dir.path(), false);
     assert!(model.meta.zeros_for_empty_negative);
 
     let tokens = prompt::tokenize(&model, &reference.prompt, "prompt").unwrap();
@@ -151,25 +159,13 @@ struct Sd3Reference {
     vae_decoded: Sampled,
 }
 
-fn load_tiny_sd3(dir: &std::path::Path, skip_t5: bool) -> LoadedModel {
-    LoadedModel::load(
-        &ModelSpec::Local(dir.to_path_buf()),
-        &Device::Cpu,
-        LoadOptions {
-            dtype: DType::F32,
-            skip_t5,
-        },
-    )
-    .unwrap()
-}
-
 #[test]
 fn sd3_conditioning_transformer_and_vae_match_diffusers() {
     let reference: Sd3Reference =
         serde_json::from_str(include_str!("../../tests/reference/sd3_reference.json")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), &ModelShape::tiny_sd3(), WeightInit::Seeded(7)).unwrap();
-    let model = load_tiny_sd3(dir.path(), false);
+    let model = load_f32(dir.path(), false);
     assert!(model.text_encoder_3.is_some());
 
     let encode = |model: &LoadedModel, text: &str| {
@@ -217,7 +213,7 @@ fn sd3_conditioning_transformer_and_vae_match_diffusers() {
     check("vae_decoded", &decoded, &reference.vae_decoded);
 
     // Without T5 its tokens are zeros, as diffusers with text_encoder_3=None.
-    let without = load_tiny_sd3(dir.path(), true);
+    let without = load_f32(dir.path(), true);
     assert!(without.text_encoder_3.is_none());
     let cond = encode(&without, &reference.prompt);
     check(

@@ -18,7 +18,7 @@ use candle_core::{Device, Tensor};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::shapes::ModelShape;
+use super::shapes::{self, ModelShape};
 use super::source;
 use infer::{infer_open_clip, infer_text, infer_unet, infer_vae};
 use keys::{open_clip, text_key, unet_key, vae_key};
@@ -224,29 +224,25 @@ pub fn convert(file: &Path, tokenizer: Option<&Path>, out: &Path) -> Result<()> 
         }
     };
     let pooled = encoders.last().and_then(|(_, c, _, _)| c.projection_dim);
-    let (native_latent, mut vae_cfg, scheduler, pipeline) = match kind {
+    let mut vae_cfg = infer_vae(&names, &shape)?;
+    let (native_latent, scheduler, pipeline) = match kind {
         Kind::Sd1 => (
             64,
-            infer_vae(&names, &shape)?,
-            sd_scheduler("PNDMScheduler", "epsilon"),
+            shapes::sd_scheduler("PNDMScheduler"),
             "StableDiffusionPipeline",
         ),
         Kind::Sd2 { v } => {
-            let prediction = if v { "v_prediction" } else { "epsilon" };
-            let side = if v { 96 } else { 64 };
+            let mut scheduler = shapes::sd_scheduler("DDIMScheduler");
+            if v {
+                scheduler["prediction_type"] = "v_prediction".into();
+            }
             (
-                side,
-                infer_vae(&names, &shape)?,
-                sd_scheduler("DDIMScheduler", prediction),
+                if v { 96 } else { 64 },
+                scheduler,
                 "StableDiffusionPipeline",
             )
         }
-        Kind::Sdxl => (
-            128,
-            infer_vae(&names, &shape)?,
-            ModelShape::sdxl().scheduler_config,
-            "StableDiffusionXLPipeline",
-        ),
+        Kind::Sdxl => (128, shapes::sdxl_scheduler(), "StableDiffusionXLPipeline"),
     };
     if kind == Kind::Sdxl {
         // SDXL's VAE: its own scale, and it overflows f16.
@@ -356,14 +352,6 @@ fn vae_tensor(key: &str, t: Tensor, blocks: usize) -> Result<Option<Vec<(String,
         t
     };
     Ok(Some(vec![(name, t)]))
-}
-
-/// Stable Diffusion 1.x/2.x's training schedule under `class`.
-fn sd_scheduler(class: &str, prediction: &str) -> serde_json::Value {
-    let mut cfg = ModelShape::sd15().scheduler_config;
-    cfg["_class_name"] = class.into();
-    cfg["prediction_type"] = prediction.into();
-    cfg
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
