@@ -25,8 +25,6 @@ enum Variance {
 pub struct Ddpm {
     timesteps: Vec<f64>,
     alphas_cumprod: Vec<f64>,
-    /// diffusers' prev_t = t - T // n, whatever the spacing.
-    step_ratio: i64,
     prediction: Prediction,
     clip: Option<f64>,
     variance: Variance,
@@ -56,11 +54,18 @@ impl Ddpm {
         Ok(Self {
             timesteps: timesteps(spacing, train, n, cfg.steps_offset, Linspace::Rounded),
             alphas_cumprod,
-            step_ratio: (train / n) as i64,
             prediction,
             clip: cfg.clip_range(true)?,
             variance,
         })
+    }
+
+    /// diffusers' `DDPMScheduler.previous_timestep` for a run of set timesteps:
+    /// the next entry of the schedule, or -1 (alpha 1) after the last. Not
+    /// `t - T // n`, which is that entry only for `leading` spacing (linspace
+    /// over 20 steps: 999 -> 946, where `t - T // n` gives 949).
+    fn previous_timestep(&self, step_index: usize) -> i64 {
+        self.timesteps.get(step_index + 1).map_or(-1, |&t| t as i64)
     }
 
     /// alphas_cumprod at `t`; 1 before the start (prev_t < 0), clamped past
@@ -89,7 +94,7 @@ impl Scheduler for Ddpm {
     ) -> CandleResult<Tensor> {
         let t = at(&self.timesteps, step_index, "timesteps")? as i64;
         let a_t = self.alpha_at(t);
-        let a_prev = self.alpha_at(t - self.step_ratio);
+        let a_prev = self.alpha_at(self.previous_timestep(step_index));
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
         let alpha = a_t / a_prev; // this step's alpha_t, and beta_t = 1 - alpha_t
         let beta = 1.0 - alpha;
@@ -218,6 +223,31 @@ mod tests {
             );
             assert_eq!(calls, 1, "noise while t > 0");
         }
+    }
+
+    /// The step lands on the next timestep of the schedule, as diffusers'
+    /// `previous_timestep`: with the bundled model's linspace over 20 steps
+    /// 999 -> 946, not 999 - 1000 // 20 = 949.
+    #[test]
+    fn steps_to_the_next_timestep_of_the_schedule() {
+        let mut cfg = sd15();
+        cfg.timestep_spacing = Some("linspace".into());
+        let acp = alphas_cumprod(&cfg).unwrap();
+        let s = build(SchedulerKind::Ddpm, &cfg, 20).unwrap();
+        assert_eq!(&s.timesteps()[..2], &[999.0, 946.0]);
+        let (a, p) = (acp[999], acp[946]);
+        let (got, _) = step_with(&cfg, 20, 0, 0.0);
+        let want: Vec<f64> = X
+            .iter()
+            .zip(OUT)
+            .map(|(&x, o)| {
+                let (x, o) = (x as f64, o as f64);
+                let x0 = (x - (1.0 - a).sqrt() * o) / a.sqrt();
+                p.sqrt() * (1.0 - a / p) / (1.0 - a) * x0
+                    + (a / p).sqrt() * (1.0 - p) / (1.0 - a) * x
+            })
+            .collect();
+        assert_close(&got, &want, 1e-5, "999 -> 946");
     }
 
     /// With linspace spacing the run ends at t = 0, where no noise is drawn.

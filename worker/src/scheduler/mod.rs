@@ -24,6 +24,8 @@ mod euler;
 mod euler_ancestral;
 mod flow_euler;
 mod lcm;
+#[cfg(test)]
+mod reference_tests;
 pub mod spacing;
 mod unipc;
 
