@@ -133,7 +133,7 @@ fn measure(
 
     let req = Request {
         prompt: "a photograph of an astronaut riding a horse".into(),
-        negative_prompt: String::new(),
+        negative_prompt: None,
         steps: args.steps,
         guidance_scale: args.guidance_scale,
         seed: 0,

@@ -307,7 +307,7 @@ fn validate_params(
     }
     Ok(Request {
         prompt: p.prompt.clone(),
-        negative_prompt: p.negative_prompt.clone().unwrap_or_default(),
+        negative_prompt: p.negative_prompt.clone(),
         steps: steps as usize,
         guidance_scale,
         seed,

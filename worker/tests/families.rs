@@ -193,8 +193,11 @@ async fn an_sdxl_shaped_model_is_detected_and_serves_every_operation() {
     }
 }
 
+/// diffusers' SDXL pipeline zeroes the unconditional embeddings when
+/// `force_zeros_for_empty_prompt` is set and the negative prompt is absent
+/// (None); an explicit "" is encoded like any negative prompt.
 #[tokio::test]
-async fn sdxl_conditions_an_empty_negative_prompt_on_zeros_when_the_pipeline_says_so() {
+async fn sdxl_conditions_an_absent_negative_prompt_on_zeros_when_the_pipeline_says_so() {
     let root = tempfile::tempdir().unwrap();
     let zeros = root.path().join("zeros");
     write(&zeros, &ModelShape::tiny_sdxl());
@@ -207,22 +210,37 @@ async fn sdxl_conditions_an_empty_negative_prompt_on_zeros_when_the_pipeline_say
     index["force_zeros_for_empty_prompt"] = false.into();
     std::fs::write(&index_path, index.to_string()).unwrap();
 
+    // Per model: (absent, explicit "", "blurry").
     let mut results = Vec::new();
     for dir in [&zeros, &encoded] {
         let w = Worker::start_with_model(dir.to_str().unwrap(), &[]).await;
-        let (_, empty) = w.run_job(sdxl_body(json!({"negative_prompt": ""}))).await;
-        let (_, named) = w
-            .run_job(sdxl_body(json!({"negative_prompt": "blurry"})))
-            .await;
-        results.push((pixels(&empty[0]), pixels(&named[0])));
+        let mut run = Vec::new();
+        for extra in [
+            json!({}),
+            json!({"negative_prompt": ""}),
+            json!({"negative_prompt": "blurry"}),
+        ] {
+            let (_, images) = w.run_job(sdxl_body(extra)).await;
+            run.push(pixels(&images[0]));
+        }
+        results.push(run);
     }
     // (Pixels, not PNG bytes: the PNGs name their model.)
+    let (zeros, encoded) = (&results[0], &results[1]);
     assert!(
-        results[0].0 != results[1].0,
-        "an empty negative prompt: zeros vs the encoded empty prompt"
+        zeros[0] != encoded[0],
+        "an absent negative prompt: zeros vs the encoded empty prompt"
     );
     assert!(
-        results[0].1 == results[1].1,
+        zeros[0] != zeros[1],
+        "with force_zeros, an explicit \"\" is encoded, not zeros"
+    );
+    assert!(
+        zeros[1] == encoded[1] && encoded[1] == encoded[0],
+        "an explicit \"\" is the encoded empty prompt either way"
+    );
+    assert!(
+        zeros[2] == encoded[2],
         "a negative prompt is encoded either way"
     );
 }

@@ -120,7 +120,7 @@ fn conditioning(
     let uncond = if guided {
         Some(prompt::tokenize(
             model,
-            &req.negative_prompt,
+            req.negative_prompt.as_deref().unwrap_or_default(),
             "negative prompt",
         )?)
     } else {
@@ -137,19 +137,13 @@ fn conditioning(
     let cond = prompt::encode(model, &cond, windows)?;
     let mut encoded = vec![cond];
     if let Some(uncond) = &uncond {
-        let zeros = model.meta.zeros_for_empty_negative && req.negative_prompt.trim().is_empty();
-        let uncond = if zeros {
-            prompt::Encoded {
-                context: encoded[0].context.zeros_like()?,
-                pooled: encoded[0]
-                    .pooled
-                    .as_ref()
-                    .map(Tensor::zeros_like)
-                    .transpose()?,
-            }
-        } else {
-            prompt::encode(model, uncond, windows)?
-        };
+        let uncond = prompt::encode_negative(
+            model,
+            req.negative_prompt.as_deref(),
+            uncond,
+            &encoded[0],
+            windows,
+        )?;
         encoded.insert(0, uncond);
     }
     let repeat = |parts: Vec<&Tensor>| -> Result<Tensor> {
@@ -280,7 +274,7 @@ fn encode_images(
             ImageFormat::Png => {
                 let params = Parameters {
                     prompt: &req.prompt,
-                    negative_prompt: &req.negative_prompt,
+                    negative_prompt: req.negative_prompt.as_deref().unwrap_or_default(),
                     steps: req.steps,
                     sampler: req.scheduler.a1111_name(),
                     guidance_scale: req.guidance_scale,

@@ -24,7 +24,10 @@ use crate::scheduler::SchedulerKind;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub prompt: String,
-    pub negative_prompt: String,
+    /// None when the request has no `negative_prompt` (or null), kept apart
+    /// from an explicit "": SDXL pipelines with `force_zeros_for_empty_prompt`
+    /// condition on zeros only for an absent one ([`prompt::encode_negative`]).
+    pub negative_prompt: Option<String>,
     pub steps: usize,
     pub guidance_scale: f64,
     pub seed: u64,

@@ -81,6 +81,27 @@ pub fn tokenize(model: &LoadedModel, text: &str, what: &str) -> Result<PromptTok
     })
 }
 
+/// The unconditional conditioning of classifier-free guidance: the negative
+/// prompt's `tokens` encoded (as [`encode`]), or zeros shaped like `cond`
+/// where the pipeline asks for them. diffusers' SDXL `encode_prompt` zeroes
+/// them when `force_zeros_for_empty_prompt` is set and `negative_prompt` is
+/// None; an explicit negative prompt, even "", is encoded.
+pub fn encode_negative(
+    model: &LoadedModel,
+    negative_prompt: Option<&str>,
+    tokens: &PromptTokens,
+    cond: &Encoded,
+    windows: usize,
+) -> Result<Encoded> {
+    if !(model.meta.zeros_for_empty_negative && negative_prompt.is_none()) {
+        return encode(model, tokens, windows);
+    }
+    Ok(Encoded {
+        context: cond.context.zeros_like()?,
+        pooled: cond.pooled.as_ref().map(Tensor::zeros_like).transpose()?,
+    })
+}
+
 /// Encodes `tokens` padded with empty windows to `windows` windows.
 ///
 /// SD 1.x/2.x condition on the final hidden states. SDXL (as diffusers)

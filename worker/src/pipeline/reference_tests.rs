@@ -222,3 +222,60 @@ fn sd3_conditioning_transformer_and_vae_match_diffusers() {
         &reference.prompt_embeds_without_t5,
     );
 }
+
+#[derive(Deserialize)]
+struct EmptyNegativeReference {
+    prompt: String,
+    negative_prompt: String,
+    negative_prompt_embeds: Sampled,
+    negative_pooled_prompt_embeds: Sampled,
+}
+
+/// diffusers' SDXL zeroes the unconditional embeddings only for an absent
+/// negative prompt (`force_zeros_for_empty_prompt`); an explicit "" is
+/// encoded (`tests/reference/sdxl_empty_negative_reference.py`).
+#[test]
+fn sdxl_encodes_an_explicit_empty_negative_prompt_as_diffusers_does() {
+    let reference: EmptyNegativeReference = serde_json::from_str(include_str!(
+        "../../tests/reference/sdxl_empty_negative_reference.json"
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), &ModelShape::tiny_sdxl(), WeightInit::Seeded(7)).unwrap();
+    let model = load_f32(dir.path(), false);
+    assert!(model.meta.zeros_for_empty_negative);
+
+    let tokens = prompt::tokenize(&model, &reference.prompt, "prompt").unwrap();
+    let cond = prompt::encode(&model, &tokens, 1).unwrap();
+    let negative = prompt::tokenize(&model, &reference.negative_prompt, "negative prompt").unwrap();
+    let explicit = prompt::encode_negative(
+        &model,
+        Some(reference.negative_prompt.as_str()),
+        &negative,
+        &cond,
+        1,
+    )
+    .unwrap();
+    check(
+        "negative_prompt_embeds",
+        &explicit.context,
+        &reference.negative_prompt_embeds,
+    );
+    check(
+        "negative_pooled_prompt_embeds",
+        &explicit.pooled.unwrap(),
+        &reference.negative_pooled_prompt_embeds,
+    );
+    // Absent: zeros, as sdxl_reference.json's negative embeddings.
+    let absent = prompt::encode_negative(&model, None, &negative, &cond, 1).unwrap();
+    let magnitude = |t: &Tensor| {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert_eq!(magnitude(&absent.context), 0.0);
+    assert_eq!(magnitude(&absent.pooled.unwrap()), 0.0);
+}
