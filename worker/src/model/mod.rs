@@ -16,7 +16,11 @@ pub mod source;
 pub mod t5;
 pub mod text_encoder;
 pub mod tokenizer;
+pub mod transformer;
 pub mod unet;
+pub mod unet_blocks;
+#[cfg(test)]
+mod unet_reference_tests;
 pub mod vae_encoder;
 
 use candle_core::{DType, Device};
