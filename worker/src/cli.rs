@@ -92,12 +92,22 @@ pub struct ServeArgs {
     )]
     pub cors_origins: Vec<String>,
     /// How long a running job may take to finish when the worker is asked to stop.
+    /// Connections still open after it get a few more seconds, then are closed.
     #[arg(long, env = "SD_WORKER_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's headers (HTTP/1), and how
+    /// long an idle keep-alive connection stays open; then it is closed.
+    #[arg(long, env = "SD_WORKER_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
+    /// Most submissions whose input images are decoded at the same time; one
+    /// more gets 429 with Retry-After. Default: the number of CPU cores.
+    #[arg(long, env = "SD_WORKER_MAX_CONCURRENT_DECODES", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrent_decodes: Option<u32>,
     /// Require `Authorization: Bearer <token>` on every route but /health and /ready.
     #[arg(long, env = "SD_WORKER_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Allow binding a non-loopback address without --api-token (anyone who can reach it can use it).
+    /// The variable takes true/false, 1/0, yes/no or on/off, as the other switches do.
     #[arg(long, env = "SD_WORKER_ALLOW_UNAUTHENTICATED", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub allow_unauthenticated: bool,
     /// Hive (orchestrator) base URL to register with by heartbeat.
@@ -122,6 +132,15 @@ pub struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, env = "SD_WORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+}
+
+/// A duration with units (`30s`, `1m`) longer than zero.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,6 +2,7 @@
 //! in `_total`, durations are histograms in seconds.
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
@@ -10,6 +11,40 @@ use prometheus::{
 };
 use std::sync::Arc;
 
+/// The HTTP methods counted by name in `sd_worker_http_requests_total`; any
+/// other method (a client may invent one per request) is counted as `other`.
+pub const METHOD_LABELS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// The statuses counted by code in `sd_worker_http_requests_total`: those the
+/// API answers. Any other is counted as `other`.
+pub const STATUS_LABELS: [&str; 15] = [
+    "200", "202", "400", "401", "404", "405", "409", "410", "413", "415", "422", "429", "500",
+    "503", "504",
+];
+
+/// The label of every value outside a fixed set.
+pub const OTHER: &str = "other";
+
+/// `method`'s label: its name when it is one of [`METHOD_LABELS`], else [`OTHER`].
+pub fn method_label(method: &Method) -> &'static str {
+    fixed_label(&METHOD_LABELS, method.as_str())
+}
+
+/// `status`'s label: its code when it is one of [`STATUS_LABELS`], else [`OTHER`].
+pub fn status_label(status: StatusCode) -> &'static str {
+    fixed_label(&STATUS_LABELS, status.as_str())
+}
+
+fn fixed_label(set: &[&'static str], value: &str) -> &'static str {
+    set.iter().copied().find(|l| *l == value).unwrap_or(OTHER)
+}
+
+/// Every label takes its value from a fixed set (route templates, the method
+/// and status sets above, operations, outcomes, error codes) or from the
+/// operator (`sd_worker_info`), never from a client, so the number of series
+/// is bounded whatever clients send.
 pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
@@ -26,6 +61,11 @@ pub struct Metrics {
     pub steps_per_second: Gauge,
     pub model_load: Gauge,
     pub info: GaugeVec,
+    /// Job bodies parsed and validated (input images decoded included).
+    pub validations: IntCounter,
+    /// Validations of bodies carrying input images running now (at most
+    /// `--max-concurrent-decodes`).
+    pub image_validations_in_flight: IntGauge,
 }
 
 fn seconds_buckets() -> Vec<f64> {
@@ -121,6 +161,16 @@ impl Metrics {
                 &["version", "model", "family", "device", "dtype"],
             )
             .expect("metric"),
+            validations: IntCounter::new(
+                "sd_worker_job_validations_total",
+                "Job bodies parsed and validated, input images decoded; refusals before it cost none",
+            )
+            .expect("metric"),
+            image_validations_in_flight: IntGauge::new(
+                "sd_worker_image_validations_in_flight",
+                "Validations of bodies with input images running now",
+            )
+            .expect("metric"),
             registry,
         };
         for c in [
@@ -138,6 +188,8 @@ impl Metrics {
             Box::new(m.steps_per_second.clone()),
             Box::new(m.model_load.clone()),
             Box::new(m.info.clone()),
+            Box::new(m.validations.clone()),
+            Box::new(m.image_validations_in_flight.clone()),
         ] {
             m.registry.register(c).expect("unique metric names");
         }
@@ -153,14 +205,15 @@ impl Metrics {
 }
 
 /// Counts every request by its route template (never the raw path, whose job
-/// ids would explode the label space).
+/// ids would explode the label space), its method and its status, each mapped
+/// to a fixed set. A route layer: only requests that matched a route get here.
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let timer = metrics
         .http_duration
         .with_label_values(&[&route])
@@ -169,7 +222,21 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
     timer.observe_duration();
     metrics
         .http_requests
-        .with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()])
+        .with_label_values(&[route.as_str(), method, status_label(res.status())])
         .inc();
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_chosen_methods_and_unknown_statuses_map_to_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::from_bytes(b"X0000").unwrap()), OTHER);
+        assert_eq!(method_label(&Method::from_bytes(b"get").unwrap()), OTHER);
+        assert_eq!(status_label(StatusCode::TOO_MANY_REQUESTS), "429");
+        assert_eq!(status_label(StatusCode::IM_A_TEAPOT), OTHER);
+    }
 }

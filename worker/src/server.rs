@@ -3,12 +3,17 @@
 //! stop in order.
 
 use anyhow::{bail, Context, Result};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::ServeArgs;
 use crate::device::{device_name, dtype_name, parse_device, resolve_dtype};
@@ -93,7 +98,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.job_timeout,
         metrics,
     );
-    let state = Shared::new(engine);
+    let decodes = args.max_concurrent_decodes.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n as usize,
+    );
+    let state = Shared::new(engine, args.max_body_bytes, decodes);
     let studio = studio_dir(&args)?;
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
@@ -141,31 +150,102 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     );
     let grace = args.shutdown_grace;
     let stopping = state.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            info!("shutdown requested: refusing new jobs, failing queued ones, finishing the running one");
-            stopping.accepting.store(false, Ordering::SeqCst);
-            if let Some(task) = heartbeats {
-                task.abort();
-            }
-            // Tell the hive at once, so it routes nothing new here while the job finishes.
-            if let Some(cfg) = &hive {
-                hive::send(&reqwest::Client::new(), &stopping, cfg, sd_worker_sdk::WorkerStatus::Stopping).await;
-            }
-            let s = stopping.clone();
-            let finished = tokio::task::spawn_blocking(move || s.engine.shutdown(grace)).await.unwrap_or(false);
-            if !finished {
-                warn!(?grace, "the running job did not finish within the grace period and was failed");
-            }
-            if let Some(cfg) = &hive {
-                hive::send(&reqwest::Client::new(), &stopping, cfg, sd_worker_sdk::WorkerStatus::Stopping).await;
-            }
-        })
-        .await
-        .context("serving HTTP")?;
+    let drain_jobs = async move {
+        shutdown_signal().await;
+        info!(
+            "shutdown requested: refusing new jobs, failing queued ones, finishing the running one"
+        );
+        stopping.accepting.store(false, Ordering::SeqCst);
+        if let Some(task) = heartbeats {
+            task.abort();
+        }
+        // Tell the hive at once, so it routes nothing new here while the job finishes.
+        if let Some(cfg) = &hive {
+            hive::send(
+                &reqwest::Client::new(),
+                &stopping,
+                cfg,
+                sd_worker_sdk::WorkerStatus::Stopping,
+            )
+            .await;
+        }
+        let s = stopping.clone();
+        let finished = tokio::task::spawn_blocking(move || s.engine.shutdown(grace))
+            .await
+            .unwrap_or(false);
+        if !finished {
+            warn!(
+                ?grace,
+                "the running job did not finish within the grace period and was failed"
+            );
+        }
+        if let Some(cfg) = &hive {
+            hive::send(
+                &reqwest::Client::new(),
+                &stopping,
+                cfg,
+                sd_worker_sdk::WorkerStatus::Stopping,
+            )
+            .await;
+        }
+    };
+    serve_http(listener, app, args.header_read_timeout, drain_jobs).await;
     info!("stopped");
     Ok(())
+}
+
+/// How long connections still open when the jobs are drained may take to
+/// finish (a last event, an image download) before they are closed.
+pub const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves HTTP/1.1 on `listener` (as `axum::serve` did) until `drain_jobs` completes, then
+/// stops accepting, asks every connection to close after its current request,
+/// and returns at most [`CONNECTION_DRAIN`] later whatever clients do (a
+/// request half sent, a body trickling in, a stream left open). A client must
+/// send a request's headers within `header_read_timeout`, which also closes
+/// idle keep-alive connections; it does not limit a response being streamed.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_read_timeout: Duration,
+    drain_jobs: impl Future<Output = ()>,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut drain_jobs = std::pin::pin!(drain_jobs);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it
+                    // was accepted: wait a little rather than spin.
+                    warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut drain_jobs => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(CONNECTION_DRAIN) => {
+            warn!(after = ?CONNECTION_DRAIN, "connections still open after the jobs drained are closed");
+        }
+    }
 }
 
 /// Test-only, compiled into debug builds alone: `$SD_WORKER_TEST_LOAD_DELAY_MS`

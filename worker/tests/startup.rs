@@ -63,3 +63,49 @@ fn bad_flags_are_rejected_before_anything_starts() {
     assert_ne!(code, Some(0), "{stderr}");
     assert!(stderr.contains("bf16 needs a GPU"), "{stderr}");
 }
+
+/// `SD_WORKER_ALLOW_UNAUTHENTICATED` takes the words every switch variable
+/// takes (docs/DEPLOY.md says so); anything else stops the worker at start.
+#[test]
+fn the_allow_unauthenticated_variable_takes_the_usual_boolean_words() {
+    let run = |value: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sd-worker"))
+            .args([
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "0",
+                "--model-path",
+                "/nonexistent/model",
+            ])
+            .env("SD_WORKER_ALLOW_UNAUTHENTICATED", value)
+            .env_remove("SD_WORKER_API_TOKEN")
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run sd-worker");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for yes in ["1", "true", "yes", "on"] {
+        let (code, stdout, stderr) = run(yes);
+        // Past the exposure rule it listens; the missing model then stops it.
+        assert!(
+            stdout.starts_with("sd-worker listening on http://0.0.0.0:"),
+            "{yes}: {stdout} {stderr}"
+        );
+        assert_eq!(code, Some(2), "{yes}: {stderr}");
+    }
+    for no in ["0", "false", "no", "off"] {
+        let (code, stdout, stderr) = run(no);
+        assert!(stdout.is_empty(), "{no}: {stdout}");
+        assert_ne!(code, Some(0), "{no}: {stderr}");
+        assert!(stderr.contains("--allow-unauthenticated"), "{no}: {stderr}");
+    }
+    let (code, stdout, stderr) = run("maybe");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("maybe"), "{stderr}");
+}

@@ -1,14 +1,16 @@
 //! `/v1/jobs`: submit, inspect, cancel, and fetch a result image.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
+use futures::StreamExt;
 use sd_worker_sdk::{self as sdk, ErrorCode, JobAccepted, JobSnapshot};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::HttpError;
 use super::AppState;
@@ -16,6 +18,7 @@ use crate::engine::job::Job;
 use crate::engine::queue::PushError;
 use crate::engine::registry::Lookup;
 use crate::engine::CancelOutcome;
+use crate::metrics::Metrics;
 use crate::validation::validate_body;
 
 /// Submits a job; follow it on `sse_url`.
@@ -23,17 +26,13 @@ use crate::validation::validate_body;
     (status = 202, body = sdk::JobAccepted), (status = 400, description = "Malformed JSON, a wrong type or an undecodable image", body = sdk::ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = sdk::ErrorBody),
     (status = 413, description = "Body or input image too large", body = sdk::ErrorBody),
     (status = 422, description = "A missing field or a value out of range", body = sdk::ErrorBody),
-    (status = 429, description = "Queue full; see Retry-After", body = sdk::ErrorBody),
+    (status = 429, description = "Queue full, or every input-image decoding slot taken; see Retry-After", body = sdk::ErrorBody),
     (status = 503, description = "Model loading or worker stopping", body = sdk::ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<(StatusCode, Json<JobAccepted>), HttpError> {
-    let result = match require_json(&headers) {
-        Ok(()) => accept(&state, body).await,
-        Err(e) => Err(e),
-    };
+    let result = accept(&state, req).await;
     if let Err(e) = &result {
         let reason = serde_json::to_value(e.error.code)
             .ok()
@@ -67,24 +66,41 @@ fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
     }
 }
 
+/// Admission, cheapest check first: what the headers and the worker's state
+/// decide (content type, loading or stopping, a full queue) before the body is
+/// read; then the body; then a decoding slot for a body with input images;
+/// then validation, which decodes them; the push checks the queue again (it
+/// may have filled meanwhile) and answers the same 429.
 async fn accept(
     state: &AppState,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<(StatusCode, Json<JobAccepted>), HttpError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            HttpError::new(
-                ErrorCode::PayloadTooLarge,
-                "the request body is larger than the worker accepts",
-            )
-        } else {
-            HttpError::new(ErrorCode::InvalidRequest, rejection.body_text())
-        }
-    })?;
-    state.ready_profile()?;
-    // Validation decodes input images: keep it off the async workers.
+    let (parts, body) = req.into_parts();
+    if let Err(e) = require_json(&parts.headers).and_then(|()| admit(state)) {
+        discard(body, state.max_body_bytes).await;
+        return Err(e);
+    }
+    let body = Bytes::from_request(Request::from_parts(parts, body), &())
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                HttpError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the request body is larger than the worker accepts",
+                )
+            } else {
+                HttpError::new(ErrorCode::InvalidRequest, rejection.body_text())
+            }
+        })?;
+    let slot = decode_slot(state, &body)?;
+    // Validation decodes input images: keep it off the async workers. The slot
+    // and the in-flight count go with it, so a client that hangs up does not
+    // free the slot while its images are still being decoded.
     let st = state.clone();
     let valid = tokio::task::spawn_blocking(move || {
+        let metrics = st.engine.metrics();
+        metrics.validations.inc();
+        let _in_flight = slot.map(|permit| InFlight::new(metrics, permit));
         validate_body(&body, st.ready_profile()?).map_err(HttpError::from)
     })
     .await
@@ -95,17 +111,7 @@ async fn accept(
         .engine
         .submit(id, valid.operation, valid.request, valid.preview_every)
         .map_err(|e| match e {
-            PushError::Full => {
-                let mut err = HttpError::new(
-                    ErrorCode::QueueFull,
-                    format!(
-                        "the queue is full ({} jobs waiting); retry later",
-                        state.engine.queue_capacity()
-                    ),
-                );
-                err.retry_after_secs = Some(retry_after_secs(state));
-                err
-            }
+            PushError::Full => queue_full(state),
             PushError::Closed => {
                 HttpError::new(ErrorCode::ShuttingDown, "the worker is shutting down")
             }
@@ -127,6 +133,103 @@ async fn accept(
             seed,
         }),
     ))
+}
+
+/// What is known without the body: the model is loading, the worker is
+/// stopping (503), or the queue is full (429).
+fn admit(state: &AppState) -> Result<(), HttpError> {
+    state.ready_profile()?;
+    if state.engine.queue_len() >= state.engine.queue_capacity() {
+        return Err(queue_full(state));
+    }
+    Ok(())
+}
+
+fn queue_full(state: &AppState) -> HttpError {
+    let mut err = HttpError::new(
+        ErrorCode::QueueFull,
+        format!(
+            "the queue is full ({} jobs waiting); retry later",
+            state.engine.queue_capacity()
+        ),
+    );
+    err.retry_after_secs = Some(retry_after_secs(state));
+    err
+}
+
+/// The longest a refused request's body is read (and dropped) for.
+const DISCARD_FOR: Duration = Duration::from_secs(2);
+
+/// Reads what the client is still sending of a refused request and drops it,
+/// at most `limit` bytes and for at most [`DISCARD_FOR`]: a client still
+/// writing its body then reads the refusal, where closing on unread data would
+/// reset the connection under it. Nothing is kept or parsed.
+async fn discard(body: Body, limit: usize) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(DISCARD_FOR, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > limit {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// A decoding slot for a body that may carry input images, or `None` for one
+/// that certainly carries none (its validation is cheap). All slots taken:
+/// 429 `queue_full` with `Retry-After: 1`.
+fn decode_slot(state: &AppState, body: &[u8]) -> Result<Option<OwnedSemaphorePermit>, HttpError> {
+    if !may_carry_images(body) {
+        return Ok(None);
+    }
+    state
+        .decode_slots
+        .clone()
+        .try_acquire_owned()
+        .map(Some)
+        .map_err(|_| {
+            let mut err = HttpError::new(
+                ErrorCode::QueueFull,
+                "the worker is decoding as many input images as it allows at once (--max-concurrent-decodes); retry shortly",
+            );
+            err.retry_after_secs = Some(1);
+            err
+        })
+}
+
+/// False only for a JSON object that certainly has no input image: its image
+/// fields (under any of their names, as the contract's [`sdk::ImageInput`]
+/// reads them) absent or null. A body this cannot read (not JSON, a field
+/// given twice, a wrong type) counts as having one.
+fn may_carry_images(body: &[u8]) -> bool {
+    serde_json::from_slice::<sdk::ImageInput>(body)
+        .map_or(true, |input| input.image.is_some() || input.mask.is_some())
+}
+
+/// Counts a validation with input images as in flight while it lives, and
+/// holds its decoding slot.
+struct InFlight<'a> {
+    metrics: &'a Metrics,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(metrics: &'a Metrics, permit: OwnedSemaphorePermit) -> Self {
+        metrics.image_validations_in_flight.inc();
+        Self {
+            metrics,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.metrics.image_validations_in_flight.dec();
+    }
 }
 
 /// A hint, not a promise: roughly one job's time per waiting job, at least 1 s.

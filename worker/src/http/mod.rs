@@ -32,16 +32,27 @@ pub struct Shared {
     pub profile: OnceLock<Profile>,
     /// Cleared when shutdown begins.
     pub accepting: AtomicBool,
+    /// One permit per validation of a body that carries input images, whose
+    /// decoding is the costly part: `--max-concurrent-decodes`.
+    pub decode_slots: Arc<tokio::sync::Semaphore>,
+    /// `--max-body-bytes`: also the most of a refused request's body that is
+    /// read (and dropped) before the answer.
+    pub max_body_bytes: usize,
 }
 
 pub type AppState = Arc<Shared>;
 
 impl Shared {
-    pub fn new(engine: Engine) -> AppState {
+    /// `max_concurrent_decodes` (at least 1) bounds the submissions whose
+    /// input images are decoded at the same time; `max_body_bytes` is the
+    /// largest body accepted, in bytes.
+    pub fn new(engine: Engine, max_body_bytes: usize, max_concurrent_decodes: usize) -> AppState {
         Arc::new(Self {
             engine,
             profile: OnceLock::new(),
             accepting: AtomicBool::new(true),
+            decode_slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_decodes.max(1))),
+            max_body_bytes,
         })
     }
 
