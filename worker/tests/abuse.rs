@@ -34,6 +34,7 @@ const STATUSES: [&str; 15] = [
 ];
 const OPERATIONS: usize = 3;
 const OUTCOMES: usize = 5;
+/// The contract's error codes (18 today), with room for two more.
 const ERROR_CODES: usize = 20;
 /// Lines of a histogram: its buckets, `+Inf`, `_sum` and `_count`.
 const fn histogram_lines(buckets: usize) -> usize {
