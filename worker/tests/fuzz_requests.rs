@@ -721,7 +721,8 @@ fn check_ok(body: &[u8], v: &Validated) -> Result<(), TestCaseError> {
     prop_assert!(!r.prompt.trim().is_empty());
     prop_assert!(r.prompt.chars().count() <= limits.max_prompt_chars as usize);
     prop_assert_eq!(Some(r.prompt.as_str()), sent["prompt"].as_str());
-    prop_assert!(r.negative_prompt.chars().count() <= limits.max_prompt_chars as usize);
+    let negative = r.negative_prompt.as_deref().unwrap_or_default();
+    prop_assert!(negative.chars().count() <= limits.max_prompt_chars as usize);
 
     prop_assert!((1..=limits.max_steps as usize).contains(&r.steps));
     let steps = sent
