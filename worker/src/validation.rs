@@ -390,8 +390,9 @@ fn init_image(
     }
     let mode = input.resize_mode.unwrap_or(ResizeMode::Stretch);
     let (w, h) = (req.width, req.height);
-    let transparent = images::has_transparency(&image);
-    let (resized, uncovered) = images::resize(&image.to_rgba8(), w, h, mode);
+    // The decoded input is consumed here, before the mask is decoded, so the
+    // two input-sized images are never alive at once.
+    let (resized, uncovered, transparent) = images::image_to_size(image, w, h, mode);
     let mask = if inpaint {
         let mask_img = match &input.mask {
             Some(b64) => Some(images::decode("mask", b64, profile.info.limits.max_input_pixels)?),
@@ -404,7 +405,7 @@ fn init_image(
                 .with_field("mask"))
             }
         };
-        let mask_img = mask_img.map(|m| images::mask_to_size(&m, w, h, mode));
+        let mask_img = mask_img.map(|m| images::mask_to_size(m, w, h, mode));
         Some(images::inpaint_mask(
             mask_img.as_ref(),
             &images::alpha_of(&resized),

@@ -1,10 +1,19 @@
 //! Input images of image-to-image and inpainting: base64 (with or without a
-//! `data:` URL prefix) -> decoded PNG/JPEG/WebP -> brought to the output size ->
-//! masks. Every failure names the request field it came from.
+//! `data:` URL prefix) -> decoded PNG/JPEG/WebP, turned upright by its EXIF
+//! orientation -> brought to the output size ([`resize`], whose buffers and
+//! work are bounded by the input and output sizes) -> masks. Every failure
+//! names the request field it came from.
+
+mod resize;
+
+pub use resize::resize;
 
 use base64::Engine as _;
-use image::imageops::{self, FilterType};
-use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, Luma, RgbImage, RgbaImage};
+use image::imageops;
+use image::{
+    DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, Luma, Rgb, RgbImage, Rgba,
+    RgbaImage,
+};
 use sd_worker_sdk::{ApiError, ErrorCode, ResizeMode};
 use std::io::Cursor;
 
@@ -19,7 +28,10 @@ pub struct InpaintMask {
 }
 
 /// Decodes a base64 image field, refusing anything over `max_pixels`
-/// before decoding it.
+/// before decoding it, and applies its EXIF orientation (JPEG APP1, PNG
+/// `eXIf`, WebP `EXIF`), as A1111 (`ImageOps.exif_transpose`) and diffusers'
+/// `load_image` do: a photo stored 64x32 with Orientation 6 comes back 32x64,
+/// upright. An unreadable EXIF block counts as no orientation.
 pub fn decode(field: &str, b64: &str, max_pixels: u64) -> Result<DynamicImage, ApiError> {
     let bad = |msg: String| ApiError::new(ErrorCode::InvalidImage, msg).with_field(field);
     let data = match b64.trim_start().strip_prefix("data:") {
@@ -57,56 +69,28 @@ pub fn decode(field: &str, b64: &str, max_pixels: u64) -> Result<DynamicImage, A
         )
         .with_field(field));
     }
-    ImageReader::new(Cursor::new(&bytes))
+    let undecodable = |e: image::ImageError| bad(format!("`{field}` cannot be decoded: {e}"));
+    let mut decoder = ImageReader::new(Cursor::new(&bytes))
         .with_guessed_format()
-        .and_then(|r| r.decode().map_err(std::io::Error::other))
-        .map_err(|e| bad(format!("`{field}` cannot be decoded: {e}")))
+        .map_err(|e| bad(format!("`{field}`: {e}")))?
+        .into_decoder()
+        .map_err(undecodable)?;
+    // The decoded buffer stays within the image crate's default allocation
+    // limit (512 MiB), as `ImageReader::decode` would check it.
+    image::Limits::default()
+        .reserve(decoder.total_bytes())
+        .map_err(undecodable)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(undecodable)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
-/// Brings `img` to exactly `width` x `height`. Also returns which output pixels
-/// came from no input pixel (the borders of `Fit`), 255 there.
-pub fn resize(
-    img: &RgbaImage,
-    width: u32,
-    height: u32,
-    mode: ResizeMode,
-) -> (RgbaImage, GrayImage) {
-    let (iw, ih) = img.dimensions();
-    let mut uncovered = GrayImage::new(width, height);
-    let out = match mode {
-        ResizeMode::Stretch => imageops::resize(img, width, height, FilterType::Lanczos3),
-        ResizeMode::Crop => {
-            let scale = f64::max(width as f64 / iw as f64, height as f64 / ih as f64);
-            let (sw, sh) = (
-                ((iw as f64 * scale).round() as u32).max(width),
-                ((ih as f64 * scale).round() as u32).max(height),
-            );
-            let scaled = imageops::resize(img, sw, sh, FilterType::Lanczos3);
-            imageops::crop_imm(&scaled, (sw - width) / 2, (sh - height) / 2, width, height)
-                .to_image()
-        }
-        ResizeMode::Fit => {
-            let scale = f64::min(width as f64 / iw as f64, height as f64 / ih as f64);
-            let (sw, sh) = (
-                ((iw as f64 * scale).round() as u32).clamp(1, width),
-                ((ih as f64 * scale).round() as u32).clamp(1, height),
-            );
-            let scaled = imageops::resize(img, sw, sh, FilterType::Lanczos3);
-            let mut canvas = RgbaImage::from_pixel(width, height, image::Rgba([0, 0, 0, 255]));
-            let (x, y) = ((width - sw) / 2, (height - sh) / 2);
-            imageops::replace(&mut canvas, &scaled, x as i64, y as i64);
-            for (px, py, p) in uncovered.enumerate_pixels_mut() {
-                let inside = px >= x && px < x + sw && py >= y && py < y + sh;
-                *p = Luma([if inside { 0 } else { 255 }]);
-            }
-            canvas
-        }
-    };
-    (out, uncovered)
-}
-
-/// The repaint mask at the output size: from the `mask` image (its luminance),
-/// or from the input's transparency when no mask was sent; binarised at 50%,
+/// The repaint mask at the output size: from the `mask` image (the grey
+/// image of [`mask_channel`]), or from the input's transparency (alpha below
+/// 128) when no mask was sent; binarised at 50% (128 and up repaints),
 /// plus the uncovered borders of `Fit`; feathered by `blur` pixels for pasting back.
 pub fn inpaint_mask(
     mask: Option<&GrayImage>,
@@ -135,26 +119,67 @@ pub fn inpaint_mask(
     InpaintMask { binary, blend }
 }
 
-/// Resizes a decoded mask image to the output size (same mode as the image).
-pub fn mask_to_size(mask: &DynamicImage, width: u32, height: u32, mode: ResizeMode) -> GrayImage {
-    let rgba = DynamicImage::ImageLuma8(mask.to_luma8()).to_rgba8();
-    let (resized, _) = resize(&rgba, width, height, mode);
-    DynamicImage::ImageRgba8(resized).to_luma8()
+/// The grey image a decoded mask stands for, at its own size, following
+/// A1111's `create_binary_mask`: a mask with an alpha channel that is not
+/// fully opaque is its alpha channel (an editor's transparent background
+/// keeps, opaque strokes of any colour repaint); any other mask is its
+/// luminance (white repaints). Consumes the mask so that at most one copy of
+/// it is alive besides the result.
+pub fn mask_channel(mask: DynamicImage) -> GrayImage {
+    let alpha = match &mask {
+        DynamicImage::ImageLumaA8(m) => Some(channel(m.as_raw(), 2, 1, m.dimensions())),
+        DynamicImage::ImageRgba8(m) => Some(channel(m.as_raw(), 4, 3, m.dimensions())),
+        m if m.color().has_alpha() => {
+            let m = m.to_rgba8();
+            Some(channel(m.as_raw(), 4, 3, m.dimensions()))
+        }
+        _ => None,
+    };
+    match alpha {
+        Some(a) if a.pixels().any(|p| p[0] < 255) => a,
+        _ => mask.into_luma8(),
+    }
 }
 
-/// Whether any pixel is transparent.
-pub fn has_transparency(img: &DynamicImage) -> bool {
-    img.color().has_alpha() && img.to_rgba8().pixels().any(|p| p[3] < 255)
+/// Channel `k` of interleaved 8-bit pixels of `n` channels.
+fn channel(raw: &[u8], n: usize, k: usize, (w, h): (u32, u32)) -> GrayImage {
+    let data = raw.chunks_exact(n).map(|p| p[k]).collect();
+    GrayImage::from_raw(w, h, data).expect("one byte a pixel")
 }
 
+/// Brings a decoded mask to the output size (same mode as the image): its
+/// [`mask_channel`], resized as a grey image.
+pub fn mask_to_size(mask: DynamicImage, width: u32, height: u32, mode: ResizeMode) -> GrayImage {
+    resize(&mask_channel(mask), width, height, mode, Luma([0])).0
+}
+
+/// Brings a decoded input image to the output size as RGBA (the borders of
+/// `Fit` opaque black); also returns the uncovered mask of [`resize`] and
+/// whether any input pixel was transparent. Consumes the image, so the
+/// decoded input and its RGBA copy are the only input-sized buffers.
+pub fn image_to_size(
+    image: DynamicImage,
+    width: u32,
+    height: u32,
+    mode: ResizeMode,
+) -> (RgbaImage, GrayImage, bool) {
+    let rgba = image.into_rgba8();
+    let transparent = rgba.pixels().any(|p| p[3] < 255);
+    let (out, uncovered) = resize(&rgba, width, height, mode, Rgba([0, 0, 0, 255]));
+    (out, uncovered, transparent)
+}
+
+/// The alpha channel of an RGBA image.
 pub fn alpha_of(img: &RgbaImage) -> GrayImage {
-    GrayImage::from_fn(img.width(), img.height(), |x, y| {
-        Luma([img.get_pixel(x, y)[3]])
-    })
+    channel(img.as_raw(), 4, 3, img.dimensions())
 }
 
+/// The colour channels of an RGBA image (alpha dropped, not composited).
 pub fn rgb_of(img: &RgbaImage) -> RgbImage {
-    DynamicImage::ImageRgba8(img.clone()).to_rgb8()
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        let p = img.get_pixel(x, y);
+        Rgb([p[0], p[1], p[2]])
+    })
 }
 
 /// `base + (generated - base) * weight` per pixel, with 0 keeping `base` exactly.
@@ -213,18 +238,38 @@ mod tests {
     }
 
     #[test]
-    fn resize_modes_keep_or_fill_the_frame() {
-        let img = RgbaImage::from_pixel(40, 20, image::Rgba([200, 10, 10, 255]));
-        for mode in [ResizeMode::Stretch, ResizeMode::Crop, ResizeMode::Fit] {
-            let (out, _) = resize(&img, 32, 32, mode);
-            assert_eq!(out.dimensions(), (32, 32), "{mode:?}");
-        }
-        let (fit, uncovered) = resize(&img, 32, 32, ResizeMode::Fit);
-        // 40x20 fit into 32x32 -> 32x16 centred: rows 0..8 and 24..32 are border.
-        assert_eq!(uncovered.get_pixel(0, 0)[0], 255);
-        assert_eq!(uncovered.get_pixel(16, 16)[0], 0);
-        assert_eq!(fit.get_pixel(16, 16)[0], 200);
-        assert_eq!(fit.get_pixel(16, 2)[0], 0);
+    fn masks_use_a_non_opaque_alpha_channel_else_their_luminance() {
+        // Transparent background, opaque black stroke: the alpha is the mask.
+        let stroke = RgbaImage::from_raw(2, 1, vec![0, 0, 0, 0, 0, 0, 0, 255]).unwrap();
+        let m = mask_channel(DynamicImage::ImageRgba8(stroke));
+        assert_eq!(m.into_raw(), vec![0, 255]);
+        let la = image::GrayAlphaImage::from_raw(2, 1, vec![255, 0, 0, 200]).unwrap();
+        assert_eq!(
+            mask_channel(DynamicImage::ImageLumaA8(la)).into_raw(),
+            vec![0, 200]
+        );
+        // Fully opaque alpha (or none): luminance, white repaints.
+        let opaque = RgbaImage::from_raw(2, 1, vec![255, 255, 255, 255, 0, 0, 0, 255]).unwrap();
+        assert_eq!(
+            mask_channel(DynamicImage::ImageRgba8(opaque)).into_raw(),
+            vec![255, 0]
+        );
+        let rgb = RgbImage::from_raw(2, 1, vec![0, 0, 0, 255, 255, 255]).unwrap();
+        assert_eq!(
+            mask_channel(DynamicImage::ImageRgb8(rgb)).into_raw(),
+            vec![0, 255]
+        );
+        // 16-bit RGBA goes through the same rule.
+        let deep = image::ImageBuffer::<image::Rgba<u16>, _>::from_raw(
+            2,
+            1,
+            vec![0, 0, 0, 0, 0, 0, 0, 65535],
+        )
+        .unwrap();
+        assert_eq!(
+            mask_channel(DynamicImage::ImageRgba16(deep)).into_raw(),
+            vec![0, 255]
+        );
     }
 
     #[test]
