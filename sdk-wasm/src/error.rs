@@ -29,11 +29,15 @@ pub struct ApiError {
 pub enum ErrorCode {
     /// The body is not JSON, or not a JSON object.
     InvalidJson,
-    /// A field has the wrong type or an unknown operation was named.
+    /// The request cannot be read as the API defines it: a field given under
+    /// two of its names, a path or query parameter or a header that does not
+    /// parse (`field` names it), a method a route does not take.
     InvalidRequest,
     /// A required field is missing.
     MissingField,
-    /// A field has a value outside what the model or the worker accepts.
+    /// A field has a value outside what the model or the worker accepts: out
+    /// of range, of the wrong type, a fraction in an integer field, an unknown
+    /// name.
     InvalidValue,
     /// An image field is not base64 of a PNG, JPEG or WebP image.
     InvalidImage,

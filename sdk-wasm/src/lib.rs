@@ -14,6 +14,7 @@ pub mod events;
 pub mod hive;
 pub mod info;
 pub mod job;
+pub mod numbers;
 pub mod request;
 pub mod retry;
 pub mod sse;

@@ -107,7 +107,11 @@ pub struct ImageInput {
     pub strength: Option<f64>,
     /// Inpainting: feather the seam over this many pixels (0 by default: the
     /// pixels outside the mask come back exactly as they were).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mask_blur: Option<u32>,
     /// How the input is brought to the output size (`stretch` by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,7 +134,9 @@ pub enum ResizeMode {
 }
 
 /// Parameters common to every operation. Absent fields take the loaded model's
-/// defaults (see `GET /v1/info`).
+/// defaults (see `GET /v1/info`); a field set to `null` is absent. Integer
+/// fields accept any JSON number without a fractional part (`4`, `4.0`, `1e2`,
+/// see [`crate::numbers`]).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
@@ -138,24 +144,57 @@ pub struct GenerationParams {
     pub prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negative_prompt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub steps: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance_scale: Option<f64>,
-    /// 0..=MAX_SEED; random when absent. Image `i` of a job uses `seed + i`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 0..=MAX_SEED; random when absent or negative (AUTOMATIC1111 sends `-1`
+    /// for "random"). Image `i` of a job uses `seed + i`.
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_seed",
+        skip_serializing_if = "Option::is_none"
+    )]
+    // Negative seeds are accepted (as "random"): the schema must not say `minimum: 0`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
     pub seed: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub width: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub height: Option<u32>,
-    /// Scheduler name, one of `GET /v1/info`'s `schedulers`.
+    /// Scheduler, one of `GET /v1/info`'s `schedulers`, by its wire name
+    /// ([`crate::SchedulerName`]) or any other spelling of [`crate::SCHEDULERS`],
+    /// case-insensitively: label or AUTOMATIC1111 sampler name (`"Euler a"`,
+    /// `"DPM++ 2M Karras"`). "Euler" is `flow_euler` on a flow-matching model.
+    /// Kept as sent: the worker resolves it against the loaded model. TypeScript
+    /// types it as the union of wire names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(target_arch = "wasm32", tsify(type = "SchedulerName"))]
     pub scheduler: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub num_images: Option<u32>,
     /// Send a `preview` event every N steps (0 or absent: no previews).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub preview_every: Option<u32>,
     /// Output format of the final images (PNG by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -224,6 +263,29 @@ mod tests {
         assert_eq!(t.operation(), Operation::ImageTransform);
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(v["image"], "CCC");
+    }
+
+    #[test]
+    fn integer_fields_take_integral_floats_and_negative_seeds_mean_random() {
+        let r: JobRequest = serde_json::from_str(
+            r#"{"operation":"image_inpaint","prompt":"p","steps":4.0,"width":1e2,"height":64.0,"num_images":2.0,"preview_every":1.0,"mask_blur":3.0,"seed":-1}"#,
+        )
+        .unwrap();
+        let p = r.params();
+        assert_eq!(
+            (p.steps, p.width, p.height, p.num_images, p.preview_every),
+            (Some(4), Some(100), Some(64), Some(2), Some(1))
+        );
+        assert_eq!(p.seed, None);
+        let JobRequest::ImageInpaint(r) = r else {
+            panic!("wrong variant")
+        };
+        assert_eq!(r.input.mask_blur, Some(3));
+        let e = serde_json::from_str::<JobRequest>(
+            r#"{"operation":"image_generation","prompt":"p","steps":4.5}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("whole number"), "{e}");
     }
 
     #[test]

@@ -80,6 +80,9 @@ fn parse(body: &[u8]) -> Result<(Operation, GenerationParams, ImageInput), ApiEr
             "the body must be a JSON object",
         ));
     };
+    // A field set to `null` is an absent field, whatever the field: a required
+    // one is then missing, an optional one takes its default.
+    map.retain(|_, v| !v.is_null());
     let valid = Operation::ALL
         .iter()
         .map(|o| o.as_str())
@@ -105,7 +108,7 @@ fn parse(body: &[u8]) -> Result<(Operation, GenerationParams, ImageInput), ApiEr
             })?,
         Some(_) => {
             return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
+                ErrorCode::InvalidValue,
                 format!("`operation` must be a string, one of: {valid}"),
             )
             .with_field("operation"))
@@ -119,6 +122,11 @@ fn parse(body: &[u8]) -> Result<(Operation, GenerationParams, ImageInput), ApiEr
     Ok((operation, params, input))
 }
 
+/// Reads the contract type `T` from the body's object. A missing required
+/// field is `missing_field`; a field given under two of its names
+/// `invalid_request`; any other refusal (a wrong type, a fraction or a
+/// number out of range in an integer field, an unknown enum value) is
+/// `invalid_value`: each names the field.
 fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -133,7 +141,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
             )
             .with_field(field)
         } else {
-            ApiError::new(ErrorCode::InvalidRequest, format!("`{path}`: {inner}")).with_field(path)
+            ApiError::new(ErrorCode::InvalidValue, format!("`{path}`: {inner}")).with_field(path)
         }
     })
 }

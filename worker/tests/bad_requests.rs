@@ -44,8 +44,8 @@ async fn bad_requests_get_their_status_code_and_field() {
         ),
         (
             with("operation", json!(7)),
-            400,
-            "invalid_request",
+            422,
+            "invalid_value",
             Some("operation"),
         ),
         (without("prompt"), 422, "missing_field", Some("prompt")),
@@ -57,8 +57,8 @@ async fn bad_requests_get_their_status_code_and_field() {
         ),
         (
             with("prompt", json!(42)),
-            400,
-            "invalid_request",
+            422,
+            "invalid_value",
             Some("prompt"),
         ),
         (
@@ -76,14 +76,14 @@ async fn bad_requests_get_their_status_code_and_field() {
         ),
         (
             with("steps", json!(-3)),
-            400,
-            "invalid_request",
+            422,
+            "invalid_value",
             Some("steps"),
         ),
         (
             with("steps", json!("ten")),
-            400,
-            "invalid_request",
+            422,
+            "invalid_value",
             Some("steps"),
         ),
         (
@@ -129,12 +129,7 @@ async fn bad_requests_get_their_status_code_and_field() {
             "invalid_value",
             Some("seed"),
         ),
-        (
-            with("seed", json!(1.5)),
-            400,
-            "invalid_request",
-            Some("seed"),
-        ),
+        (with("seed", json!(1.5)), 422, "invalid_value", Some("seed")),
         // Image i uses seed + i, which must stay within 2^53 - 1 too.
         (
             {
@@ -180,14 +175,14 @@ async fn bad_requests_get_their_status_code_and_field() {
         ),
         (
             with("output_format", json!("gif")),
-            400,
-            "invalid_request",
+            422,
+            "invalid_value",
             Some("output_format"),
         ),
         (
             with("negative_prompt", json!(["a"])),
-            400,
-            "invalid_request",
+            422,
+            "invalid_value",
             Some("negative_prompt"),
         ),
     ];

@@ -703,6 +703,16 @@ fn check_error(e: &ApiError) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A JSON number as an integer field reads it: any number without a
+/// fractional part (`4`, `4.0`, `1e2`), as JSON has one number type.
+fn whole(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
+            .map(|f| f as u64)
+    })
+}
+
 /// An accepted request obeys every limit and reflects what was sent.
 fn check_ok(body: &[u8], v: &Validated) -> Result<(), TestCaseError> {
     let p = profile();
@@ -727,7 +737,7 @@ fn check_ok(body: &[u8], v: &Validated) -> Result<(), TestCaseError> {
     prop_assert!((1..=limits.max_steps as usize).contains(&r.steps));
     let steps = sent
         .get("steps")
-        .map_or(Some(u64::from(defaults.steps)), Value::as_u64);
+        .map_or(Some(u64::from(defaults.steps)), whole);
     prop_assert_eq!(Some(r.steps as u64), steps);
 
     prop_assert!(r.guidance_scale.is_finite());
@@ -740,15 +750,19 @@ fn check_ok(body: &[u8], v: &Validated) -> Result<(), TestCaseError> {
     prop_assert_eq!(Some(r.guidance_scale), guidance);
 
     prop_assert!(r.seed <= limits.max_seed && r.seed <= MAX_SEED);
-    if let Some(seed) = sent.get("seed") {
-        prop_assert_eq!(Some(r.seed), seed.as_u64());
+    // A negative seed (AUTOMATIC1111's -1) is a random one, as an absent seed.
+    if let Some(seed) = sent
+        .get("seed")
+        .filter(|s| s.as_f64().is_some_and(|s| s >= 0.0))
+    {
+        prop_assert_eq!(Some(r.seed), whole(seed));
     } else {
         // A random seed leaves room for `seed + i` of every image.
         prop_assert!(r.seed + (r.num_images as u64 - 1) <= MAX_SEED);
     }
 
     prop_assert!((1..=limits.max_images as usize).contains(&r.num_images));
-    let n = sent.get("num_images").map_or(Some(1), Value::as_u64);
+    let n = sent.get("num_images").map_or(Some(1), whole);
     prop_assert_eq!(Some(r.num_images as u64), n);
 
     for (name, side) in [("width", r.width), ("height", r.height)] {
@@ -758,14 +772,14 @@ fn check_ok(body: &[u8], v: &Validated) -> Result<(), TestCaseError> {
             "{name} {side}"
         );
         if let Some(given) = sent.get(name) {
-            prop_assert_eq!(Some(u64::from(side)), given.as_u64());
+            prop_assert_eq!(Some(u64::from(side)), whole(given));
         } else if v.operation == Operation::ImageGeneration {
             prop_assert_eq!(side, 64);
         }
     }
     prop_assert!(u64::from(r.width) * u64::from(r.height) <= limits.max_pixels);
 
-    let preview = sent.get("preview_every").map_or(Some(0), Value::as_u64);
+    let preview = sent.get("preview_every").map_or(Some(0), whole);
     prop_assert_eq!(Some(u64::from(v.preview_every)), preview);
     match sent.get("scheduler").and_then(Value::as_str) {
         Some(name) => prop_assert_eq!(Some(r.scheduler), SchedulerKind::from_name(name)),
@@ -798,7 +812,7 @@ fn check_ok(body: &[u8], v: &Validated) -> Result<(), TestCaseError> {
                 .map_or(Some(if inpaint { 1.0 } else { 0.8 }), Value::as_f64);
             prop_assert_eq!(Some(init.strength), strength);
             if let Some(blur) = sent.get("mask_blur") {
-                prop_assert!(blur.as_u64().is_some_and(|b| b <= 64));
+                prop_assert!(whole(blur).is_some_and(|b| b <= 64));
             }
             if inpaint {
                 let mask = init.mask.as_ref().expect("inpainting carries a mask");

@@ -318,8 +318,8 @@ async fn bad_image_inputs_get_their_status_and_field() {
         ),
         (
             t(json!({"image": png, "resize_mode": "squash"})),
-            400,
-            "invalid_request",
+            422,
+            "invalid_value",
             "resize_mode",
         ),
         (
@@ -328,7 +328,7 @@ async fn bad_image_inputs_get_their_status_and_field() {
             "invalid_request",
             "image",
         ),
-        (t(json!({"image": 17})), 400, "invalid_request", "image"),
+        (t(json!({"image": 17})), 422, "invalid_value", "image"),
         (i(json!({"image": png})), 422, "missing_field", "mask"),
         (
             i(json!({"image": png, "mask": "###"})),

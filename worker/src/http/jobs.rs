@@ -1,7 +1,7 @@
 //! `/v1/jobs`: submit, inspect, cancel, and fetch a result image.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::HttpError;
+use super::extract::ApiPath;
 use super::AppState;
 use crate::engine::job::Job;
 use crate::engine::queue::PushError;
@@ -253,20 +254,20 @@ pub fn find(state: &AppState, id: &str) -> Result<Arc<Job>, HttpError> {
 
 /// A snapshot of the job.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id, `job-…`")), responses(
-    (status = 200, body = sdk::JobSnapshot), (status = 404, body = sdk::ErrorBody), (status = 410, description = "Expired", body = sdk::ErrorBody)))]
+    (status = 200, body = sdk::JobSnapshot), (status = 400, description = "The id is not valid UTF-8", body = sdk::ErrorBody), (status = 404, body = sdk::ErrorBody), (status = 410, description = "Expired", body = sdk::ErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobSnapshot>, HttpError> {
     Ok(Json(find(&state, &id)?.snapshot()))
 }
 
 /// Cancels the job: a queued job leaves the queue, a running job stops at its next step.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id, `job-…`")), responses(
-    (status = 200, body = sdk::JobSnapshot), (status = 404, body = sdk::ErrorBody), (status = 409, description = "Already ended", body = sdk::ErrorBody)))]
+    (status = 200, body = sdk::JobSnapshot), (status = 400, description = "The id is not valid UTF-8", body = sdk::ErrorBody), (status = 404, body = sdk::ErrorBody), (status = 409, description = "Already ended", body = sdk::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobSnapshot>, HttpError> {
     let job = find(&state, &id)?;
     match state.engine.cancel(&job) {
@@ -281,14 +282,22 @@ pub async fn cancel(
     }
 }
 
+/// The parameters of `/v1/jobs/{id}/images/{index}`, by name so a refusal names them.
+#[derive(serde::Deserialize)]
+pub struct ImagePath {
+    id: String,
+    index: usize,
+}
+
 /// One result image as a file, for clients that prefer bytes over base64.
 #[utoipa::path(get, path = "/v1/jobs/{id}/images/{index}", tag = "jobs",
     params(("id" = String, Path, description = "Job id"), ("index" = usize, Path, description = "Image index, from 0")), responses(
-    (status = 200, description = "The image", content_type = "image/png"), (status = 404, body = sdk::ErrorBody),
+    (status = 200, description = "The image", content_type = "image/png"),
+    (status = 400, description = "`index` is not a whole number from 0", body = sdk::ErrorBody), (status = 404, body = sdk::ErrorBody),
     (status = 409, description = "The job has no images", body = sdk::ErrorBody)))]
 pub async fn image(
     State(state): State<AppState>,
-    Path((id, index)): Path<(String, usize)>,
+    ApiPath(ImagePath { id, index }): ApiPath<ImagePath>,
 ) -> Result<Response, HttpError> {
     let job = find(&state, &id)?;
     let images = job.result_images().ok_or_else(|| {

@@ -4,9 +4,11 @@
 //! number of readers see the same events, a reconnecting reader resumes after
 //! `Last-Event-ID` (header, or `?last_event_id=` for clients that cannot set
 //! headers), and a reader arriving after the end gets the whole story. Closing
-//! a stream never touches the job.
+//! a stream never touches the job. Both forms of the event id follow one rule
+//! ([`EventId`]); one that does not follow it is a 400 naming it, never a
+//! silent replay from the start.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
@@ -15,39 +17,88 @@ use sd_worker_sdk::{self as sdk, StreamEvent, DONE_SENTINEL};
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
 use super::error::HttpError;
+use super::extract::{quote, ApiPath, ApiQuery};
 use super::jobs::find;
 use super::AppState;
 use crate::engine::job::Job;
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
-    last_event_id: Option<usize>,
+    last_event_id: Option<EventId>,
+}
+
+/// The id of a stream event to resume after, from `Last-Event-ID` or
+/// `?last_event_id=`: decimal digits only (`0` replays everything), at most
+/// `usize::MAX`. Empty, signed, fractional or other text is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventId(pub usize);
+
+impl FromStr for EventId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "must be an event id (decimal digits, 0 for the whole history), not `{}`",
+                quote(s)
+            ));
+        }
+        s.parse()
+            .map(EventId)
+            .map_err(|_| format!("`{}` is larger than any event id", quote(s)))
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The `Last-Event-ID` header, read by the same rule as the query parameter.
+fn header_event_id(headers: &HeaderMap) -> Result<Option<EventId>, HttpError> {
+    const FIELD: &str = "Last-Event-ID";
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let refuse = |why: String| {
+        HttpError::from(
+            sdk::ApiError::new(sdk::ErrorCode::InvalidRequest, format!("`{FIELD}` {why}"))
+                .with_field(FIELD),
+        )
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| refuse("must be an event id (decimal digits), not binary data".into()))?;
+    text.parse().map(Some).map_err(refuse)
 }
 
 /// The job's events as Server-Sent Events: unnamed `data:` JSON objects with `id:` sequence numbers, then `data: [DONE]`.
 /// Send `Last-Event-ID` (or `?last_event_id=`) to resume after an event.
 #[utoipa::path(get, path = "/v1/jobs/{id}/stream", tag = "jobs",
-    params(("id" = String, Path, description = "Job id"), ("last_event_id" = Option<usize>, Query, description = "Resume after this event id")),
+    params(("id" = String, Path, description = "Job id"),
+           ("last_event_id" = Option<String>, Query, description = "Resume after this event id (decimal digits)", pattern = "^[0-9]+$"),
+           ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "Resume after this event id (decimal digits); wins over the query parameter", pattern = "^[0-9]+$")),
     responses((status = 200, description = "text/event-stream of StreamEvent", content_type = "text/event-stream", body = sdk::StreamEvent),
+              (status = 400, description = "`Last-Event-ID` or `last_event_id` is not an event id", body = sdk::ErrorBody),
               (status = 404, body = sdk::ErrorBody), (status = 410, body = sdk::ErrorBody)))]
 pub async fn stream(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<StreamQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, HttpError> {
+    // Both forms are checked before the job is looked up, whichever is used.
+    let header = header_event_id(&headers)?;
     let job = find(&state, &id)?;
-    let after = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .or(query.last_event_id)
-        .unwrap_or(0);
+    let after = header.or(query.last_event_id).map_or(0, |EventId(n)| n);
     let sse =
         Sse::new(events(job, after)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
     Ok((
