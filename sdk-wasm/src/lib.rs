@@ -17,6 +17,7 @@ pub mod job;
 pub mod numbers;
 pub mod request;
 pub mod retry;
+pub mod schedulers;
 pub mod sse;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
@@ -30,3 +31,4 @@ pub use request::{
     GenerationParams, ImageFormat, ImageInput, ImageRequest, JobRequest, Operation, ResizeMode,
     TextToImageRequest, MAX_SEED,
 };
+pub use schedulers::{SchedulerName, SchedulerSpec, SCHEDULERS};

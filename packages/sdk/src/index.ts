@@ -1,8 +1,9 @@
 // @sd-worker/sdk: a typed client of the sd-worker job API.
 //
 // The contract types (JobRequest, StreamEvent, WorkerInfo, GeneratedImage,
-// ErrorCode, ...) are generated from the worker's Rust types by tsify and
-// re-exported here unchanged.
+// ErrorCode, SchedulerName, ...) are generated from the worker's Rust types by
+// tsify and re-exported here unchanged; the scheduler table is generated from
+// the same crate (scheduler-table.ts).
 
 export type * from '../wasm/sd_worker_sdk.js';
 export { Client, createClient } from './client.js';
@@ -11,6 +12,15 @@ export { SdError, isSdError, toSdError } from './errors.js';
 export type { SdErrorCode, SdErrorInit } from './errors.js';
 export { imageDataUrl, imageMime } from './images.js';
 export { initWasm } from './wasm.js';
+export {
+  SCHEDULERS,
+  SCHEDULER_SPELLINGS,
+  isSchedulerName,
+  parseScheduler,
+  schedulerFromA1111,
+  schedulerLabel,
+  schedulerSpec,
+} from './schedulers.js';
 
 /** Largest seed the worker accepts: 2^53 - 1, `Number.MAX_SAFE_INTEGER`, so seeds are exact JS numbers. */
 export const MAX_SEED = Number.MAX_SAFE_INTEGER;
