@@ -24,9 +24,9 @@ use crate::validation::validate_body;
 
 /// Submits a job; follow it on `sse_url`.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = sdk::JobRequest, responses(
-    (status = 202, body = sdk::JobAccepted), (status = 400, description = "Malformed JSON, a wrong type or an undecodable image", body = sdk::ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = sdk::ErrorBody),
+    (status = 202, body = sdk::JobAccepted), (status = 400, description = "Not a JSON object, a field given under two of its names, or an undecodable image", body = sdk::ErrorBody), (status = 401, description = "Missing or wrong bearer token", body = sdk::ErrorBody),
     (status = 413, description = "Body or input image too large", body = sdk::ErrorBody),
-    (status = 422, description = "A missing field or a value out of range", body = sdk::ErrorBody),
+    (status = 422, description = "A missing field, or a value a field cannot take (wrong type, fraction in an integer field, out of range, unknown name)", body = sdk::ErrorBody),
     (status = 429, description = "Queue full, or every input-image decoding slot taken; see Retry-After", body = sdk::ErrorBody),
     (status = 503, description = "Model loading or worker stopping", body = sdk::ErrorBody)))]
 pub async fn submit(
