@@ -282,26 +282,30 @@ fn validate_params(
     let scheduler = match &p.scheduler {
         None => profile.default_scheduler,
         Some(name) => {
-            let kind = SchedulerKind::from_name(name).ok_or_else(|| {
-                invalid(
+            // Any spelling of the contract's table (wire name, label, A1111
+            // name), which may name one scheduler per family ("Euler").
+            let mut named = SchedulerKind::candidates(name).peekable();
+            if named.peek().is_none() {
+                return Err(invalid(
                     "scheduler",
                     format!(
                         "unknown scheduler `{name}`; one of: {}",
                         info.schedulers.join(", ")
                     ),
-                )
-            })?;
-            // Known but not for this model (flow_euler on a diffusion model, or the reverse).
-            if !info.schedulers.iter().any(|s| s == kind.name()) {
-                return Err(invalid(
-                    "scheduler",
-                    format!(
-                        "scheduler `{name}` does not apply to this model; one of: {}",
-                        info.schedulers.join(", ")
-                    ),
                 ));
             }
-            kind
+            // Known but not for this model (flow_euler on a diffusion model, or the reverse).
+            named
+                .find(|kind| info.schedulers.iter().any(|s| s == kind.name()))
+                .ok_or_else(|| {
+                    invalid(
+                        "scheduler",
+                        format!(
+                            "scheduler `{name}` does not apply to this model; one of: {}",
+                            info.schedulers.join(", ")
+                        ),
+                    )
+                })?
         }
     };
     if scheduler == SchedulerKind::Lcm && steps > profile.lcm_max_steps {

@@ -276,7 +276,7 @@ fn encode_images(
                     prompt: &req.prompt,
                     negative_prompt: req.negative_prompt.as_deref().unwrap_or_default(),
                     steps: req.steps,
-                    sampler: req.scheduler.a1111_name(),
+                    scheduler: req.scheduler,
                     guidance_scale: req.guidance_scale,
                     seed,
                     width: w,

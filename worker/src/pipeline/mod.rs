@@ -103,22 +103,3 @@ pub enum Outcome {
     },
     Cancelled,
 }
-
-impl SchedulerKind {
-    /// The sampler's name as AUTOMATIC1111 writes it into image metadata.
-    pub fn a1111_name(self) -> &'static str {
-        match self {
-            SchedulerKind::Ddim => "DDIM",
-            SchedulerKind::Euler => "Euler",
-            SchedulerKind::EulerAncestral => "Euler a",
-            SchedulerKind::Ddpm => "DDPM",
-            SchedulerKind::DpmPp2m => "DPM++ 2M",
-            SchedulerKind::DpmPp2mKarras => "DPM++ 2M Karras",
-            SchedulerKind::UniPc => "UniPC",
-            SchedulerKind::Lcm => "LCM",
-            // Forge and ComfyUI call SD 3's sampler plain "Euler"; the worker's
-            // name keeps it apart from the diffusion-model Euler.
-            SchedulerKind::FlowEuler => "Flow Euler",
-        }
-    }
-}

@@ -31,6 +31,7 @@ mod unipc;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Result as CandleResult, Tensor};
+use sd_worker_sdk::SchedulerName;
 
 pub use config::SchedulerConfig;
 
@@ -41,73 +42,100 @@ pub trait NoiseSource {
     fn sample_like(&mut self, like: &Tensor) -> CandleResult<Tensor>;
 }
 
-/// The schedulers this build implements.
+/// The schedulers this build implements: one per [`SchedulerName`] of the
+/// contract, whose table (`sd_worker_sdk::schedulers`) gives each its wire name,
+/// label, AUTOMATIC1111 name and family. Variant docs say what runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
-    /// Wire name "ddim".
+    /// DDIM, deterministic (eta 0).
     Ddim,
-    /// Wire name "ddpm" (ancestral, stochastic).
+    /// DDPM (ancestral, stochastic).
     Ddpm,
-    /// Wire name "euler".
+    /// Euler (diffusers' EulerDiscreteScheduler).
     Euler,
-    /// Wire name "euler_a".
+    /// Euler ancestral.
     EulerAncestral,
-    /// Wire name "dpmpp_2m": DPM-Solver++ (2M), multistep, second order.
+    /// DPM-Solver++ (2M), multistep, second order.
     DpmPp2m,
-    /// Wire name "dpmpp_2m_karras": DPM++ 2M on Karras et al.'s sigmas (rho 7).
+    /// DPM++ 2M on Karras et al.'s sigmas (rho 7).
     DpmPp2mKarras,
-    /// Wire name "unipc": UniPC (bh2), second order, predictor-corrector.
+    /// UniPC (bh2), second order, predictor-corrector.
     UniPc,
-    /// Wire name "lcm": latent consistency models (LCM, LCM-LoRA), 1-8 steps.
+    /// Latent consistency models (LCM, LCM-LoRA), 1-8 steps.
     Lcm,
-    /// Wire name "flow_euler": Euler on a flow-matching model's velocity (SD 3).
+    /// Euler on a flow-matching model's velocity (SD 3).
     /// The only kind valid for flow-matching models, and invalid for the others.
     FlowEuler,
 }
 
 impl SchedulerKind {
-    pub const ALL: [SchedulerKind; 9] = [
-        SchedulerKind::Ddim,
-        SchedulerKind::Ddpm,
-        SchedulerKind::Euler,
-        SchedulerKind::EulerAncestral,
-        SchedulerKind::DpmPp2m,
-        SchedulerKind::DpmPp2mKarras,
-        SchedulerKind::UniPc,
-        SchedulerKind::Lcm,
-        SchedulerKind::FlowEuler,
-    ];
+    /// Every kind, in the contract's order (that of `/v1/info`).
+    pub const ALL: [SchedulerKind; SchedulerName::COUNT] = {
+        let mut all = [SchedulerKind::Ddim; SchedulerName::COUNT];
+        let mut i = 0;
+        while i < SchedulerName::COUNT {
+            all[i] = Self::from_wire(SchedulerName::ALL[i]);
+            i += 1;
+        }
+        all
+    };
 
-    /// The wire name (request `scheduler` field, `/v1/info`).
-    pub fn name(self) -> &'static str {
+    /// The contract's name of this kind.
+    pub const fn wire(self) -> SchedulerName {
         match self {
-            SchedulerKind::Ddim => "ddim",
-            SchedulerKind::Ddpm => "ddpm",
-            SchedulerKind::Euler => "euler",
-            SchedulerKind::EulerAncestral => "euler_a",
-            SchedulerKind::DpmPp2m => "dpmpp_2m",
-            SchedulerKind::DpmPp2mKarras => "dpmpp_2m_karras",
-            SchedulerKind::UniPc => "unipc",
-            SchedulerKind::Lcm => "lcm",
-            SchedulerKind::FlowEuler => "flow_euler",
+            SchedulerKind::Ddim => SchedulerName::Ddim,
+            SchedulerKind::Ddpm => SchedulerName::Ddpm,
+            SchedulerKind::Euler => SchedulerName::Euler,
+            SchedulerKind::EulerAncestral => SchedulerName::EulerAncestral,
+            SchedulerKind::DpmPp2m => SchedulerName::DpmPp2m,
+            SchedulerKind::DpmPp2mKarras => SchedulerName::DpmPp2mKarras,
+            SchedulerKind::UniPc => SchedulerName::UniPc,
+            SchedulerKind::Lcm => SchedulerName::Lcm,
+            SchedulerKind::FlowEuler => SchedulerName::FlowEuler,
         }
     }
 
-    /// Parses a wire name, case-insensitively; "euler_ancestral" is an alias of
-    /// "euler_a", "dpm++_2m" (and "_karras") of "dpmpp_2m", "uni_pc" of "unipc".
-    pub fn from_name(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "ddim" => Some(SchedulerKind::Ddim),
-            "ddpm" => Some(SchedulerKind::Ddpm),
-            "euler" => Some(SchedulerKind::Euler),
-            "euler_a" | "euler_ancestral" => Some(SchedulerKind::EulerAncestral),
-            "dpmpp_2m" | "dpm++_2m" => Some(SchedulerKind::DpmPp2m),
-            "dpmpp_2m_karras" | "dpm++_2m_karras" => Some(SchedulerKind::DpmPp2mKarras),
-            "unipc" | "uni_pc" => Some(SchedulerKind::UniPc),
-            "lcm" => Some(SchedulerKind::Lcm),
-            "flow_euler" => Some(SchedulerKind::FlowEuler),
-            _ => None,
+    /// The kind implementing a contract name (every name has one).
+    pub const fn from_wire(name: SchedulerName) -> Self {
+        match name {
+            SchedulerName::Ddim => SchedulerKind::Ddim,
+            SchedulerName::Ddpm => SchedulerKind::Ddpm,
+            SchedulerName::Euler => SchedulerKind::Euler,
+            SchedulerName::EulerAncestral => SchedulerKind::EulerAncestral,
+            SchedulerName::DpmPp2m => SchedulerKind::DpmPp2m,
+            SchedulerName::DpmPp2mKarras => SchedulerKind::DpmPp2mKarras,
+            SchedulerName::UniPc => SchedulerKind::UniPc,
+            SchedulerName::Lcm => SchedulerKind::Lcm,
+            SchedulerName::FlowEuler => SchedulerKind::FlowEuler,
         }
+    }
+
+    /// The wire name (request `scheduler` field, `/v1/info`).
+    pub fn name(self) -> &'static str {
+        self.wire().name()
+    }
+
+    /// The human label ("Euler ancestral").
+    pub fn label(self) -> &'static str {
+        self.wire().label()
+    }
+
+    /// The sampler's name as AUTOMATIC1111 writes it into image metadata
+    /// (`Sampler: Euler a`); "Euler" for flow Euler, as A1111 and Forge write for SD 3.
+    pub fn a1111_name(self) -> &'static str {
+        self.wire().a1111_name()
+    }
+
+    /// The kinds `spelling` may name, case-insensitively: wire name, label,
+    /// A1111 name or alias (see [`SchedulerName::candidates`]). "Euler" names
+    /// both Euler and flow Euler; the model's family decides.
+    pub fn candidates(spelling: &str) -> impl Iterator<Item = SchedulerKind> {
+        SchedulerName::candidates(spelling).map(Self::from_wire)
+    }
+
+    /// The first of [`Self::candidates`] ("Euler": the diffusion Euler).
+    pub fn from_name(spelling: &str) -> Option<Self> {
+        Self::candidates(spelling).next()
     }
 
     /// Maps diffusers' `_class_name` to a kind; None for classes not implemented
@@ -130,7 +158,7 @@ impl SchedulerKind {
     /// Whether this kind integrates a flow-matching velocity (x = (1 - s) x0 + s n)
     /// rather than a diffusion model's eps / v / x0 prediction.
     pub fn is_flow_matching(self) -> bool {
-        self == SchedulerKind::FlowEuler
+        self.wire().is_flow_matching()
     }
 
     /// The kinds valid for a model, in [`Self::ALL`]'s order: a flow-matching
@@ -424,6 +452,33 @@ mod tests {
         assert_eq!(SchedulerKind::from_name("DDIM"), Some(SchedulerKind::Ddim));
         assert_eq!(SchedulerKind::from_name("pndm"), None);
         assert_eq!(SchedulerKind::from_name(""), None);
+    }
+
+    #[test]
+    fn every_a1111_name_and_label_parses_back_to_its_scheduler() {
+        for k in SchedulerKind::ALL {
+            assert_eq!(SchedulerKind::from_wire(k.wire()), k);
+            for spelling in [k.a1111_name(), k.label(), k.name()] {
+                for s in [
+                    spelling.to_string(),
+                    spelling.to_uppercase(),
+                    spelling.to_lowercase(),
+                ] {
+                    // Among the kinds a model of k's family takes, s names k alone.
+                    let named: Vec<_> = SchedulerKind::candidates(&s)
+                        .filter(|c| c.is_flow_matching() == k.is_flow_matching())
+                        .collect();
+                    assert_eq!(named, [k], "{s:?}");
+                }
+            }
+        }
+        assert_eq!(SchedulerKind::EulerAncestral.a1111_name(), "Euler a");
+        assert_eq!(SchedulerKind::DpmPp2mKarras.label(), "DPM++ 2M Karras");
+        assert_eq!(SchedulerKind::FlowEuler.a1111_name(), "Euler");
+        assert_eq!(
+            SchedulerKind::candidates("euler").collect::<Vec<_>>(),
+            [SchedulerKind::Euler, SchedulerKind::FlowEuler]
+        );
     }
 
     #[test]
