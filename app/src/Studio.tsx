@@ -212,7 +212,7 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
 
   const fillFromFile = async (file: File): Promise<boolean> => {
     const text = file.type === 'image/png' ? await readPngParameters(await blobBytes(file)) : null;
-    const parsed = text ? parseA1111(text) : null;
+    const parsed = text ? parseA1111(text, info.schedulers) : null;
     if (!parsed) return false;
     setForm((f) => formFromParsed(f, parsed, info.schedulers));
     setNotice(`Parameters read from ${file.name}.`);
@@ -286,7 +286,7 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
           setForm((f) => formFromParams(f, params, entry.seed, true));
         } else {
           const text = await readPngParameters(await blobBytes(entry.blob));
-          const parsed = text ? parseA1111(text) : null;
+          const parsed = text ? parseA1111(text, info.schedulers) : null;
           if (parsed) setForm((f) => formFromParsed(f, parsed, info.schedulers));
         }
         setMode(MODE_OF[entry.operation]);

@@ -1,7 +1,7 @@
 // The form: what a person sets, the request it becomes, and filling it back
 // from a gallery image or a PNG's parameters.
 
-import type { GenerationParams, Operation, WorkerInfo } from '@sd-worker/sdk';
+import { isSchedulerName, type GenerationParams, type Operation, type WorkerInfo } from '@sd-worker/sdk';
 import type { ParsedParameters } from './lib/a1111.js';
 
 export type Mode = 'txt2img' | 'img2img' | 'inpaint';
@@ -112,7 +112,8 @@ export function buildRequest(form: FormState, mode: Mode, lastSeed: number | nul
     if (width !== undefined) params.width = width;
     if (height !== undefined) params.height = height;
   }
-  if (form.scheduler) params.scheduler = form.scheduler;
+  // The select offers /v1/info's names, all of them the contract's.
+  if (isSchedulerName(form.scheduler)) params.scheduler = form.scheduler;
   const n = parseNumber(form.num_images, 'num_images', errors, true);
   if (n !== undefined) params.num_images = n;
   if (form.seedMode === 'fixed') {

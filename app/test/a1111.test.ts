@@ -39,11 +39,27 @@ describe('parseA1111', () => {
     expect(p.prompt).toBe('a dog');
     expect(p.negative_prompt).toBe('');
     expect(p.sampler).toBe('DPM++ 2M Karras');
-    expect(p.scheduler).toBeUndefined(); // Karras sigmas: not the worker's DPM++ 2M
+    expect(p.scheduler).toBe('dpmpp_2m_karras');
     expect(parseA1111('x\nSteps: 5, Sampler: DPM++ 2M')!.scheduler).toBe('dpmpp_2m');
     expect(p.extra['Lora hashes']).toBe('a: 1, b: 2');
     expect(p.extra.Version).toBe('v1.10.0');
     expect(p.steps).toBe(25);
+  });
+
+  it('maps sampler names through the contract: A1111 1.9 schedule types, any case, the model’s family', () => {
+    const scheduler = (pairs: string, schedulers?: string[]) => parseA1111(`x\nSteps: 5, ${pairs}`, schedulers)!.scheduler;
+    expect(scheduler('Sampler: DPM++ 2M, Schedule type: Karras')).toBe('dpmpp_2m_karras');
+    expect(scheduler('Sampler: DPM++ 2M, Schedule type: Automatic')).toBe('dpmpp_2m');
+    expect(scheduler('Sampler: Euler a, Schedule type: Automatic')).toBe('euler_a');
+    expect(scheduler('Sampler: Euler, Schedule type: Karras')).toBeUndefined(); // no Euler Karras here
+    expect(scheduler('Sampler: EULER A')).toBe('euler_a');
+    expect(scheduler('Sampler: Flow Euler')).toBe('flow_euler');
+    // A1111 and Forge write plain "Euler" for SD 3.
+    expect(scheduler('Sampler: Euler', ['flow_euler'])).toBe('flow_euler');
+    expect(scheduler('Sampler: Euler', ['ddim', 'euler'])).toBe('euler');
+    expect(scheduler('Sampler: Euler a', ['flow_euler'])).toBeUndefined();
+    expect(scheduler('Sampler: PLMS')).toBeUndefined();
+    expect(scheduler('Sampler: constructor')).toBeUndefined();
   });
 
   it('takes a prompt alone, and refuses empty text', () => {

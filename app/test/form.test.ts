@@ -47,7 +47,7 @@ describe('form', () => {
     const base = defaultForm(INFO);
     const f = formFromParams(base, { operation: 'image_generation', prompt: 'p', steps: 9, width: 48, height: 32, scheduler: 'ddim' }, 123, true);
     expect(f).toMatchObject({ prompt: 'p', steps: '9', width: '48', height: '32', scheduler: 'ddim', seedMode: 'fixed', seed: '123', matchInput: false });
-    const g = formFromParsed(base, { prompt: 'q', negative_prompt: 'n', scheduler: 'dpm', seed: 5, steps: 3, extra: {} }, INFO.schedulers);
+    const g = formFromParsed(base, { prompt: 'q', negative_prompt: 'n', scheduler: 'lcm', seed: 5, steps: 3, extra: {} }, INFO.schedulers);
     expect(g).toMatchObject({ prompt: 'q', negative_prompt: 'n', scheduler: 'euler', seed: '5', steps: '3' });
   });
 });

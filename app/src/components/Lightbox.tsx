@@ -1,5 +1,6 @@
 // One gallery image, large, with what can be done with it.
 
+import { schedulerLabel } from '@sd-worker/sdk';
 import { useEffect, useRef, type ReactNode } from 'react';
 import type { GalleryEntry } from '../lib/gallery-db.js';
 import { blobUrl } from './thumbs.js';
@@ -64,7 +65,7 @@ export function Lightbox(props: {
                 <dt>Guidance</dt>
                 <dd>{p.guidance_scale ?? 'default'}</dd>
                 <dt>Scheduler</dt>
-                <dd>{p.scheduler ?? 'default'}</dd>
+                <dd>{p.scheduler ? schedulerLabel(p.scheduler) : 'default'}</dd>
                 {p.strength !== undefined && (
                   <>
                     <dt>Strength</dt>

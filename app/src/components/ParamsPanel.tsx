@@ -1,22 +1,11 @@
 // The parameters, driven by the worker's /v1/info: steps, guidance, size
 // presets, seed (random / fixed / last), number of images, scheduler.
 
-import type { WorkerInfo } from '@sd-worker/sdk';
+import { schedulerLabel, type WorkerInfo } from '@sd-worker/sdk';
 import { useMemo, type ReactNode } from 'react';
 import type { FieldErrors, FormState, Mode } from '../form.js';
 import { sizePresets } from '../lib/sizes.js';
 import { controlProps, Field, FieldError, fieldId } from './Field.js';
-
-const SCHEDULER_NAMES: Record<string, string> = {
-  euler: 'Euler',
-  euler_a: 'Euler ancestral',
-  ddim: 'DDIM',
-  ddpm: 'DDPM',
-  dpmpp_2m: 'DPM++ 2M',
-  unipc: 'UniPC',
-  lcm: 'LCM',
-  flow_euler: 'Flow Euler',
-};
 
 export function ParamsPanel(props: {
   info: WorkerInfo;
@@ -231,7 +220,7 @@ export function ParamsPanel(props: {
         >
           {info.schedulers.map((s) => (
             <option key={s} value={s}>
-              {SCHEDULER_NAMES[s] ?? s}
+              {schedulerLabel(s)}
               {s === info.defaults.scheduler ? ' (model default)' : ''}
             </option>
           ))}

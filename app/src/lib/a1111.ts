@@ -2,14 +2,18 @@
 //
 //   a red circle on a blue background
 //   Negative prompt: blurry
-//   Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: tiny-sd
+//   Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: tiny-sd, Denoising strength: 0.75
+//
+// Sampler names map to schedulers through the contract's table (@sd-worker/sdk).
+
+import { schedulerFromA1111, type SchedulerName } from '@sd-worker/sdk';
 
 export interface ParsedParameters {
   prompt: string;
   negative_prompt: string;
   steps?: number;
-  /** The worker's scheduler name when the sampler is one it may know (`euler`, `euler_a`, `ddim`, `dpmpp_2m`, …). */
-  scheduler?: string;
+  /** The scheduler `Sampler` (and `Schedule type`) name, when the contract has it (`euler_a` for "Euler a"). */
+  scheduler?: SchedulerName;
   /** The sampler as written. */
   sampler?: string;
   guidance_scale?: number;
@@ -22,17 +26,6 @@ export interface ParsedParameters {
   /** Every `Key: value` pair of the last line. */
   extra: Record<string, string>;
 }
-
-const SAMPLERS: Record<string, string> = {
-  euler: 'euler',
-  'euler a': 'euler_a',
-  euler_a: 'euler_a',
-  ddim: 'ddim',
-  ddpm: 'ddpm',
-  'dpm++ 2m': 'dpmpp_2m',
-  unipc: 'unipc',
-  lcm: 'lcm',
-};
 
 // As A1111's own reader: `Key: value` or `Key: "quoted, value"`, separated by commas.
 const PAIR = /\s*([\w ./+-]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)/g;
@@ -60,8 +53,12 @@ function num(v: string | undefined): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
-/** Parses the text; null when it does not look like generation parameters. */
-export function parseA1111(text: string): ParsedParameters | null {
+/**
+ * Parses the text; null when it does not look like generation parameters.
+ * `schedulers` (the worker's `/v1/info` list) picks between the schedulers one
+ * sampler name may mean: "Euler" is flow Euler on a flow-matching model.
+ */
+export function parseA1111(text: string, schedulers?: readonly string[]): ParsedParameters | null {
   const lines = text.replace(/\r\n?/g, '\n').trimEnd().split('\n');
   let pairs: Record<string, string> = {};
   const last = lines[lines.length - 1] ?? '';
@@ -104,7 +101,7 @@ export function parseA1111(text: string): ParsedParameters | null {
   }
   if (pairs.Sampler) {
     result.sampler = pairs.Sampler;
-    const known = SAMPLERS[pairs.Sampler.toLowerCase()];
+    const known = schedulerFromA1111(pairs.Sampler, pairs['Schedule type'], schedulers);
     if (known) result.scheduler = known;
   }
   return result;
