@@ -47,48 +47,12 @@ trap cleanup EXIT INT TERM
 echo "==> generate a tiny model"
 "$WORKER" generate-model --shape tiny --out "$WORK/model" >/dev/null
 
-# start_worker NAME [ARGS...]: starts a worker on a free port and, once it is
-# listening and ready, writes its URL to $WORK/NAME.url. (Run in this shell, not
-# in a subshell, so that the trap knows its PID.)
-start_worker() {
-    local name="$1"
-    shift
-    # The environment must not add a token (or anything else) of its own.
-    env -u SD_WORKER_API_TOKEN -u SD_WORKER_HOST -u SD_WORKER_PORT -u SD_WORKER_CORS_ORIGINS \
-        "$WORKER" --host 127.0.0.1 --port 0 --model-path "$WORK/model" --cors-origin '*' "$@" \
-        >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    PIDS+=("$!")
-    local pid="$!" url="" i
-    for ((i = 0; i < 600; i++)); do
-        url="$(sed -n 's/^sd-worker listening on \(http:\/\/[^ ]*\).*$/\1/p' "$WORK/$name.out" | head -n 1)"
-        [[ -n "$url" ]] && break
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "test-wasm: worker $name exited:" >&2
-            cat "$WORK/$name.err" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    if [[ -z "$url" ]]; then
-        echo "test-wasm: worker $name did not print its address within 60 s" >&2
-        cat "$WORK/$name.err" >&2
-        return 1
-    fi
-    for ((i = 0; i < 600; i++)); do
-        if curl -sf -o /dev/null "$url/ready"; then
-            echo "$url" >"$WORK/$name.url"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "test-wasm: worker $name at $url never became ready" >&2
-    cat "$WORK/$name.err" >&2
-    return 1
-}
+# shellcheck source=lib/start-worker.sh
+source scripts/lib/start-worker.sh
 
 echo "==> start the workers"
-start_worker open
-start_worker auth --api-token test-token
+start_worker open "$WORK/model" --cors-origin '*'
+start_worker auth "$WORK/model" --cors-origin '*' --api-token test-token
 SD_WORKER_TEST_URL="$(cat "$WORK/open.url")"
 SD_WORKER_TEST_AUTH_URL="$(cat "$WORK/auth.url")"
 export SD_WORKER_TEST_URL SD_WORKER_TEST_AUTH_URL

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's one test command (README): installs what the tests need,
 # idempotently, then runs formatting, lints and every test: Rust (worker and
-# SDK), the WASM build and its size budget, the TypeScript packages, and the
-# browser SDK and the studio in headless Chromium. Every test talks to a real
+# SDK), a property-based fuzzing run against the worker's own OpenAPI document,
+# the WASM build and its size budget, the TypeScript packages, and the browser
+# SDK and the studio in headless Chromium. Every test talks to a real
 # worker binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,9 @@ step "cargo test"
 # One profile (dev, with optimised dependencies) serves tests, the binary and
 # the benchmark, so Candle is compiled once.
 cargo test --workspace --no-fail-fast
+
+step "OpenAPI fuzzing (Schemathesis from PyPI, fixed seed, against the real worker)"
+scripts/test-openapi-fuzz.sh
 
 step "WASM build of the SDK (wasm-bindgen, wasm-opt, 50 KB gzip budget)"
 scripts/build-wasm.sh

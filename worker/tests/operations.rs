@@ -453,6 +453,35 @@ async fn the_openapi_document_covers_every_route_and_the_docs_do_too() {
     ] {
         assert!(events.contains(&format!("\"{t}\"")), "StreamEvent type {t}");
     }
+    // Every route the token guards documents 401; every route with
+    // parameters documents the 400 of a value that does not parse.
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let open = path == "/health" || path == "/ready";
+            let responses = op["responses"].as_object().unwrap();
+            assert_eq!(
+                !open,
+                responses.contains_key("401"),
+                "{method} {path} and 401"
+            );
+            if op["parameters"].as_array().is_some_and(|p| !p.is_empty()) {
+                assert!(responses.contains_key("400"), "{method} {path} and 400");
+            }
+        }
+    }
+    assert!(spec["paths"]["/v1/jobs"]["post"]["responses"]["415"].is_object());
+    let sse = &spec["paths"]["/v1/jobs/{id}/stream"]["get"]["responses"]["200"]["content"];
+    assert_eq!(sse["text/event-stream"]["schema"]["type"], "string");
+    // The request schema carries this worker's limits.
+    let (_, info) = w.get_json("/v1/info").await;
+    let props = &spec["components"]["schemas"]["GenerationParams"]["properties"];
+    assert_eq!(props["steps"]["maximum"], info["limits"]["max_steps"]);
+    assert_eq!(
+        props["width"]["multipleOf"],
+        info["limits"]["size_multiple"]
+    );
+    assert_eq!(props["height"]["maximum"], info["limits"]["max_size"]);
+    assert_eq!(props["num_images"]["maximum"], info["limits"]["max_images"]);
     // Cargo sets the variable when it runs a test; read it then, not at build
     // time, so a test binary reused from another checkout reads this one.
     let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());

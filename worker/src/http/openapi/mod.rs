@@ -1,12 +1,16 @@
 //! `GET /openapi.json`: the API described from the same Rust types the worker
 //! serialises (the `sd-worker-sdk` contract), so the document cannot drift.
 
+use axum::extract::State;
 use axum::Json;
 use sd_worker_sdk as sdk;
+use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{info, jobs, stream};
+use super::{info, jobs, stream, AppState};
+
+mod truth;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,8 +47,14 @@ impl Modify for BearerAuth {
     }
 }
 
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "worker", responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn spec() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// This document, with this worker's limits (sizes, steps, images,
+/// schedulers of the loaded model) written into the request schema.
+#[utoipa::path(get, path = "/openapi.json", tag = "worker", responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn spec(State(state): State<AppState>) -> Json<Value> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    truth::complete(&mut doc);
+    if let Some(profile) = state.profile.get() {
+        truth::apply_limits(&mut doc, &profile.info);
+    }
+    Json(doc)
 }

@@ -1,0 +1,188 @@
+//! What the document derived from the handlers' annotations cannot say by
+//! itself, added in one place so that every route gets it:
+//! - `401` on every route the bearer token guards (all but `/health` and `/ready`);
+//! - `400` on every route with path or query parameters (a value that does not
+//!   parse is refused by `http/extract.rs` with the field named);
+//! - `415` on `POST /v1/jobs` (only `application/json` bodies);
+//! - the SSE body as what it is: `text/event-stream` text, whose `data:` lines
+//!   each hold one `StreamEvent` (described in the components);
+//! - links from a submitted job to the operations that take its id;
+//! - and, once the model is loaded, this worker's limits on the request
+//!   fields ([`apply_limits`]), so a generated valid request is one the worker
+//!   accepts.
+
+use sd_worker_sdk::WorkerInfo;
+use serde_json::{json, Map, Value};
+
+const METHODS: [&str; 5] = ["get", "post", "delete", "put", "patch"];
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    })
+}
+
+/// Adds the responses, the event-stream body and the links described in the
+/// module docs. Leaves a response the annotations already give untouched.
+pub fn complete(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        for method in METHODS {
+            let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            // `security: [{}]` marks the open routes; absent means the global bearer scheme.
+            let open = op
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|reqs| {
+                    reqs.iter()
+                        .any(|r| r.as_object().is_some_and(Map::is_empty))
+                });
+            let has_params = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .is_some_and(|p| !p.is_empty());
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            if !open {
+                responses.entry("401").or_insert_with(|| {
+                    error_response(
+                        "Missing or wrong bearer token (`Authorization: Bearer <token>`)",
+                    )
+                });
+            }
+            if has_params {
+                responses.entry("400").or_insert_with(|| {
+                    error_response(
+                        "A path or query parameter (or `Last-Event-ID`) that does not parse; `field` names it",
+                    )
+                });
+            }
+            if path == "/v1/jobs" && method == "post" {
+                responses.entry("415").or_insert_with(|| {
+                    error_response("The body is not sent as `Content-Type: application/json`")
+                });
+                if let Some(accepted) = responses.get_mut("202").and_then(Value::as_object_mut) {
+                    accepted.insert("links".into(), job_links());
+                }
+            }
+            if path == "/v1/jobs/{id}/stream" {
+                if let Some(ok) = responses.get_mut("200").and_then(Value::as_object_mut) {
+                    ok.insert("content".into(), event_stream());
+                }
+            }
+        }
+    }
+}
+
+fn job_links() -> Value {
+    let link = |operation: &str, description: &str| {
+        json!({
+            "operationId": operation,
+            "parameters": {"id": "$response.body#/job_id"},
+            "description": description
+        })
+    };
+    let mut first_image = link("image", "The job's first image, once it has completed");
+    first_image["parameters"]["index"] = json!(0);
+    json!({
+        "GetJob": link("status", "The job's snapshot"),
+        "CancelJob": link("cancel", "Cancel the job"),
+        "StreamJob": link("stream", "Follow the job's events"),
+        "GetFirstImage": first_image,
+    })
+}
+
+fn event_stream() -> Value {
+    json!({
+        "text/event-stream": {
+            "schema": {
+                "type": "string",
+                "description": "Server-Sent Events: each event is `id: <sequence>` and one `data:` line holding a \
+                                JSON `StreamEvent` (see components/schemas/StreamEvent); after the terminal event \
+                                (`complete`, `error`, `cancelled`) a last `data: [DONE]`, then the stream closes. \
+                                Comment lines (`: keep-alive`) every 15 s."
+            }
+        }
+    })
+}
+
+/// Writes the loaded model's limits into the request schema's properties:
+/// steps, sizes (bounds and multiple), images, guidance, seed, prompt length,
+/// and the schedulers it takes. Only bounds the worker enforces; a property
+/// the schema does not have is left alone.
+pub fn apply_limits(doc: &mut Value, info: &WorkerInfo) {
+    let l = &info.limits;
+    let Some(props) = doc
+        .pointer_mut("/components/schemas/GenerationParams/properties")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let mut set = |name: &str, extra: Value| {
+        if let (Some(p), Value::Object(extra)) =
+            (props.get_mut(name).and_then(Value::as_object_mut), extra)
+        {
+            p.extend(extra);
+        }
+    };
+    set("steps", json!({"minimum": 1, "maximum": l.max_steps}));
+    for side in ["width", "height"] {
+        set(
+            side,
+            json!({"minimum": l.min_size, "maximum": l.max_size, "multipleOf": l.size_multiple}),
+        );
+    }
+    set("num_images", json!({"minimum": 1, "maximum": l.max_images}));
+    set(
+        "guidance_scale",
+        json!({"minimum": l.min_guidance_scale, "maximum": l.max_guidance_scale}),
+    );
+    set("seed", json!({"maximum": l.max_seed}));
+    set("prompt", json!({"maxLength": l.max_prompt_chars}));
+    set("negative_prompt", json!({"maxLength": l.max_prompt_chars}));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> Value {
+        json!({"paths": {
+            "/health": {"get": {"security": [{}], "responses": {"200": {"description": "ok"}}}},
+            "/v1/jobs": {"post": {"responses": {"202": {"description": "accepted"}}}},
+            "/v1/jobs/{id}/stream": {"get": {
+                "parameters": [{"name": "id", "in": "path"}],
+                "responses": {"200": {"description": "events", "content": {"text/event-stream": {
+                    "schema": {"$ref": "#/components/schemas/StreamEvent"}}}}}}}
+        }})
+    }
+
+    #[test]
+    fn guarded_routes_get_401_parameterised_ones_400_and_submit_415() {
+        let mut d = doc();
+        complete(&mut d);
+        let responses = |p: &str, m: &str| d["paths"][p][m]["responses"].clone();
+        assert!(responses("/health", "get").get("401").is_none());
+        assert!(responses("/v1/jobs", "post").get("401").is_some());
+        assert!(responses("/v1/jobs", "post").get("415").is_some());
+        assert!(responses("/v1/jobs", "post").get("400").is_none());
+        assert!(responses("/v1/jobs/{id}/stream", "get")
+            .get("400")
+            .is_some());
+        assert_eq!(
+            responses("/v1/jobs", "post")["202"]["links"]["GetJob"]["parameters"]["id"],
+            "$response.body#/job_id"
+        );
+        assert_eq!(
+            responses("/v1/jobs/{id}/stream", "get")["200"]["content"]["text/event-stream"]
+                ["schema"]["type"],
+            "string"
+        );
+    }
+}
