@@ -256,10 +256,14 @@ impl Unet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::config::PerBlock;
     use crate::model::shapes::ModelShape;
-    use candle_core::Device;
+    use candle_core::{Device, Shape};
+    use candle_nn::var_builder::SimpleBackend;
     use candle_nn::VarMap;
     use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
 
     use crate::model::test_util::max_diff;
 
@@ -267,46 +271,95 @@ mod tests {
         Tensor::randn(0f32, 1f32, shape, &Device::Cpu).unwrap()
     }
 
-    /// Our blocks have Candle's weights, name for name and shape for shape
-    /// (so every checkpoint that loaded still loads), SDXL's add_embedding
-    /// besides. Their output is checked against diffusers'
+    /// Records the name and shape of every weight asked for and hands back a
+    /// broadcast zero (no memory), so full-size UNets build in an instant.
+    struct Recorder<'a>(&'a Mutex<BTreeMap<String, Vec<usize>>>);
+
+    impl SimpleBackend for Recorder<'_> {
+        fn get(
+            &self,
+            s: Shape,
+            name: &str,
+            _: candle_nn::Init,
+            dtype: DType,
+            dev: &Device,
+        ) -> candle_core::Result<Tensor> {
+            let prev = self
+                .0
+                .lock()
+                .unwrap()
+                .insert(name.to_string(), s.dims().to_vec());
+            assert!(prev.is_none(), "{name} asked for twice");
+            Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+        }
+        fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+            candle_core::bail!("{name}: no shape given")
+        }
+        fn contains_tensor(&self, _: &str) -> bool {
+            false
+        }
+    }
+
+    fn weights(build: impl FnOnce(VarBuilder)) -> BTreeMap<String, Vec<usize>> {
+        let names = Mutex::new(BTreeMap::new());
+        build(VarBuilder::from_backend(
+            Box::new(Recorder(&names)),
+            DType::F32,
+            Device::Cpu,
+        ));
+        names.into_inner().unwrap()
+    }
+
+    /// Our blocks ask for Candle's UNet weights, name for name and shape for
+    /// shape (so every checkpoint that loaded still loads), SDXL's
+    /// add_embedding besides: at toy and at full size, SD 1.5's, SD 2.x's
+    /// (linear projections, 5-20 heads, 1024-wide context) and SDXL's (2 and
+    /// 10 transformer layers). The output is checked against diffusers'
     /// (`unet_reference_tests.rs`, `pipeline/reference_tests.rs`).
     #[test]
-    fn has_the_weights_of_candles_unet() {
-        for shape in [
-            ModelShape::tiny(),
-            ModelShape::tiny_sd2(),
-            ModelShape::tiny_sdxl(),
-        ] {
-            let cfg = shape.unet.to_candle().unwrap();
-            let tt = shape.unet.text_time().unwrap();
-            let vm = VarMap::new();
-            let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-            let ours = Unet::new(vb.clone(), 4, 4, false, &cfg, tt).unwrap();
-            let names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
-            // Built from the same store: any other name or shape would be new or fail.
-            UNet2DConditionModel::new(vb, 4, 4, false, cfg.clone()).unwrap();
-            assert_eq!(
-                vm.data().lock().unwrap().len(),
-                names.len(),
-                "{}",
-                shape.name
-            );
-            let alone = VarMap::new();
-            let vb = VarBuilder::from_varmap(&alone, DType::F32, &Device::Cpu);
-            UNet2DConditionModel::new(vb, 4, 4, false, cfg.clone()).unwrap();
-            let extra = names
-                .iter()
-                .filter(|n| n.starts_with("add_embedding."))
-                .count();
-            assert_eq!(alone.data().lock().unwrap().len(), names.len() - extra);
-            assert_eq!(extra > 0, tt.is_some());
-            let x = randn(&[1, 4, 9, 13]);
-            let ctx = randn(&[1, 77, cfg.cross_attention_dim]);
-            if tt.is_none() {
-                let out = ours.forward(&x, 981.0, &ctx, None).unwrap();
-                assert_eq!(out.dims(), [1, 4, 9, 13]);
-            }
+    fn asks_for_the_weights_of_candles_unet_at_every_size() {
+        let mut sd2 = ModelShape::sd15().unet;
+        sd2.use_linear_projection = true;
+        sd2.attention_head_dim = PerBlock::Each(vec![5, 10, 20, 20]);
+        sd2.cross_attention_dim = PerBlock::All(1024);
+        let configs = [
+            ModelShape::tiny().unet,
+            ModelShape::tiny_sd2().unet,
+            ModelShape::tiny_sdxl().unet,
+            ModelShape::sd15().unet,
+            sd2,
+            ModelShape::sdxl().unet,
+        ];
+        for unet in configs {
+            let cfg = unet.to_candle().unwrap();
+            let tt = unet.text_time().unwrap();
+            let ours = weights(|vb| {
+                Unet::new(vb, 4, 4, false, &cfg, tt).unwrap();
+            });
+            let theirs = weights(|vb| {
+                UNet2DConditionModel::new(vb, 4, 4, false, cfg.clone()).unwrap();
+            });
+            let (extra, same): (BTreeMap<_, _>, BTreeMap<_, _>) = ours
+                .into_iter()
+                .partition(|(name, _)| name.starts_with("add_embedding."));
+            assert!(same == theirs, "{:?}", unet.block_out_channels);
+            assert_eq!(!extra.is_empty(), tt.is_some());
+        }
+    }
+
+    /// Sizes that do not halve evenly take the skip connections' sizes.
+    #[test]
+    fn odd_sizes_come_out_at_their_size() {
+        let cfg = ModelShape::tiny().unet.to_candle().unwrap();
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let unet = Unet::new(vb, 4, 4, false, &cfg, None).unwrap();
+        let ctx = randn(&[1, 77, cfg.cross_attention_dim]);
+        for (h, w) in [(9, 13), (5, 7), (16, 16)] {
+            let out = unet
+                .forward(&randn(&[1, 4, h, w]), 981.0, &ctx, None)
+                .unwrap();
+            assert_eq!(out.dims(), [1, 4, h, w]);
         }
     }
 
