@@ -25,13 +25,16 @@ pub struct BlockSettings {
     pub eps: f64,
     /// Width of the text embedding the transformers attend to.
     pub context_dim: usize,
+    /// The transformers' `proj_in`/`proj_out` are Linear (SD 2.x, SDXL), not 1x1 convs.
     pub use_linear_projection: bool,
+    /// Candle's flash-attention kernel (the `flash-attn` feature on CUDA).
     pub flash_attn: bool,
 }
 
 /// The cross-attention of one block: heads and transformer layers.
 #[derive(Debug, Clone, Copy)]
 pub struct CrossAttn {
+    /// Attention heads, each `channels / heads` wide.
     pub heads: usize,
     /// `transformer_layers_per_block` of this block.
     pub depth: usize,
@@ -176,6 +179,7 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
+    /// Two resnets and one transformer over `channels`.
     pub fn new(
         vb: VarBuilder,
         channels: usize,
@@ -194,6 +198,8 @@ impl MidBlock {
         })
     }
 
+    /// `xs` [batch, channels, h, w] with the time embedding `temb` [batch,
+    /// temb_channels] and the text `context`; same shape out.
     pub fn forward(&self, xs: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor> {
         let mut xs = self.resnets[0].forward(xs, Some(temb))?;
         for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
