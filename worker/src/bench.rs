@@ -4,7 +4,6 @@
 //! the real model of that shape.
 
 use anyhow::{Context, Result};
-use candle_core::Tensor;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,7 +11,7 @@ use crate::device::{device_name, dtype_name, parse_device, resolve_dtype};
 use crate::model::generate::{write_model, WeightInit};
 use crate::model::shapes::{ModelShape, SHAPE_NAMES};
 use crate::model::{source, LoadedModel};
-use crate::pipeline::{generate, prompt, Observer, Outcome, Request};
+use crate::pipeline::{generate, prompt, Observer, Outcome, Request, StageTimings};
 use crate::scheduler::SchedulerKind;
 use sd_worker_sdk::ImageFormat;
 
@@ -34,8 +33,10 @@ pub struct BenchArgs {
     /// Above 1 runs the unconditional pass too (batch of 2), as real jobs do.
     #[arg(long, default_value_t = 7.5)]
     pub guidance_scale: f64,
-    #[arg(long, default_value_t = 1)]
-    pub num_images: usize,
+    /// Images per job; a list (`1,2,4,8`) also runs each batch size in turn and
+    /// prints how the time per image scales with it.
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    pub num_images: Vec<usize>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
     #[arg(long, value_enum)]
@@ -51,7 +52,7 @@ pub struct BenchArgs {
 struct Quiet;
 impl Observer for Quiet {
     fn warning(&mut self, _: &str, _: &str) {}
-    fn step(&mut self, _: usize, _: usize, _: &Tensor) -> bool {
+    fn step(&mut self, _: usize, _: usize) -> bool {
         true
     }
 }
@@ -140,18 +141,30 @@ fn measure(
         width: args.width.unwrap_or(model.meta.native_width),
         height: args.height.unwrap_or(model.meta.native_height),
         scheduler: SchedulerKind::Euler,
-        num_images: args.num_images,
+        num_images: 1,
         output_format: ImageFormat::Png,
         init: None,
     };
-    let t0 = Instant::now();
-    let Outcome::Completed { timings, .. } = generate::run(&model, &req, &mut Quiet)? else {
-        anyhow::bail!("the benchmark run was cancelled");
+    let runs = args
+        .num_images
+        .iter()
+        .map(|&n| {
+            time_job(
+                &model,
+                &Request {
+                    num_images: n,
+                    ..req.clone()
+                },
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let Some((num_images, e2e_ms, timings)) = runs.first().cloned() else {
+        anyhow::bail!("--num-images needs at least one batch size");
     };
-    let e2e_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let step_ms = timings.denoise_ms / timings.unet_steps.max(1) as f64;
     let peak = rss_mib("VmHWM:");
-    let batch = args.num_images * if args.guidance_scale > 1.0 { 2 } else { 1 };
+    let guidance_batch = if args.guidance_scale > 1.0 { 2 } else { 1 };
+    let batch = num_images * guidance_batch;
 
     println!("sd-worker bench: {label}");
     println!(
@@ -173,6 +186,22 @@ fn measure(
         fmt_mib(rss_after_load)
     );
     println!("  peak RSS generating   {:>10} MiB", fmt_mib(peak));
+    if runs.len() > 1 {
+        println!("  batch scaling (time per image relative to {num_images} image(s) per job):");
+        println!("    images  denoiser step  VAE decode  end to end  per image  relative");
+        let per_image_base = e2e_ms / num_images as f64;
+        for (n, e2e, t) in &runs {
+            let per_image = e2e / *n as f64;
+            println!(
+                "    {n:>6}  {:>10.1} ms  {:>7.1} ms  {:>7.0} ms  {:>6.0} ms  {:>7.2}x",
+                t.denoise_ms / t.unet_steps.max(1) as f64,
+                t.vae_decode_ms,
+                e2e,
+                per_image,
+                per_image / per_image_base
+            );
+        }
+    }
     if args.json {
         println!(
             "{}",
@@ -183,10 +212,23 @@ fn measure(
                 "vae_decode_ms": timings.vae_decode_ms, "end_to_end_ms": e2e_ms,
                 "peak_rss_mib_loading": load_peak, "rss_mib_after_load": rss_after_load,
                 "peak_rss_mib_generating": peak,
+                "batch_scaling": runs.iter().map(|(n, e2e, t)| serde_json::json!({
+                    "num_images": n, "unet_step_ms": t.denoise_ms / t.unet_steps.max(1) as f64,
+                    "vae_decode_ms": t.vae_decode_ms, "end_to_end_ms": e2e,
+                })).collect::<Vec<_>>(),
             })
         );
     }
     Ok(())
+}
+
+/// Runs one job; returns its batch size, end-to-end time in ms and stage timings.
+fn time_job(model: &LoadedModel, req: &Request) -> Result<(usize, f64, StageTimings)> {
+    let t0 = Instant::now();
+    let Outcome::Completed { timings, .. } = generate::run(model, req, &mut Quiet)? else {
+        anyhow::bail!("the benchmark run was cancelled");
+    };
+    Ok((req.num_images, t0.elapsed().as_secs_f64() * 1000.0, timings))
 }
 
 fn tempdir_in_cache() -> Result<PathBuf> {

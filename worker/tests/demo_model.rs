@@ -159,3 +159,47 @@ async fn the_default_model_draws_the_colours_and_places_it_is_asked_for() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Previews show the scheduler's estimate of the clean image through a
+/// latent-to-RGB map fitted to the model's VAE: half-way through, the
+/// background is already the colour the prompt asks for (noisy latents through
+/// a fixed colour table show coloured noise until the end).
+#[tokio::test]
+async fn previews_half_way_already_show_the_prompts_background() {
+    let cache = tempfile::tempdir().unwrap();
+    let w = Worker::spawn(&[], &[("SD_WORKER_CACHE", cache.path().to_str().unwrap())]);
+    w.wait_ready().await;
+    let cases = [
+        ("a red circle on a blue background", "blue"),
+        ("a large yellow star on a purple background", "purple"),
+        ("a white square on a green background", "green"),
+    ];
+    let mut failures = Vec::new();
+    for (i, (prompt, background)) in cases.iter().enumerate() {
+        for scheduler in ["euler", "dpmpp_2m", "ddim"] {
+            let (msgs, _) = w
+                .run_job(
+                    json!({"operation": "image_generation", "prompt": prompt, "seed": 11 + i,
+                    "steps": 20, "preview_every": 10, "scheduler": scheduler}),
+                )
+                .await;
+            let previews: Vec<_> = msgs.iter().filter(|m| m.kind() == "preview").collect();
+            assert_eq!(
+                previews.len(),
+                2,
+                "{scheduler}: previews at steps 10 and 20"
+            );
+            let half = previews[0].json();
+            assert_eq!(half["step"], 10);
+            assert_eq!(half["format"], "jpeg");
+            let got = read(&common::decode_b64(half["image"].as_str().unwrap()));
+            if got.background != *background {
+                failures.push(format!(
+                    "{prompt:?} with {scheduler}: the preview at step 10 has a {} background",
+                    got.background
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -45,6 +45,7 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
     });
     let mut observer = JobObserver {
         job,
+        model,
         started,
         preview_every: job.preview_every,
         timeout: shared.job_timeout,
@@ -144,6 +145,7 @@ fn inject_fault(job: &Job) {
 
 struct JobObserver<'a> {
     job: &'a Job,
+    model: &'a LoadedModel,
     started: Instant,
     preview_every: u32,
     timeout: Option<Duration>,
@@ -159,7 +161,7 @@ impl Observer for JobObserver<'_> {
         });
     }
 
-    fn step(&mut self, step: usize, total: usize, latents: &Tensor) -> bool {
+    fn step(&mut self, step: usize, total: usize) -> bool {
         self.shared.metrics.steps.inc();
         if self.job.cancel_requested() {
             return false;
@@ -176,18 +178,23 @@ impl Observer for JobObserver<'_> {
             percent: (step as f32 / total as f32 * 100.0 * 10.0).round() / 10.0,
             eta_ms,
         });
-        if self.preview_every > 0 && step.is_multiple_of(self.preview_every as usize) {
-            match preview_jpeg(latents) {
-                Ok(jpeg) => {
-                    self.job.push(StreamEvent::Preview {
-                        step: step as u32,
-                        image: base64::engine::general_purpose::STANDARD.encode(jpeg),
-                        format: ImageFormat::Jpeg,
-                    });
-                }
-                Err(e) => warn!(error = %e, "preview failed"),
-            }
-        }
         !self.job.cancel_requested()
+    }
+
+    fn wants_preview(&self, step: usize) -> bool {
+        self.preview_every > 0 && step.is_multiple_of(self.preview_every as usize)
+    }
+
+    fn preview(&mut self, step: usize, clean_latents: &Tensor) {
+        match preview_jpeg(self.model, clean_latents) {
+            Ok(jpeg) => {
+                self.job.push(StreamEvent::Preview {
+                    step: step as u32,
+                    image: base64::engine::general_purpose::STANDARD.encode(jpeg),
+                    format: ImageFormat::Jpeg,
+                });
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "preview failed"),
+        }
     }
 }

@@ -111,13 +111,16 @@ pub fn run(
             };
             latents = (known.broadcast_mul(&(1.0 - mask)?)? + latents.broadcast_mul(mask)?)?;
         }
-        let display = if i + 1 < timesteps.len() {
-            sched.scale_model_input(&latents, i + 1)?
-        } else {
-            latents.clone()
-        };
-        if !observer.step(done + 1, total, &display) {
+        if !observer.step(done + 1, total) {
             return Ok(None);
+        }
+        if observer.wants_preview(done + 1) {
+            // The estimate of the clean image, not the noisy latents; after
+            // the last step the latents themselves are clean.
+            match sched.pred_original_sample() {
+                Some(x0) if i + 1 < timesteps.len() => observer.preview(done + 1, x0),
+                _ => observer.preview(done + 1, &latents),
+            }
         }
     }
     Ok(Some(latents))

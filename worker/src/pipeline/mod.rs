@@ -71,9 +71,17 @@ impl Request {
 /// Receives what happens during a run. Called on the generation thread.
 pub trait Observer {
     fn warning(&mut self, code: &str, message: &str);
-    /// After step `step` (1-based) of `total`; `latents` are the current
-    /// latents, scaled for display. Return `false` to stop the run.
-    fn step(&mut self, step: usize, total: usize, latents: &Tensor) -> bool;
+    /// After step `step` (1-based) of `total`. Return `false` to stop the run.
+    fn step(&mut self, step: usize, total: usize) -> bool;
+    /// Whether step `step` (1-based) should be previewed; when true,
+    /// [`Observer::preview`] follows with that step's estimate.
+    fn wants_preview(&self, _step: usize) -> bool {
+        false
+    }
+    /// The scheduler's estimate of the clean latents after step `step`
+    /// (diffusers' `pred_original_sample`): [batch, channels, h, w] in the
+    /// denoiser's latent space (scaled and shifted as the denoiser sees them).
+    fn preview(&mut self, _step: usize, _clean_latents: &Tensor) {}
 }
 
 /// One output image, encoded.

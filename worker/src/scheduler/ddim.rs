@@ -12,6 +12,8 @@ use super::{
 };
 
 pub struct Ddim {
+    /// The last step's estimate of the clean sample (`pred_original_sample`).
+    pred_original: Option<Tensor>,
     timesteps: Vec<f64>,
     alphas_cumprod: Vec<f64>,
     /// alpha used when prev_t < 0 (the last step): 1.0 with set_alpha_to_one,
@@ -45,6 +47,7 @@ impl Ddim {
         let clip = cfg.clip_range(true)?;
         let spacing = Spacing::parse(cfg.timestep_spacing.as_deref(), Spacing::Leading)?;
         Ok(Self {
+            pred_original: None,
             timesteps: timesteps(spacing, train, n, cfg.steps_offset, Linspace::Rounded),
             final_alpha_cumprod: if cfg.set_alpha_to_one {
                 1.0
@@ -117,12 +120,17 @@ impl Scheduler for Ddim {
         let std_dev = self.eta * variance.max(0.0).sqrt();
         // "direction pointing to x_t": sqrt(1 - a_prev - sigma_t^2) * eps.
         let direction = (eps * (1.0 - a_prev - std_dev * std_dev).max(0.0).sqrt())?;
+        self.pred_original = Some(x0.clone());
         let mut prev = ((x0 * a_prev.sqrt())? + direction)?;
         if std_dev > 0.0 {
             let z = like_compute(&noise.sample_like(&prev)?, &prev)?;
             prev = (prev + (z * std_dev)?)?;
         }
         prev.to_dtype(sample.dtype())
+    }
+
+    fn pred_original_sample(&self) -> Option<&Tensor> {
+        self.pred_original.as_ref()
     }
 
     fn add_noise(

@@ -23,6 +23,8 @@ enum Variance {
 }
 
 pub struct Ddpm {
+    /// The last step's estimate of the clean sample (`pred_original_sample`).
+    pred_original: Option<Tensor>,
     timesteps: Vec<f64>,
     alphas_cumprod: Vec<f64>,
     prediction: Prediction,
@@ -52,6 +54,7 @@ impl Ddpm {
         };
         let spacing = Spacing::parse(cfg.timestep_spacing.as_deref(), Spacing::Leading)?;
         Ok(Self {
+            pred_original: None,
             timesteps: timesteps(spacing, train, n, cfg.steps_offset, Linspace::Rounded),
             alphas_cumprod,
             prediction,
@@ -110,6 +113,7 @@ impl Scheduler for Ddpm {
             Some(r) => x0.clamp(-r, r)?,
             None => x0,
         };
+        self.pred_original = Some(x0.clone());
         // Posterior mean (eq. 7): sqrt(a_prev) beta_t / (1 - a_t) x0 + sqrt(alpha_t) (1 - a_prev) / (1 - a_t) x_t.
         let mut prev =
             ((x0 * (a_prev.sqrt() * beta / b_t))? + (x * (alpha.sqrt() * b_prev / b_t))?)?;
@@ -123,6 +127,10 @@ impl Scheduler for Ddpm {
             prev = (prev + (z * std)?)?;
         }
         prev.to_dtype(sample.dtype())
+    }
+
+    fn pred_original_sample(&self) -> Option<&Tensor> {
+        self.pred_original.as_ref()
     }
 
     fn add_noise(

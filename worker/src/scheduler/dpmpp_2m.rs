@@ -154,6 +154,8 @@ enum SolverType {
 }
 
 pub struct DpmPp2m {
+    /// The last step's estimate of the clean sample (`pred_original_sample`).
+    pred_original: Option<Tensor>,
     schedule: VpSchedule,
     solver: SolverType,
     /// Take a first-order step last (diffusers' lower_order_final for < 15
@@ -186,6 +188,7 @@ impl DpmPp2m {
             || (cfg.lower_order_final && schedule.len() < 15)
             || cfg.final_sigmas_type == "zero";
         Ok(Self {
+            pred_original: None,
             schedule,
             solver,
             first_order_last,
@@ -211,6 +214,7 @@ impl Scheduler for DpmPp2m {
         let x = like_compute(sample, sample)?;
         let out = like_compute(model_output, sample)?;
         let m0 = self.schedule.predict_x0(&out, &x, i)?;
+        self.pred_original = Some(m0.clone());
         // The history only counts when this step follows it; a run starting at a
         // later index (image to image) begins with a first-order step, as in diffusers.
         let m1 = match self.previous.take() {
@@ -243,6 +247,10 @@ impl Scheduler for DpmPp2m {
         }
         self.previous = Some((i, m0));
         prev.to_dtype(sample.dtype())
+    }
+
+    fn pred_original_sample(&self) -> Option<&Tensor> {
+        self.pred_original.as_ref()
     }
 
     fn add_noise(

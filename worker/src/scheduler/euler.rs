@@ -130,6 +130,8 @@ fn interp(values: &[f64], t: f64) -> f64 {
 }
 
 pub struct Euler {
+    /// The last step's estimate of the clean sample (`pred_original_sample`).
+    pred_original: Option<Tensor>,
     schedule: SigmaSchedule,
 }
 
@@ -141,6 +143,7 @@ impl Euler {
         n: usize,
     ) -> Result<Self> {
         Ok(Self {
+            pred_original: None,
             schedule: SigmaSchedule::new(cfg, alphas_cumprod, prediction, n)?,
         })
     }
@@ -172,8 +175,13 @@ impl Scheduler for Euler {
         let out = like_compute(model_output, sample)?;
         let x0 = self.schedule.predict_x0(&out, &x, sigma)?;
         // d = (x - x0) / sigma; x_next = x + d * (sigma_next - sigma).
-        let derivative = ((&x - x0)? * (1.0 / sigma))?;
+        let derivative = ((&x - &x0)? * (1.0 / sigma))?;
+        self.pred_original = Some(x0);
         (x + (derivative * (next - sigma))?)?.to_dtype(sample.dtype())
+    }
+
+    fn pred_original_sample(&self) -> Option<&Tensor> {
+        self.pred_original.as_ref()
     }
 
     fn add_noise(

@@ -11,6 +11,8 @@ use super::euler::SigmaSchedule;
 use super::{like_compute, NoiseSource, Prediction, Scheduler, SchedulerConfig};
 
 pub struct EulerAncestral {
+    /// The last step's estimate of the clean sample (`pred_original_sample`).
+    pred_original: Option<Tensor>,
     schedule: SigmaSchedule,
 }
 
@@ -22,6 +24,7 @@ impl EulerAncestral {
         n: usize,
     ) -> Result<Self> {
         Ok(Self {
+            pred_original: None,
             schedule: SigmaSchedule::new(cfg, alphas_cumprod, prediction, n)?,
         })
     }
@@ -64,7 +67,8 @@ impl Scheduler for EulerAncestral {
         let out = like_compute(model_output, sample)?;
         let x0 = self.schedule.predict_x0(&out, &x, sigma)?;
         // Euler step to sigma_down along d = (x - x0) / sigma ...
-        let derivative = ((&x - x0)? * (1.0 / sigma))?;
+        let derivative = ((&x - &x0)? * (1.0 / sigma))?;
+        self.pred_original = Some(x0);
         let mut prev = (x + (derivative * (down - sigma))?)?;
         // ... then re-inject noise. The last step (next = 0) has up = 0: draw
         // nothing, so the NoiseSource stream is not consumed for a no-op.
@@ -73,6 +77,10 @@ impl Scheduler for EulerAncestral {
             prev = (prev + (z * up)?)?;
         }
         prev.to_dtype(sample.dtype())
+    }
+
+    fn pred_original_sample(&self) -> Option<&Tensor> {
+        self.pred_original.as_ref()
     }
 
     fn add_noise(

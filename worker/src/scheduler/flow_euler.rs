@@ -12,6 +12,8 @@ use super::betas::linspace;
 use super::{at, like_compute, NoiseSource, Scheduler, SchedulerConfig};
 
 pub struct FlowEuler {
+    /// The last step's estimate of the clean sample (`pred_original_sample`).
+    pred_original: Option<Tensor>,
     timesteps: Vec<f64>,
     /// n + 1 values, the last 0 (the clean end).
     sigmas: Vec<f64>,
@@ -40,7 +42,11 @@ impl FlowEuler {
             .collect();
         let timesteps = sigmas.iter().map(|s| s * train).collect();
         sigmas.push(0.0);
-        Ok(Self { timesteps, sigmas })
+        Ok(Self {
+            timesteps,
+            sigmas,
+            pred_original: None,
+        })
     }
 
     fn sigma(&self, step_index: usize) -> CandleResult<f64> {
@@ -68,10 +74,16 @@ impl Scheduler for FlowEuler {
         let next = self.sigmas[step_index + 1];
         let x = like_compute(sample, sample)?;
         let v = like_compute(model_output, sample)?;
+        // x = (1 - s) x0 + s n and v = n - x0, so x0 = x - s v.
+        self.pred_original = Some((&x - (&v * sigma)?)?);
         (x + (v * (next - sigma))?)?.to_dtype(sample.dtype())
     }
 
     /// diffusers' `scale_noise` (image to image): sigma noise + (1 - sigma) x.
+    fn pred_original_sample(&self) -> Option<&Tensor> {
+        self.pred_original.as_ref()
+    }
+
     fn add_noise(
         &self,
         original: &Tensor,

@@ -19,6 +19,8 @@ use super::{
 const SIGMA_DATA: f64 = 0.5;
 
 pub struct Lcm {
+    /// The last step's estimate of the clean sample (`pred_original_sample`).
+    pred_original: Option<Tensor>,
     timesteps: Vec<f64>,
     alphas_cumprod: Vec<f64>,
     prediction: Prediction,
@@ -54,6 +56,7 @@ impl Lcm {
         let origin: Vec<usize> = (1..=original).rev().map(|i| i * k - 1).collect();
         let timesteps = (0..n).map(|j| origin[j * original / n] as f64).collect();
         Ok(Self {
+            pred_original: None,
             timesteps,
             alphas_cumprod,
             prediction,
@@ -102,7 +105,9 @@ impl Scheduler for Lcm {
             None => x0,
         };
         let (c_skip, c_out) = self.boundary_scalings(t);
+        // LCM's estimate of the clean sample is `denoised` (diffusers' LCMSchedulerOutput.denoised).
         let denoised = ((x0 * c_out)? + (x * c_skip)?)?;
+        self.pred_original = Some(denoised.clone());
         let prev = match self.timesteps.get(step_index + 1) {
             // Re-noise to the next timestep: sqrt(a_prev) denoised + sqrt(1 - a_prev) z.
             Some(&t_prev) => {
@@ -113,6 +118,10 @@ impl Scheduler for Lcm {
             None => denoised,
         };
         prev.to_dtype(sample.dtype())
+    }
+
+    fn pred_original_sample(&self) -> Option<&Tensor> {
+        self.pred_original.as_ref()
     }
 
     fn add_noise(

@@ -28,6 +28,8 @@ mod lcm;
 mod reference_tests;
 pub mod spacing;
 mod unipc;
+#[cfg(test)]
+mod x0_tests;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Result as CandleResult, Tensor};
@@ -243,6 +245,10 @@ pub trait Scheduler: Send {
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> CandleResult<Tensor>;
+    /// The estimate of the clean sample x0 made by the last `step` (diffusers'
+    /// `pred_original_sample`), in the same space as `sample`: what previews
+    /// show. None before the first step.
+    fn pred_original_sample(&self) -> Option<&Tensor>;
     /// Noise clean latents to the noise level of timesteps()[step_index] (image
     /// to image). DDIM: sqrt(acp) x + sqrt(1 - acp) n; Euler family: x + sigma n.
     fn add_noise(

@@ -25,6 +25,8 @@ fn coefficients(h: f64, bh1: bool) -> (f64, f64, f64, f64) {
 }
 
 pub struct UniPc {
+    /// The last step's estimate of the clean sample (`pred_original_sample`).
+    pred_original: Option<Tensor>,
     schedule: VpSchedule,
     bh1: bool,
     lower_order_final: bool,
@@ -57,6 +59,7 @@ impl UniPc {
             bail!("scheduler config: unipc with predict_x0 = false is not supported");
         }
         Ok(Self {
+            pred_original: None,
             schedule: VpSchedule::new(cfg, alphas_cumprod, prediction, n, karras)?,
             bh1,
             lower_order_final: cfg.lower_order_final,
@@ -158,6 +161,7 @@ impl Scheduler for UniPc {
         let x = like_compute(sample, sample)?;
         let out = like_compute(model_output, sample)?;
         let m_t = self.schedule.predict_x0(&out, &x, i)?;
+        self.pred_original = Some(m_t.clone());
         let x = match &last {
             Some((_, last_sample, order)) if !self.disable_corrector.contains(&(i - 1)) => {
                 self.correct(&m_t, last_sample, *order, i)?
@@ -183,6 +187,10 @@ impl Scheduler for UniPc {
         self.last = Some((i, x, order));
         self.lower_order_nums = (self.lower_order_nums + 1).min(2);
         prev.to_dtype(sample.dtype())
+    }
+
+    fn pred_original_sample(&self) -> Option<&Tensor> {
+        self.pred_original.as_ref()
     }
 
     fn add_noise(
