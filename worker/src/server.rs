@@ -159,16 +159,20 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         if let Some(task) = heartbeats {
             task.abort();
         }
-        // Tell the hive at once, so it routes nothing new here while the job finishes.
-        if let Some(cfg) = &hive {
-            hive::send(
-                &reqwest::Client::new(),
-                &stopping,
-                cfg,
-                sd_worker_sdk::WorkerStatus::Stopping,
-            )
-            .await;
-        }
+        let say_stopping = || async {
+            if let Some(cfg) = &hive {
+                hive::send(
+                    &reqwest::Client::new(),
+                    &stopping,
+                    cfg,
+                    sd_worker_sdk::WorkerStatus::Stopping,
+                )
+                .await;
+            }
+        };
+        // Tell the hive at once, so it routes nothing new here while the job
+        // finishes, and again once it has.
+        say_stopping().await;
         let s = stopping.clone();
         let finished = tokio::task::spawn_blocking(move || s.engine.shutdown(grace))
             .await
@@ -179,15 +183,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                 "the running job did not finish within the grace period and was failed"
             );
         }
-        if let Some(cfg) = &hive {
-            hive::send(
-                &reqwest::Client::new(),
-                &stopping,
-                cfg,
-                sd_worker_sdk::WorkerStatus::Stopping,
-            )
-            .await;
-        }
+        say_stopping().await;
     };
     serve_http(listener, app, args.header_read_timeout, drain_jobs).await;
     info!("stopped");

@@ -5,30 +5,12 @@
 mod common;
 
 use base64::Engine as _;
-use common::{Msg, Worker};
+use common::{b64_png, gradient, Msg, Worker};
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use serde_json::{json, Value};
-use std::io::Cursor;
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn png(img: DynamicImage) -> String {
-    let mut out = Vec::new();
-    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
-        .unwrap();
-    b64(&out)
-}
-
-fn gradient(w: u32, h: u32) -> RgbImage {
-    RgbImage::from_fn(w, h, |x, y| {
-        Rgb([
-            (x * 255 / w) as u8,
-            (y * 255 / h) as u8,
-            ((x + y) % 256) as u8,
-        ])
-    })
 }
 
 /// A field of `/proc/<pid>/status` in KiB (`VmHWM`: peak resident set size).
@@ -84,9 +66,9 @@ const CPU_BOUND_S: f64 = 30.0;
 async fn lopsided_images_and_masks_complete_within_a_memory_bound_beside_a_bystander() {
     let w = Worker::start(&[]).await;
     let pid = w.pid();
-    let small = png(DynamicImage::ImageRgb8(gradient(64, 64)));
+    let small = b64_png(DynamicImage::ImageRgb8(gradient(64, 64)));
     let half = |w: u32, h: u32| {
-        png(DynamicImage::ImageLuma8(GrayImage::from_fn(
+        b64_png(DynamicImage::ImageLuma8(GrayImage::from_fn(
             w,
             h,
             |x, y| Luma([if x >= w / 2 || y >= h / 2 { 255 } else { 0 }]),
@@ -110,7 +92,7 @@ async fn lopsided_images_and_masks_complete_within_a_memory_bound_beside_a_bysta
 
     let mut cases: Vec<(String, Value)> = Vec::new();
     for (iw, ih) in [(1_000_000, 1), (1, 1_000_000), (100_000, 1), (1, 100_000)] {
-        let image = png(DynamicImage::ImageRgb8(gradient(iw, ih)));
+        let image = b64_png(DynamicImage::ImageRgb8(gradient(iw, ih)));
         for mode in ["crop", "fit", "stretch"] {
             cases.push((
                 format!("{iw}x{ih} {mode}"),
@@ -120,7 +102,7 @@ async fn lopsided_images_and_masks_complete_within_a_memory_bound_beside_a_bysta
         }
     }
     for (iw, ih) in [(100_000, 1), (1, 100_000)] {
-        let image = png(DynamicImage::ImageRgb8(gradient(iw, ih)));
+        let image = b64_png(DynamicImage::ImageRgb8(gradient(iw, ih)));
         // No explicit size: the output follows the lopsided aspect ratio, clamped.
         cases.push((
             format!("{iw}x{ih} default size"),
@@ -140,7 +122,7 @@ async fn lopsided_images_and_masks_complete_within_a_memory_bound_beside_a_bysta
         RgbaImage::from_fn(1_000_000, 1, |x, _| Rgba([9, 99, 199, (x % 2 * 255) as u8]));
     cases.push((
         "1000000x1 transparent fit inpaint".into(),
-        json!({"operation": "image_inpaint", "prompt": "p", "image": png(DynamicImage::ImageRgba8(see_through)),
+        json!({"operation": "image_inpaint", "prompt": "p", "image": b64_png(DynamicImage::ImageRgba8(see_through)),
                "resize_mode": "fit", "width": 128, "height": 64, "steps": 1}),
     ));
     let mut accepted = 0;
@@ -271,7 +253,7 @@ async fn a_jpeg_with_exif_orientation_6_is_turned_upright_before_sizing_and_mask
     });
     let input = gradient(32, 64);
     let (_, images) = w
-        .run_job(json!({"operation": "image_inpaint", "prompt": "p", "image": png(DynamicImage::ImageRgb8(input.clone())),
+        .run_job(json!({"operation": "image_inpaint", "prompt": "p", "image": b64_png(DynamicImage::ImageRgb8(input.clone())),
                         "mask": b64(&jpeg_with_orientation(&mask, 6)), "steps": 3, "seed": 2}))
         .await;
     let out = decoded(&images[0]);
@@ -304,8 +286,8 @@ async fn an_rgba_mask_with_a_transparent_background_repaints_its_opaque_strokes(
         }
     });
     let (_, images) = w
-        .run_job(json!({"operation": "image_inpaint", "prompt": "p", "image": png(DynamicImage::ImageRgb8(input.clone())),
-                        "mask": png(DynamicImage::ImageRgba8(mask)), "steps": 3, "seed": 6}))
+        .run_job(json!({"operation": "image_inpaint", "prompt": "p", "image": b64_png(DynamicImage::ImageRgb8(input.clone())),
+                        "mask": b64_png(DynamicImage::ImageRgba8(mask)), "steps": 3, "seed": 6}))
         .await;
     let out = decoded(&images[0]);
     let mut changed_right = 0;

@@ -5,10 +5,9 @@
 mod common;
 
 use base64::Engine as _;
-use common::{Msg, Worker};
+use common::{b64_png, gradient, Msg, Worker};
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use serde_json::{json, Value};
-use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -28,24 +27,6 @@ fn inpainting_model() -> &'static PathBuf {
         )
         .unwrap();
         dir
-    })
-}
-
-fn b64_png(img: DynamicImage) -> String {
-    let mut out = Vec::new();
-    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
-        .unwrap();
-    base64::engine::general_purpose::STANDARD.encode(out)
-}
-
-/// A colourful gradient, so pixel comparisons mean something.
-fn gradient(w: u32, h: u32) -> RgbImage {
-    RgbImage::from_fn(w, h, |x, y| {
-        Rgb([
-            (x * 255 / w) as u8,
-            (y * 255 / h) as u8,
-            ((x + y) % 256) as u8,
-        ])
     })
 }
 

@@ -68,8 +68,8 @@ async fn text_to_image_streams_every_step_then_a_png() {
             .unwrap();
     assert_eq!(
         (preview.width(), preview.height()),
-        (16, 12),
-        "previews are at latent size (VAE factor 4)"
+        (32, 24),
+        "previews decode the 16x12 latents averaged by 2 (VAE factor 4)"
     );
 
     let images = complete_images(&msgs);

@@ -127,7 +127,9 @@ async fn sd3_refuses_what_an_mmdit_cannot_take_by_field() {
         // A multiple of the VAE's 4 but not of 4 x the patch size 2.
         (json!({"width": 60}), "width"),
         (json!({"height": 256}), "height"),
-        (json!({"scheduler": "euler"}), "scheduler"),
+        // Diffusion-only ("euler" is accepted: A1111's Euler on a flow model is flow Euler).
+        (json!({"scheduler": "ddim"}), "scheduler"),
+        (json!({"scheduler": "dpmpp_2m_karras"}), "scheduler"),
     ] {
         let (status, _, err) = w.submit_raw(body(extra.clone()).to_string()).await;
         assert_eq!(status, 422, "{extra}: {err}");

@@ -293,3 +293,23 @@ pub fn right_half_mask_png(w: u32, h: u32) -> Vec<u8> {
         .expect("encoding a PNG");
     png
 }
+
+/// A colourful gradient, so pixel comparisons mean something.
+pub fn gradient(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x * 255 / w) as u8,
+            (y * 255 / h) as u8,
+            ((x + y) % 256) as u8,
+        ])
+    })
+}
+
+/// An image as a base64 PNG, as clients send it.
+pub fn b64_png(img: image::DynamicImage) -> String {
+    use base64::Engine;
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    base64::engine::general_purpose::STANDARD.encode(out)
+}
