@@ -13,34 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-if [[ -n "${SD_WORKER_BIN:-}" && -x "${SD_WORKER_BIN}" ]]; then
-    WORKER="$SD_WORKER_BIN"
-else
-    echo "==> build the worker"
-    cargo build -p sd-worker
-    WORKER="$TARGET_DIR/debug/sd-worker"
-fi
-
 eval "$(scripts/setup-fuzz.sh | grep '^SD_WORKER_ST=')"
 
-WORK="$(mktemp -d -t sd-worker-fuzz.XXXXXX)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-"$WORKER" generate-model --shape tiny --out "$WORK/model" >/dev/null
-# shellcheck source=lib/start-worker.sh
-source scripts/lib/start-worker.sh
+# shellcheck source=lib/workers.sh
+source scripts/lib/workers.sh
+setup_workers fuzz
 TOKEN="fuzz-token"
 start_worker fuzz "$WORK/model" --api-token "$TOKEN" --queue-size 4
 URL="$(cat "$WORK/fuzz.url")"

@@ -10,7 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
 for tool in wasm-bindgen-test-runner curl "$CHROMEDRIVER"; do
     if ! command -v "$tool" >/dev/null 2>&1; then
@@ -19,36 +18,9 @@ for tool in wasm-bindgen-test-runner curl "$CHROMEDRIVER"; do
     fi
 done
 
-# scripts/test.sh exports SD_WORKER_BIN, the binary its `cargo test` just
-# built; building again here would resolve other features and compile Candle
-# a second time. Run alone, build it.
-if [[ -n "${SD_WORKER_BIN:-}" && -x "${SD_WORKER_BIN}" ]]; then
-    WORKER="$SD_WORKER_BIN"
-else
-    echo "==> build the worker"
-    cargo build -p sd-worker
-    WORKER="$TARGET_DIR/debug/sd-worker"
-fi
-
-WORK="$(mktemp -d -t sd-worker-wasm-test.XXXXXX)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-echo "==> generate a tiny model"
-"$WORKER" generate-model --shape tiny --out "$WORK/model" >/dev/null
-
-# shellcheck source=lib/start-worker.sh
-source scripts/lib/start-worker.sh
+# shellcheck source=lib/workers.sh
+source scripts/lib/workers.sh
+setup_workers wasm-test
 
 echo "==> start the workers"
 start_worker open "$WORK/model" --cors-origin '*'

@@ -471,7 +471,11 @@ async fn the_openapi_document_covers_every_route_and_the_docs_do_too() {
     }
     assert!(spec["paths"]["/v1/jobs"]["post"]["responses"]["415"].is_object());
     let sse = &spec["paths"]["/v1/jobs/{id}/stream"]["get"]["responses"]["200"]["content"];
-    assert_eq!(sse["text/event-stream"]["schema"]["type"], "string");
+    assert_eq!(
+        sse["text/event-stream"]["schema"]["properties"]["data"]["oneOf"][0]["contentSchema"]
+            ["$ref"],
+        "#/components/schemas/StreamEvent"
+    );
     // The request schema carries this worker's limits.
     let (_, info) = w.get_json("/v1/info").await;
     let props = &spec["components"]["schemas"]["GenerationParams"]["properties"];

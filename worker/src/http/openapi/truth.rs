@@ -4,8 +4,8 @@
 //! - `400` on every route with path or query parameters (a value that does not
 //!   parse is refused by `http/extract.rs` with the field named);
 //! - `415` on `POST /v1/jobs` (only `application/json` bodies);
-//! - the SSE body as what it is: `text/event-stream` text, whose `data:` lines
-//!   each hold one `StreamEvent` (described in the components);
+//! - the SSE body as what it is: `text/event-stream` events whose `data:`
+//!   holds one JSON `StreamEvent` (or the closing `[DONE]`);
 //! - links from a submitted job to the operations that take its id;
 //! - and, once the model is loaded, this worker's limits on the request
 //!   fields ([`apply_limits`]), so a generated valid request is one the worker
@@ -99,14 +99,31 @@ fn job_links() -> Value {
 }
 
 fn event_stream() -> Value {
+    // Open API before 3.2 describes each event of a text/event-stream with
+    // `schema` (fields `id`, `event`, `data`); the JSON inside `data` with
+    // `contentMediaType` and `contentSchema`.
     json!({
         "text/event-stream": {
             "schema": {
-                "type": "string",
-                "description": "Server-Sent Events: each event is `id: <sequence>` and one `data:` line holding a \
-                                JSON `StreamEvent` (see components/schemas/StreamEvent); after the terminal event \
-                                (`complete`, `error`, `cancelled`) a last `data: [DONE]`, then the stream closes. \
-                                Comment lines (`: keep-alive`) every 15 s."
+                "type": "object",
+                "description": "One Server-Sent Event: `id: <sequence>` and one `data:` line holding a JSON \
+                                `StreamEvent`; after the terminal event (`complete`, `error`, `cancelled`) a last \
+                                `data: [DONE]` without an id, then the stream closes. Comment lines \
+                                (`: keep-alive`) every 15 s.",
+                "required": ["data"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                    "event": {"type": "string"},
+                    "retry": {"type": "integer"},
+                    "data": {"oneOf": [
+                        {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": "#/components/schemas/StreamEvent"}
+                        },
+                        {"const": "[DONE]"}
+                    ]}
+                }
             }
         }
     })
