@@ -2,6 +2,7 @@
 # The project's one test command (README): installs what the tests need,
 # idempotently, then runs formatting, lints and every test: Rust (worker and
 # SDK), a property-based fuzzing run against the worker's own OpenAPI document,
+# the official `openai` Python client against the OpenAI Images routes,
 # the WASM build and its size budget, the TypeScript packages, and the browser
 # SDK and the studio in headless Chromium. Every test talks to a real
 # worker binary.
@@ -38,6 +39,9 @@ cargo test --workspace --no-fail-fast
 
 step "OpenAPI fuzzing (Schemathesis from PyPI, fixed seed, against the real worker)"
 scripts/test-openapi-fuzz.sh
+
+step "OpenAI Images API with the official openai Python package (from PyPI, unmodified, against the real worker)"
+scripts/test-openai-client.sh
 
 step "WASM build of the SDK (wasm-bindgen, wasm-opt, 50 KB gzip budget)"
 scripts/build-wasm.sh

@@ -35,23 +35,28 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<JobAccepted>), HttpError> {
     let result = accept(&state, req).await;
     if let Err(e) = &result {
-        let reason = serde_json::to_value(e.error.code)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        state
-            .engine
-            .metrics()
-            .jobs_rejected
-            .with_label_values(&[&reason])
-            .inc();
+        count_rejection(&state, e);
     }
     result
 }
 
+/// Counts a refused submission in `jobs_rejected`, by its error code.
+pub(crate) fn count_rejection(state: &AppState, e: &HttpError) {
+    let reason = serde_json::to_value(e.error.code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    state
+        .engine
+        .metrics()
+        .jobs_rejected
+        .with_label_values(&[&reason])
+        .inc();
+}
+
 /// Only JSON bodies: a browser cannot send `application/json` cross-origin
 /// without a CORS preflight, so a foreign web page cannot submit jobs.
-fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -81,19 +86,56 @@ async fn accept(
         discard(body, state.max_body_bytes).await;
         return Err(e);
     }
-    let body = Bytes::from_request(Request::from_parts(parts, body), &())
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                HttpError::new(
-                    ErrorCode::PayloadTooLarge,
-                    "the request body is larger than the worker accepts",
-                )
-            } else {
-                HttpError::new(ErrorCode::InvalidRequest, rejection.body_text())
-            }
-        })?;
-    let slot = decode_slot(state, &body)?;
+    let body = read_body(Request::from_parts(parts, body)).await?;
+    let may_have_images = may_carry_images(&body);
+    let (job, position) = validate_and_submit(state, may_have_images, move |_| Ok(body)).await?;
+    let seed = job.request.seed;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(JobAccepted {
+            sse_url: format!("/v1/jobs/{}/stream", job.id),
+            status_url: format!("/v1/jobs/{}", job.id),
+            job_id: job.id.clone(),
+            queue_position: position,
+            seed,
+        }),
+    ))
+}
+
+/// The whole body, within `--max-body-bytes` (413 `payload_too_large` past it).
+pub(crate) async fn read_body(req: Request) -> Result<Bytes, HttpError> {
+    Bytes::from_request(req, &()).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            HttpError::new(
+                ErrorCode::PayloadTooLarge,
+                "the request body is larger than the worker accepts",
+            )
+        } else {
+            HttpError::new(ErrorCode::InvalidRequest, rejection.body_text())
+        }
+    })
+}
+
+/// The shared tail of every submission (`POST /v1/jobs` and the adapters at
+/// the HTTP edge): a decoding slot when the body may carry input images,
+/// then, off the async runtime, `prepare` builds the contract's JSON body (it
+/// may decode images itself: it runs under the same slot) and
+/// [`validate_body`] validates it; then the job is queued. Errors: 429 when
+/// every decoding slot is taken or the queue is full, 503 while loading or
+/// stopping, and whatever `prepare` or validation refuse.
+pub(crate) async fn validate_and_submit<F>(
+    state: &AppState,
+    may_have_images: bool,
+    prepare: F,
+) -> Result<(Arc<Job>, u32), HttpError>
+where
+    F: FnOnce(&crate::profile::Profile) -> Result<Bytes, HttpError> + Send + 'static,
+{
+    let slot = if may_have_images {
+        Some(decode_slot(state)?)
+    } else {
+        None
+    };
     // Validation decodes input images: keep it off the async workers. The slot
     // and the in-flight count go with it, so a client that hangs up does not
     // free the slot while its images are still being decoded.
@@ -102,12 +144,13 @@ async fn accept(
         let metrics = st.engine.metrics();
         metrics.validations.inc();
         let _in_flight = slot.map(|permit| InFlight::new(metrics, permit));
-        validate_body(&body, st.ready_profile()?).map_err(HttpError::from)
+        let profile = st.ready_profile()?;
+        let body = prepare(profile)?;
+        validate_body(&body, profile).map_err(HttpError::from)
     })
     .await
     .map_err(|e| HttpError::new(ErrorCode::Internal, format!("validation failed: {e}")))??;
     let id = format!("job-{}", uuid::Uuid::new_v4().simple());
-    let seed = valid.request.seed;
     let (job, position) = state
         .engine
         .submit(id, valid.operation, valid.request, valid.preview_every)
@@ -124,21 +167,12 @@ async fn accept(
         .with_label_values(&[job.operation.as_str()])
         .inc();
     tracing::info!(job_id = %job.id, position, "job queued");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(JobAccepted {
-            sse_url: format!("/v1/jobs/{}/stream", job.id),
-            status_url: format!("/v1/jobs/{}", job.id),
-            job_id: job.id.clone(),
-            queue_position: position,
-            seed,
-        }),
-    ))
+    Ok((job, position))
 }
 
 /// What is known without the body: the model is loading, the worker is
 /// stopping (503), or the queue is full (429).
-fn admit(state: &AppState) -> Result<(), HttpError> {
+pub(crate) fn admit(state: &AppState) -> Result<(), HttpError> {
     state.ready_profile()?;
     if state.engine.queue_len() >= state.engine.queue_capacity() {
         return Err(queue_full(state));
@@ -165,7 +199,7 @@ const DISCARD_FOR: Duration = Duration::from_secs(2);
 /// at most `limit` bytes and for at most [`DISCARD_FOR`]: a client still
 /// writing its body then reads the refusal, where closing on unread data would
 /// reset the connection under it. Nothing is kept or parsed.
-async fn discard(body: Body, limit: usize) {
+pub(crate) async fn discard(body: Body, limit: usize) {
     let mut stream = body.into_data_stream();
     let mut seen = 0usize;
     let _ = tokio::time::timeout(DISCARD_FOR, async {
@@ -179,18 +213,14 @@ async fn discard(body: Body, limit: usize) {
     .await;
 }
 
-/// A decoding slot for a body that may carry input images, or `None` for one
-/// that certainly carries none (its validation is cheap). All slots taken:
-/// 429 `queue_full` with `Retry-After: 1`.
-fn decode_slot(state: &AppState, body: &[u8]) -> Result<Option<OwnedSemaphorePermit>, HttpError> {
-    if !may_carry_images(body) {
-        return Ok(None);
-    }
+/// A decoding slot, for a body that may carry input images (one that
+/// certainly carries none is validated without one: it is cheap). All slots
+/// taken: 429 `queue_full` with `Retry-After: 1`.
+fn decode_slot(state: &AppState) -> Result<OwnedSemaphorePermit, HttpError> {
     state
         .decode_slots
         .clone()
         .try_acquire_owned()
-        .map(Some)
         .map_err(|_| {
             let mut err = HttpError::new(
                 ErrorCode::QueueFull,

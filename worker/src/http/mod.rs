@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod info;
 pub mod jobs;
+pub mod openai;
 pub mod openapi;
 pub mod stream;
 pub mod studio;
@@ -100,6 +101,11 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
         .route("/v1/jobs/{id}", get(jobs::status).delete(jobs::cancel))
         .route("/v1/jobs/{id}/stream", get(stream::stream))
         .route("/v1/jobs/{id}/images/{index}", get(jobs::image))
+        .route(
+            "/v1/images/generations",
+            post(openai::generations::generations),
+        )
+        .route("/v1/images/edits", post(openai::edits::edits))
         .method_not_allowed_fallback(|| async {
             let mut res = axum::response::IntoResponse::into_response(HttpError::new(
                 ErrorCode::InvalidRequest,
@@ -118,7 +124,9 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
             auth::require_token,
         ));
     }
+    // Outside the token check, so a 401 on the OpenAI routes is OpenAI-shaped too.
     let mut app = api
+        .route_layer(axum::middleware::from_fn(openai::error::reshape))
         .route_layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .fallback(studio::serve)
         .with_state(opts.studio.clone())

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{info, jobs, stream, AppState};
+use super::{info, jobs, openai, stream, AppState};
 
 mod truth;
 
@@ -19,15 +19,19 @@ mod truth;
         description = "Stable Diffusion image-generation worker: submit jobs, follow them as Server-Sent Events, fetch images. \
                        With --api-token, every route but /health and /ready needs `Authorization: Bearer <token>`."
     ),
-    paths(info::health, info::ready, info::metrics, info::info, spec, jobs::submit, jobs::status, jobs::cancel, jobs::image, stream::stream),
+    paths(info::health, info::ready, info::metrics, info::info, spec, jobs::submit, jobs::status, jobs::cancel, jobs::image, stream::stream,
+        openai::generations::generations, openai::edits::edits),
     components(schemas(
-        sdk::JobRequest, sdk::TextToImageRequest, sdk::ImageRequest, sdk::GenerationParams, sdk::ImageInput, sdk::ResizeMode,
+        sdk::JobRequest, sdk::TextToImageRequest, sdk::ImageRequest, sdk::GenerationParams, sdk::ImageInput, sdk::ResizeMode, sdk::Rng,
         sdk::ImageFormat, sdk::Operation, sdk::JobAccepted, sdk::JobSnapshot, sdk::JobStatus, sdk::Timings, sdk::JobResult,
         sdk::GeneratedImage, sdk::StreamEvent, sdk::ErrorBody, sdk::ApiError, sdk::ErrorCode, sdk::WorkerInfo, sdk::ModelInfo, sdk::MemoryEstimate,
-        sdk::Limits, sdk::Defaults, sdk::Heartbeat, sdk::HeartbeatWorker, sdk::WorkerStatus
+        sdk::Limits, sdk::Defaults, sdk::Heartbeat, sdk::HeartbeatWorker, sdk::WorkerStatus,
+        openai::generations::ImageGenerationRequest, openai::edits::ImageEditForm, openai::ImagesResponse, openai::ImageData,
+        openai::ResponseFormat, openai::OutputFormat, openai::error::OpenAiErrorBody, openai::error::OpenAiError
     )),
     modifiers(&BearerAuth),
-    tags((name = "jobs", description = "Submit, follow, cancel"), (name = "worker", description = "Health and capabilities"))
+    tags((name = "jobs", description = "Submit, follow, cancel"), (name = "worker", description = "Health and capabilities"),
+        (name = "openai", description = "OpenAI's Images API, an adapter over jobs"))
 )]
 pub struct ApiDoc;
 

@@ -17,9 +17,14 @@ use serde_json::{json, Map, Value};
 const METHODS: [&str; 5] = ["get", "post", "delete", "put", "patch"];
 
 fn error_response(description: &str) -> Value {
+    error_response_in(description, "ErrorBody")
+}
+
+/// An error response whose body is the schema `body` (OpenAI's routes answer `OpenAiErrorBody`).
+fn error_response_in(description: &str, body: &str) -> Value {
     json!({
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}
     })
 }
 
@@ -50,9 +55,15 @@ pub fn complete(doc: &mut Value) {
                 continue;
             };
             if !open {
+                let body = if path.starts_with("/v1/images/") {
+                    "OpenAiErrorBody"
+                } else {
+                    "ErrorBody"
+                };
                 responses.entry("401").or_insert_with(|| {
-                    error_response(
+                    error_response_in(
                         "Missing or wrong bearer token (`Authorization: Bearer <token>`)",
+                        body,
                     )
                 });
             }
@@ -178,6 +189,25 @@ mod tests {
                 "responses": {"200": {"description": "events", "content": {"text/event-stream": {
                     "schema": {"$ref": "#/components/schemas/StreamEvent"}}}}}}}
         }})
+    }
+
+    #[test]
+    fn the_openai_routes_401_is_documented_in_openais_error_shape() {
+        let mut d = json!({"paths": {
+            "/v1/images/generations": {"post": {"responses": {"200": {"description": "ok"}}}},
+            "/v1/jobs": {"post": {"responses": {"202": {"description": "accepted"}}}}
+        }});
+        complete(&mut d);
+        let schema = |p: &str| {
+            d["paths"][p]["post"]["responses"]["401"]["content"]["application/json"]["schema"]
+                ["$ref"]
+                .clone()
+        };
+        assert_eq!(
+            schema("/v1/images/generations"),
+            "#/components/schemas/OpenAiErrorBody"
+        );
+        assert_eq!(schema("/v1/jobs"), "#/components/schemas/ErrorBody");
     }
 
     #[test]

@@ -1,0 +1,271 @@
+//! `POST /v1/images/edits`: OpenAI's image edit (multipart form), as our
+//! `image_transform` job without a mask (strength [`EDIT_STRENGTH`]) or our
+//! `image_inpaint` job with one. OpenAI's mask marks what to repaint with its
+//! TRANSPARENT pixels; ours with white, so the mask's alpha is inverted into
+//! a white-repaint mask before validation.
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use base64::Engine as _;
+use image::{GrayImage, Luma};
+use sd_worker_sdk::{ApiError, ErrorCode};
+use serde_json::{json, Map, Value};
+use std::io::Cursor;
+
+use super::error::OpenAiErrorBody;
+use super::{apply_size, refuse, refuse_stream, respond, wait_for_images, ResponseFormat};
+use crate::http::error::HttpError;
+use crate::http::jobs::{admit, count_rejection, discard, validate_and_submit};
+use crate::http::AppState;
+use crate::profile::Profile;
+
+/// Strength of an edit without a mask (image to image): how far from the
+/// input to go, 0..=1. OpenAI has no such field; 0.75 keeps the input's
+/// composition and lets the prompt change its content.
+pub const EDIT_STRENGTH: f64 = 0.75;
+
+/// The multipart form of `POST /v1/images/edits` (documentation only; the
+/// handler reads the parts as they come). `image[]` is accepted for `image`
+/// (the first image is used). `seed` is ours; `quality`, `background`,
+/// `input_fidelity`, `model`, `user` and any other field are ignored.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ImageEditForm {
+    /// PNG, JPEG or WebP.
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
+    prompt: String,
+    /// A PNG whose transparent pixels mark what to repaint (inpainting);
+    /// absent: image to image at strength 0.75.
+    #[schema(value_type = Option<String>, format = Binary)]
+    mask: Option<Vec<u8>>,
+    /// Number of images; 1 by default.
+    #[schema(pattern = "^[0-9]+$")]
+    n: Option<String>,
+    /// `auto` (the input's size) or `WIDTHxHEIGHT`.
+    #[schema(pattern = "^(auto|[0-9]+x[0-9]+)$")]
+    size: Option<String>,
+    response_format: Option<ResponseFormat>,
+    output_format: Option<super::OutputFormat>,
+    /// 0..=2^53-1; random when absent (ours, not OpenAI's).
+    #[schema(pattern = "^[0-9]+$")]
+    seed: Option<String>,
+    /// Only `false`: streaming is not supported.
+    #[schema(pattern = "^(true|false)$")]
+    stream: Option<String>,
+}
+
+/// What the form carried.
+#[derive(Debug, Default)]
+pub struct EditForm {
+    pub image: Option<Vec<u8>>,
+    pub mask: Option<Vec<u8>>,
+    pub text: Map<String, Value>,
+}
+
+fn multipart_error(e: impl std::fmt::Display, status: StatusCode) -> HttpError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        HttpError::new(
+            ErrorCode::PayloadTooLarge,
+            "the request body is larger than the worker accepts",
+        )
+    } else {
+        HttpError::new(
+            ErrorCode::InvalidRequest,
+            format!("the body is not a valid multipart form: {e}"),
+        )
+    }
+}
+
+/// Reads the form: files by name, every other part as text.
+async fn read_form(req: Request) -> Result<EditForm, HttpError> {
+    let mut multipart = Multipart::from_request(req, &())
+        .await
+        .map_err(|r| multipart_error(r.body_text(), r.status()))?;
+    let mut form = EditForm::default();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e.body_text(), e.status()))?
+    {
+        let name = field.name().unwrap_or("").to_string();
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| multipart_error(e.body_text(), e.status()))?;
+        match name.as_str() {
+            "image" | "image[]" => {
+                form.image.get_or_insert(bytes.to_vec());
+            }
+            "mask" => form.mask = Some(bytes.to_vec()),
+            _ => {
+                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    refuse(
+                        &name,
+                        format!("`{}` must be text", crate::http::extract::quote(&name)),
+                    )
+                })?;
+                form.text.insert(name, Value::String(text));
+            }
+        }
+    }
+    Ok(form)
+}
+
+fn text<'a>(form: &'a EditForm, field: &str) -> Option<&'a str> {
+    form.text.get(field).and_then(Value::as_str)
+}
+
+fn number(form: &EditForm, field: &str) -> Result<Option<u64>, HttpError> {
+    text(form, field)
+        .map(|t| {
+            t.trim()
+                .parse::<u64>()
+                .map_err(|_| refuse(field, format!("`{field}` must be a whole number from 0")))
+        })
+        .transpose()
+}
+
+/// Our contract's body without the images, and the answer's format.
+pub fn to_job_body(form: &EditForm) -> Result<(Map<String, Value>, ResponseFormat), HttpError> {
+    let stream = match text(form, "stream").map(str::trim) {
+        None | Some("false") => None,
+        Some("true") => Some(true),
+        Some(_) => return Err(refuse("stream", "`stream` must be `true` or `false`")),
+    };
+    refuse_stream(stream)?;
+    let prompt = text(form, "prompt").ok_or_else(|| {
+        HttpError::from(
+            ApiError::new(ErrorCode::MissingField, "`prompt` is required").with_field("prompt"),
+        )
+    })?;
+    if form.image.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::MissingField,
+            "`image` is required (a PNG, JPEG or WebP file)",
+        )
+        .with_field("image")
+        .into());
+    }
+    let mut body = Map::new();
+    let op = if form.mask.is_some() {
+        "image_inpaint"
+    } else {
+        "image_transform"
+    };
+    body.insert("operation".into(), json!(op));
+    body.insert("prompt".into(), json!(prompt));
+    if form.mask.is_none() {
+        body.insert("strength".into(), json!(EDIT_STRENGTH));
+    }
+    if let Some(n) = number(form, "n")? {
+        body.insert("num_images".into(), json!(n));
+    }
+    if let Some(seed) = number(form, "seed")? {
+        body.insert("seed".into(), json!(seed));
+    }
+    apply_size(&mut body, text(form, "size"))?;
+    match text(form, "output_format").map(str::trim) {
+        None => {}
+        Some(f @ ("png" | "jpeg")) => {
+            body.insert("output_format".into(), json!(f));
+        }
+        Some(_) => {
+            return Err(refuse(
+                "output_format",
+                "`output_format` must be `png` or `jpeg`",
+            ))
+        }
+    }
+    let format = match text(form, "response_format").map(str::trim) {
+        None | Some("b64_json") => ResponseFormat::B64Json,
+        Some("url") => ResponseFormat::Url,
+        Some(_) => {
+            return Err(refuse(
+                "response_format",
+                "`response_format` must be `b64_json` or `url`",
+            ))
+        }
+    };
+    Ok((body, format))
+}
+
+/// OpenAI's mask (transparent = repaint) as ours (white = repaint), a PNG:
+/// each pixel's repaint weight is 255 minus its alpha. A mask without an
+/// alpha channel marks nothing, as at OpenAI, and is refused.
+pub fn openai_mask_to_ours(png: &[u8], profile: &Profile) -> Result<Vec<u8>, HttpError> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(png);
+    let mask = crate::images::decode("mask", &b64, profile.info.limits.max_input_pixels)?;
+    if !mask.color().has_alpha() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidImage,
+            "`mask` must have an alpha channel: its transparent pixels mark what to repaint",
+        )
+        .with_field("mask")
+        .into());
+    }
+    let rgba = mask.to_rgba8();
+    let ours = GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        Luma([255 - rgba.get_pixel(x, y)[3]])
+    });
+    let mut out = Vec::new();
+    ours.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .map_err(|e| HttpError::new(ErrorCode::Internal, format!("mask: {e}")))?;
+    Ok(out)
+}
+
+/// OpenAI's image edit: waits for the job and answers its images.
+#[utoipa::path(post, path = "/v1/images/edits", tag = "openai",
+    request_body(content = ImageEditForm, content_type = "multipart/form-data"), responses(
+    (status = 200, body = super::ImagesResponse),
+    (status = 400, description = "Not a multipart form, a field missing or not of its form, an undecodable image or mask, a size outside the worker's limits, `stream=true`", body = OpenAiErrorBody),
+    (status = 409, description = "The job was cancelled", body = OpenAiErrorBody),
+    (status = 413, description = "Body or input image too large", body = OpenAiErrorBody),
+    (status = 429, description = "Queue full or every decoding slot taken; see Retry-After", body = OpenAiErrorBody),
+    (status = 503, description = "Model loading or worker stopping", body = OpenAiErrorBody)))]
+pub async fn edits(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, HttpError> {
+    let (job, format) = match submit(&state, req).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            count_rejection(&state, &e);
+            return Err(e);
+        }
+    };
+    let images = wait_for_images(&state, job.clone()).await?;
+    Ok(respond(&headers, &job, images, format))
+}
+
+async fn submit(
+    state: &AppState,
+    req: Request,
+) -> Result<(std::sync::Arc<crate::engine::job::Job>, ResponseFormat), HttpError> {
+    let (parts, body) = req.into_parts();
+    if let Err(e) = admit(state) {
+        discard(body, state.max_body_bytes).await;
+        return Err(e);
+    }
+    let mut form = read_form(Request::from_parts(parts, body)).await?;
+    let (mut job_body, format) = to_job_body(&form)?;
+    let image = form.image.take().unwrap_or_default();
+    let mask = form.mask.take();
+    let (job, _) = validate_and_submit(state, true, move |profile| {
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        job_body.insert("image".into(), json!(b64(&image)));
+        if let Some(mask) = mask {
+            job_body.insert(
+                "mask".into(),
+                json!(b64(&openai_mask_to_ours(&mask, profile)?)),
+            );
+        }
+        Ok(serde_json::to_vec(&Value::Object(job_body))
+            .unwrap_or_default()
+            .into())
+    })
+    .await?;
+    Ok((job, format))
+}

@@ -1,0 +1,154 @@
+//! `POST /v1/images/generations`: OpenAI's text to image, as our
+//! `image_generation` job.
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use sd_worker_sdk::ErrorCode;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::error::OpenAiErrorBody;
+use super::{apply_size, refuse_stream, respond, wait_for_images, OutputFormat, ResponseFormat};
+use crate::http::error::HttpError;
+use crate::http::jobs::{
+    admit, count_rejection, discard, read_body, require_json, validate_and_submit,
+};
+use crate::http::AppState;
+
+/// OpenAI's image generation request. `n`, `size`, `output_format` and the
+/// prompt are used; `quality`, `style`, `background`, `moderation`,
+/// `output_compression`, `model` and `user` are accepted and ignored (this
+/// worker serves one model); `seed` is ours (the OpenAI SDK sends it with
+/// `extra_body`): absent, a random seed is drawn and answered in `seed`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ImageGenerationRequest {
+    pub prompt: String,
+    /// Number of images (the worker's `max_images` at most); 1 by default.
+    #[serde(default)]
+    pub n: Option<u32>,
+    /// `auto` (the model's native size) or `WIDTHxHEIGHT`, within the worker's limits.
+    #[serde(default)]
+    #[schema(pattern = "^(auto|[0-9]+x[0-9]+)$")]
+    pub size: Option<String>,
+    #[serde(default)]
+    pub response_format: Option<ResponseFormat>,
+    #[serde(default)]
+    pub output_format: Option<OutputFormat>,
+    /// 0..=2^53-1; random when absent (ours, not OpenAI's).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Only `false`: streaming is not supported.
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// Ignored.
+    #[serde(default)]
+    pub partial_images: Option<u32>,
+    /// Ignored.
+    #[serde(default)]
+    pub quality: Option<String>,
+    /// Ignored.
+    #[serde(default)]
+    pub style: Option<String>,
+    /// Ignored.
+    #[serde(default)]
+    pub background: Option<String>,
+    /// Ignored.
+    #[serde(default)]
+    pub moderation: Option<String>,
+    /// Ignored.
+    #[serde(default)]
+    pub output_compression: Option<u32>,
+    /// Ignored: the worker serves one model.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Ignored.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// Reads the request; a field of the wrong type is a 400 naming it.
+pub fn parse(body: &[u8]) -> Result<ImageGenerationRequest, HttpError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+            .map(str::to_string);
+        let (code, message, field) = match missing {
+            Some(field) => (
+                ErrorCode::MissingField,
+                format!("`{field}` is required"),
+                field,
+            ),
+            None => (ErrorCode::InvalidValue, format!("`{path}`: {inner}"), path),
+        };
+        let mut err = sd_worker_sdk::ApiError::new(code, message);
+        if !field.is_empty() && field != "." {
+            err = err.with_field(field);
+        }
+        HttpError::from(err)
+    })
+}
+
+/// Our contract's `image_generation` body for the request.
+pub fn to_job_body(req: &ImageGenerationRequest) -> Result<Value, HttpError> {
+    refuse_stream(req.stream)?;
+    let mut body = Map::new();
+    body.insert("operation".into(), json!("image_generation"));
+    body.insert("prompt".into(), json!(req.prompt));
+    if let Some(n) = req.n {
+        body.insert("num_images".into(), json!(n));
+    }
+    apply_size(&mut body, req.size.as_deref())?;
+    if let Some(seed) = req.seed {
+        body.insert("seed".into(), json!(seed));
+    }
+    if let Some(f) = req.output_format {
+        body.insert("output_format".into(), json!(f));
+    }
+    Ok(Value::Object(body))
+}
+
+/// OpenAI's image generation: waits for the job and answers its images.
+#[utoipa::path(post, path = "/v1/images/generations", tag = "openai", request_body = ImageGenerationRequest, responses(
+    (status = 200, body = super::ImagesResponse),
+    (status = 400, description = "A field missing or of the wrong type, a size outside the worker's limits, `stream: true`", body = OpenAiErrorBody),
+    (status = 409, description = "The job was cancelled", body = OpenAiErrorBody),
+    (status = 413, description = "Body too large", body = OpenAiErrorBody),
+    (status = 415, description = "Not `Content-Type: application/json`", body = OpenAiErrorBody),
+    (status = 429, description = "Queue full; see Retry-After", body = OpenAiErrorBody),
+    (status = 503, description = "Model loading or worker stopping", body = OpenAiErrorBody)))]
+pub async fn generations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, HttpError> {
+    let (job, format) = match submit(&state, req).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            count_rejection(&state, &e);
+            return Err(e);
+        }
+    };
+    let images = wait_for_images(&state, job.clone()).await?;
+    Ok(respond(&headers, &job, images, format))
+}
+
+async fn submit(
+    state: &AppState,
+    req: Request,
+) -> Result<(std::sync::Arc<crate::engine::job::Job>, ResponseFormat), HttpError> {
+    let (parts, body) = req.into_parts();
+    if let Err(e) = require_json(&parts.headers).and_then(|()| admit(state)) {
+        discard(body, state.max_body_bytes).await;
+        return Err(e);
+    }
+    let bytes = read_body(Request::from_parts(parts, body)).await?;
+    let req = parse(&bytes)?;
+    let job_body = serde_json::to_vec(&to_job_body(&req)?).unwrap_or_default();
+    let (job, _) = validate_and_submit(state, false, move |_| Ok(job_body.into())).await?;
+    Ok((job, req.response_format.unwrap_or_default()))
+}

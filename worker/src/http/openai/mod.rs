@@ -1,0 +1,208 @@
+//! OpenAI's Images API as a thin adapter at the HTTP edge:
+//! `POST /v1/images/generations` and `POST /v1/images/edits` turn OpenAI's
+//! request into our contract's `POST /v1/jobs` body, submit it through the same
+//! validation, queue and engine ([`super::jobs::validate_and_submit`]), wait
+//! for the job's terminal event and answer in OpenAI's shape. The job stays
+//! visible at `/v1/jobs/{id}`; a client that hangs up while waiting cancels it.
+//! Streaming (`stream: true`) is not supported: it is refused with a 400.
+
+pub mod edits;
+pub mod error;
+pub mod generations;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sd_worker_sdk::{ErrorCode, GeneratedImage, JobStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+use super::error::HttpError;
+use super::AppState;
+use crate::engine::job::Job;
+
+/// How the images come back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Base64 in `b64_json` (the default).
+    #[default]
+    B64Json,
+    /// An absolute URL of `GET /v1/jobs/{id}/images/{i}` (bearer token required like the rest).
+    Url,
+}
+
+/// Encoding of the images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Png,
+    Jpeg,
+}
+
+/// One image of the answer: `b64_json` or `url`, as asked.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ImageData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b64_json: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Always null: the prompt is used as sent.
+    pub revised_prompt: Option<String>,
+}
+
+/// OpenAI's `ImagesResponse`, plus two fields of ours that OpenAI clients keep
+/// as extras: the job's id (`/v1/jobs/{job_id}`) and its seed (image `i` used
+/// `seed + i`), so a result can be reproduced through `/v1/jobs`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ImagesResponse {
+    /// Unix time in seconds.
+    pub created: u64,
+    pub data: Vec<ImageData>,
+    pub job_id: String,
+    pub seed: u64,
+}
+
+/// `size`: `auto` (or absent) leaves the size to the worker (the model's
+/// native size; for an edit, the input image's size); `WxH` in pixels sets
+/// width and height, which validation then bounds by the worker's limits.
+pub fn apply_size(body: &mut Map<String, Value>, size: Option<&str>) -> Result<(), HttpError> {
+    let Some(size) = size
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && *s != "auto")
+    else {
+        return Ok(());
+    };
+    let parsed = size
+        .split_once(['x', 'X'])
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+    let (w, h) = parsed.ok_or_else(|| {
+        refuse(
+            "size",
+            format!(
+                "`size` must be `auto` or `WIDTHxHEIGHT` in pixels (like `512x512`), not `{}`",
+                super::extract::quote(size)
+            ),
+        )
+    })?;
+    body.insert("width".into(), json!(w));
+    body.insert("height".into(), json!(h));
+    Ok(())
+}
+
+/// A 4xx `invalid_value` naming `field` (an OpenAI field name).
+pub fn refuse(field: &str, message: impl Into<String>) -> HttpError {
+    sd_worker_sdk::ApiError::new(ErrorCode::InvalidValue, message)
+        .with_field(field)
+        .into()
+}
+
+/// `stream: true` is refused: this adapter answers once the images exist.
+pub fn refuse_stream(stream: Option<bool>) -> Result<(), HttpError> {
+    if stream == Some(true) {
+        return Err(sd_worker_sdk::ApiError::new(
+            ErrorCode::InvalidRequest,
+            "`stream` is not supported by this worker's OpenAI adapter; follow `/v1/jobs/{id}/stream` for previews",
+        )
+        .with_field("stream")
+        .into());
+    }
+    Ok(())
+}
+
+/// Cancels the job when dropped before it ended: the handler's future is
+/// dropped when its client hangs up.
+struct CancelOnDrop<'a> {
+    state: &'a AppState,
+    job: Arc<Job>,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.job.status().is_terminal() {
+            tracing::info!(job_id = %self.job.id, "OpenAI client left; cancelling its job");
+            self.state.engine.cancel(&self.job);
+        }
+    }
+}
+
+/// Waits for the job's terminal event and returns its images; a failed job
+/// is its error, a cancelled one a 409 `conflict`.
+pub async fn wait_for_images(
+    state: &AppState,
+    job: Arc<Job>,
+) -> Result<Vec<GeneratedImage>, HttpError> {
+    let guard = CancelOnDrop { state, job };
+    let mut changes = guard.job.subscribe();
+    loop {
+        changes.borrow_and_update();
+        if guard.job.status().is_terminal() {
+            break;
+        }
+        if changes.changed().await.is_err() {
+            break;
+        }
+    }
+    let snap = guard.job.snapshot();
+    match (snap.status, snap.result, snap.error) {
+        (JobStatus::Completed, Some(result), _) => Ok(result.images),
+        (_, _, Some(error)) => Err(error.into()),
+        (status, _, _) => Err(HttpError::new(
+            ErrorCode::Conflict,
+            format!(
+                "job `{}` ended {} without images",
+                guard.job.id,
+                status.as_str()
+            ),
+        )),
+    }
+}
+
+/// The answer: the images as base64 or as absolute URLs on the host the
+/// request named (`X-Forwarded-Proto` picks the scheme, `http` otherwise).
+pub fn respond(
+    headers: &HeaderMap,
+    job: &Job,
+    images: Vec<GeneratedImage>,
+    format: ResponseFormat,
+) -> Response {
+    let base = match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) => {
+            let scheme = headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .filter(|p| *p == "https" || *p == "http")
+                .unwrap_or("http");
+            format!("{scheme}://{host}")
+        }
+        None => String::new(),
+    };
+    let data = images
+        .into_iter()
+        .enumerate()
+        .map(|(i, img)| match format {
+            ResponseFormat::B64Json => ImageData {
+                b64_json: Some(img.image),
+                url: None,
+                revised_prompt: None,
+            },
+            ResponseFormat::Url => ImageData {
+                b64_json: None,
+                url: Some(format!("{base}/v1/jobs/{}/images/{i}", job.id)),
+                revised_prompt: None,
+            },
+        })
+        .collect();
+    let body = ImagesResponse {
+        created: crate::engine::job::unix_ms() / 1000,
+        data,
+        job_id: job.id.clone(),
+        seed: job.request.seed,
+    };
+    let mut res = Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&job.id) {
+        res.headers_mut().insert("x-job-id", v);
+    }
+    res
+}

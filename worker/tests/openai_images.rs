@@ -1,0 +1,362 @@
+//! OpenAI's Images API against the real binary: how OpenAI's fields map onto
+//! a job, and errors in OpenAI's shape (`{"error": {"message", "type",
+//! "param", "code"}}`) on these routes only. The official Python client is
+//! driven by `scripts/test-openai-client.sh`.
+
+mod common;
+
+use common::{b64_png, decode_b64, gradient, long_job, Worker};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn generate(w: &Worker, body: Value) -> (u16, Value) {
+    let r = w
+        .client
+        .post(w.url("/v1/images/generations"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// One part of a multipart form: `(name, filename, bytes)`; a part without a filename is text.
+type Part<'a> = (&'a str, Option<&'a str>, Vec<u8>);
+
+/// A multipart form of `parts`.
+fn form(parts: &[Part]) -> (String, Vec<u8>) {
+    let boundary = "sd-worker-test-boundary";
+    let mut body = Vec::new();
+    for (name, file, bytes) in parts {
+        body.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").bytes(),
+        );
+        if let Some(file) = file {
+            body.extend(format!("; filename=\"{file}\"\r\nContent-Type: image/png").bytes());
+        }
+        body.extend(b"\r\n\r\n");
+        body.extend(bytes);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{boundary}--\r\n").bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn edit(w: &Worker, parts: &[Part<'_>]) -> (u16, Value) {
+    let (ct, body) = form(parts);
+    let r = w
+        .client
+        .post(w.url("/v1/images/edits"))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn png(img: image::DynamicImage) -> Vec<u8> {
+    decode_b64(&b64_png(img))
+}
+
+/// The error object, checked to have exactly OpenAI's four keys.
+fn openai_error(body: &Value) -> &Value {
+    let err = &body["error"];
+    let keys: Vec<&str> = err
+        .as_object()
+        .expect("an error object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys.len(), 4, "{body}");
+    for k in ["message", "type", "param", "code"] {
+        assert!(keys.contains(&k), "`{k}` missing: {body}");
+    }
+    err
+}
+
+#[tokio::test]
+async fn a_size_outside_the_limits_is_an_openai_400_naming_size() {
+    let w = Worker::start(&[]).await;
+    for size in ["4096x64", "banana", "64x"] {
+        let (status, body) = generate(&w, json!({"prompt": "a cat", "size": size})).await;
+        assert_eq!(status, 400, "{size}: {body}");
+        let err = openai_error(&body);
+        assert_eq!(err["param"], "size", "{body}");
+        assert_eq!(err["type"], "invalid_request_error");
+        assert_eq!(err["code"], "invalid_value");
+    }
+}
+
+#[tokio::test]
+async fn fields_are_named_as_openai_names_them() {
+    let w = Worker::start(&[]).await;
+    let cases = [
+        (json!({"size": "64x64"}), "prompt", "missing_field"),
+        (json!({"prompt": "a cat", "n": "two"}), "n", "invalid_value"),
+        (json!({"prompt": "a cat", "n": 999}), "n", "invalid_value"),
+        (
+            json!({"prompt": "a cat", "response_format": "gif"}),
+            "response_format",
+            "invalid_value",
+        ),
+        (
+            json!({"prompt": "a cat", "output_format": "webp"}),
+            "output_format",
+            "invalid_value",
+        ),
+        (
+            json!({"prompt": "a cat", "quality": 5}),
+            "quality",
+            "invalid_value",
+        ),
+        (
+            json!({"prompt": "a cat", "stream": true}),
+            "stream",
+            "invalid_request",
+        ),
+        (json!({"prompt": "   "}), "prompt", "invalid_value"),
+    ];
+    for (body, param, code) in cases {
+        let (status, res) = generate(&w, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {res}");
+        let err = openai_error(&res);
+        assert_eq!(err["param"], param, "{body}: {res}");
+        assert_eq!(err["code"], code, "{body}: {res}");
+    }
+}
+
+#[tokio::test]
+async fn the_token_is_required_and_its_401_is_openai_shaped_on_openai_routes_only() {
+    let w = Worker::start(&["--api-token", "secret"]).await;
+    let (status, body) = generate(&w, json!({"prompt": "a cat"})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(openai_error(&body)["code"], "unauthorized");
+    let (status, _, _) = w
+        .submit_raw(json!({"operation": "image_generation", "prompt": "a cat"}).to_string())
+        .await;
+    assert_eq!(status, 401);
+    let (_, ours) = w.get_json("/v1/jobs/job-x").await;
+    assert_eq!(
+        ours["error"]["code"], "unauthorized",
+        "ours keeps our shape: {ours}"
+    );
+    assert!(ours["error"].get("type").is_none(), "{ours}");
+    let r = w
+        .client
+        .post(w.url("/v1/images/generations"))
+        .bearer_auth("secret")
+        .json(&json!({"prompt": "a cat", "size": "64x64"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn n_size_seed_and_output_format_become_the_jobs_fields() {
+    let w = Worker::start(&[]).await;
+    let (status, res) = generate(
+        &w,
+        json!({"prompt": "a cat", "n": 2, "size": "64x48", "seed": 5, "output_format": "jpeg",
+               "quality": "hd", "style": "vivid", "background": "auto", "moderation": "low", "model": "dall-e-3", "user": "u1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["seed"], 5);
+    let data = res["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert!(data
+        .iter()
+        .all(|d| d["revised_prompt"].is_null() && d.get("url").is_none()));
+    let img = image::load_from_memory(&decode_b64(data[0]["b64_json"].as_str().unwrap())).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 48));
+    let (_, snap) = w
+        .get_json(&format!("/v1/jobs/{}", res["job_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(snap["status"], "completed");
+    assert_eq!(snap["operation"], "image_generation");
+    assert_eq!(snap["seed"], 5);
+    let images = snap["result"]["images"].as_array().unwrap();
+    assert!(images.iter().all(|i| i["format"] == "jpeg"), "{snap}");
+    assert_eq!(images[1]["image"], data[1]["b64_json"]);
+}
+
+#[tokio::test]
+async fn url_answers_point_at_the_jobs_images_on_the_requests_host() {
+    let w = Worker::start(&[]).await;
+    let (status, res) = generate(
+        &w,
+        json!({"prompt": "a cat", "size": "64x64", "response_format": "url"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{res}");
+    let url = res["data"][0]["url"].as_str().unwrap();
+    assert_eq!(
+        url,
+        w.url(&format!(
+            "/v1/jobs/{}/images/0",
+            res["job_id"].as_str().unwrap()
+        ))
+    );
+    let r = w.client.get(url).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/png");
+}
+
+#[tokio::test]
+async fn an_edit_without_a_mask_is_image_to_image_and_with_one_inpainting() {
+    let w = Worker::start(&[]).await;
+    let input = png(gradient(64, 48).into());
+    let (status, res) = edit(
+        &w,
+        &[
+            ("image", Some("in.png"), input.clone()),
+            ("prompt", None, b"a cat".to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{res}");
+    let (_, snap) = w
+        .get_json(&format!("/v1/jobs/{}", res["job_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(snap["operation"], "image_transform");
+    let out =
+        image::load_from_memory(&decode_b64(res["data"][0]["b64_json"].as_str().unwrap())).unwrap();
+    assert_eq!(
+        (out.width(), out.height()),
+        (64, 48),
+        "`size` absent: the input's size"
+    );
+
+    // OpenAI's mask: transparent = repaint. Top half transparent, bottom opaque.
+    let mask = image::RgbaImage::from_fn(64, 48, |_, y| {
+        image::Rgba([9, 9, 9, if y < 24 { 0 } else { 255 }])
+    });
+    let (status, res) = edit(
+        &w,
+        &[
+            ("image[]", Some("in.png"), input.clone()),
+            ("mask", Some("mask.png"), png(mask.into())),
+            ("prompt", None, b"a cat".to_vec()),
+            ("n", None, b"1".to_vec()),
+            ("size", None, b"64x48".to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{res}");
+    let (_, snap) = w
+        .get_json(&format!("/v1/jobs/{}", res["job_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(snap["operation"], "image_inpaint");
+    let out = image::load_from_memory(&decode_b64(res["data"][0]["b64_json"].as_str().unwrap()))
+        .unwrap()
+        .to_rgb8();
+    let src = gradient(64, 48);
+    let kept = (24..48).all(|y| (0..64).all(|x| out.get_pixel(x, y) == src.get_pixel(x, y)));
+    assert!(kept, "the opaque part of the mask must come back unchanged");
+    let changed = (0..24)
+        .flat_map(|y| (0..64).map(move |x| (x, y)))
+        .filter(|&(x, y)| out.get_pixel(x, y) != src.get_pixel(x, y))
+        .count();
+    assert!(
+        changed > 64 * 24 / 2,
+        "only {changed} repainted pixels changed"
+    );
+}
+
+#[tokio::test]
+async fn edit_refusals_name_the_openai_field() {
+    let w = Worker::start(&[]).await;
+    let input = png(gradient(64, 48).into());
+    let opaque_mask = png(image::DynamicImage::ImageRgb8(gradient(64, 48)));
+    let cases: Vec<(Vec<Part>, &str)> = vec![
+        (vec![("prompt", None, b"a cat".to_vec())], "image"),
+        (vec![("image", Some("in.png"), input.clone())], "prompt"),
+        (
+            vec![
+                ("image", Some("in.png"), b"not an image".to_vec()),
+                ("prompt", None, b"a".to_vec()),
+            ],
+            "image",
+        ),
+        (
+            vec![
+                ("image", Some("in.png"), input.clone()),
+                ("mask", Some("m.png"), opaque_mask),
+                ("prompt", None, b"a".to_vec()),
+            ],
+            "mask",
+        ),
+        (
+            vec![
+                ("image", Some("in.png"), input.clone()),
+                ("prompt", None, b"a".to_vec()),
+                ("n", None, b"x".to_vec()),
+            ],
+            "n",
+        ),
+        (
+            vec![
+                ("image", Some("in.png"), input.clone()),
+                ("prompt", None, b"a".to_vec()),
+                ("size", None, b"1x1".to_vec()),
+            ],
+            "size",
+        ),
+    ];
+    for (parts, param) in cases {
+        let (status, res) = edit(&w, &parts).await;
+        assert_eq!(status, 400, "{param}: {res}");
+        assert_eq!(openai_error(&res)["param"], param, "{res}");
+    }
+    // Not a multipart form at all.
+    let r = w
+        .client
+        .post(w.url("/v1/images/edits"))
+        .json(&json!({"prompt": "a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    openai_error(&r.json().await.unwrap());
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_while_waiting_cancels_its_job() {
+    let w = Worker::start(&[]).await;
+    // Occupy the runner so the OpenAI job waits in the queue.
+    let long = w.submit(long_job()).await;
+    let hung_up = w
+        .client
+        .post(w.url("/v1/images/generations"))
+        .json(&json!({"prompt": "a cat", "size": "64x64"}))
+        .timeout(Duration::from_millis(1500))
+        .send()
+        .await;
+    assert!(
+        hung_up.is_err(),
+        "the request should time out while its job waits"
+    );
+    let cancelled = r#"sd_worker_jobs_total{operation="image_generation",outcome="cancelled"} 1"#;
+    let mut seen = false;
+    for _ in 0..100 {
+        let text = w
+            .client
+            .get(w.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(cancelled) && text.contains("sd_worker_queue_size 0") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = w
+        .delete(&format!("/v1/jobs/{}", long["job_id"].as_str().unwrap()))
+        .await;
+    assert!(seen, "the hung-up client's job was not cancelled");
+}
