@@ -29,6 +29,6 @@ pub use info::{Defaults, Limits, MemoryEstimate, ModelInfo, WorkerInfo};
 pub use job::{JobAccepted, JobResult, JobSnapshot, JobStatus, Timings};
 pub use request::{
     GenerationParams, ImageFormat, ImageInput, ImageRequest, JobRequest, Operation, ResizeMode,
-    TextToImageRequest, MAX_SEED,
+    Rng, TextToImageRequest, MAX_SEED,
 };
 pub use schedulers::{SchedulerName, SchedulerSpec, SCHEDULERS};

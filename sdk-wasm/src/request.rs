@@ -199,6 +199,10 @@ pub struct GenerationParams {
     /// Output format of the final images (PNG by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_format: Option<ImageFormat>,
+    /// Random source of the noise (`chacha` when absent): `torch-cpu` makes
+    /// the same seed give the same picture as diffusers (and ComfyUI) on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rng: Option<Rng>,
     /// Sent by the hive: when present it must name the loaded model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -207,6 +211,36 @@ pub struct GenerationParams {
     pub hive_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
+}
+
+/// Random source of a job's noise. Every image `i` of a job has its own
+/// stream, seeded with `seed + i`; each noise draw (the starting latents, the
+/// VAE posterior sample of an input image, ancestral schedulers' noise at each
+/// step) takes the next values of each image's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
+#[serde(rename_all = "kebab-case")]
+pub enum Rng {
+    /// ChaCha8 (the `rand_chacha` crate) with standard normals from
+    /// `rand_distr`: the worker's own source, the same on every machine.
+    #[default]
+    Chacha,
+    /// PyTorch's CPU generator: each draw equals `torch.randn(shape,
+    /// generator=torch.Generator("cpu").manual_seed(seed + i))` bit for bit
+    /// (x86 torch builds), in the order diffusers' pipelines draw. Also what
+    /// AUTOMATIC1111 calls `RNG: CPU`.
+    TorchCpu,
+}
+
+impl Rng {
+    /// The wire name (`"chacha"`, `"torch-cpu"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Rng::Chacha => "chacha",
+            Rng::TorchCpu => "torch-cpu",
+        }
+    }
 }
 
 /// Encoding of an image on the wire.
@@ -304,5 +338,26 @@ mod tests {
         assert_eq!(v["output_format"], "jpeg");
         assert!(v.get("seed").is_none());
         assert_eq!(serde_json::from_value::<JobRequest>(v).unwrap(), r);
+    }
+
+    #[test]
+    fn the_rng_is_named_on_the_wire_in_kebab_case_and_absent_by_default() {
+        let parse = |extra: &str| {
+            serde_json::from_str::<JobRequest>(&format!(
+                r#"{{"operation":"image_generation","prompt":"p"{extra}}}"#
+            ))
+        };
+        assert_eq!(parse("").unwrap().params().rng, None);
+        let r = parse(r#","rng":"torch-cpu""#).unwrap();
+        assert_eq!(r.params().rng, Some(Rng::TorchCpu));
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["rng"],
+            Rng::TorchCpu.name()
+        );
+        assert_eq!(
+            parse(r#","rng":"chacha""#).unwrap().params().rng,
+            Some(Rng::Chacha)
+        );
+        assert!(parse(r#","rng":"nv-gpu""#).is_err());
     }
 }

@@ -143,6 +143,7 @@ fn measure(
         scheduler: SchedulerKind::Euler,
         num_images: 1,
         output_format: ImageFormat::Png,
+        rng: sd_worker_sdk::Rng::Chacha,
         init: None,
     };
     let runs = args

@@ -328,6 +328,7 @@ fn validate_params(
         scheduler,
         num_images: num_images as usize,
         output_format: p.output_format.unwrap_or(ImageFormat::Png),
+        rng: p.rng.unwrap_or_default(),
         init: None,
     })
 }

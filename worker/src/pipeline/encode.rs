@@ -5,6 +5,8 @@ use anyhow::{Context, Result};
 use image::codecs::jpeg::JpegEncoder;
 use image::ExtendedColorType;
 
+use sd_worker_sdk::Rng;
+
 use crate::scheduler::SchedulerKind;
 
 /// What gets written into a PNG's `parameters` chunk.
@@ -21,13 +23,16 @@ pub struct Parameters<'a> {
     pub model: &'a str,
     /// Image to image and inpainting.
     pub denoising_strength: Option<f64>,
+    /// Written as A1111 names its random sources (`RNG: CPU` for torch's CPU
+    /// generator); nothing for ChaCha, which A1111 does not have.
+    pub rng: Rng,
 }
 
 impl Parameters<'_> {
     /// AUTOMATIC1111's layout: prompt, optional negative prompt line, then a
     /// comma-separated `Key: value` line with A1111's keys in A1111's order
     /// (`create_infotext`: Steps, Sampler, CFG scale, Seed, Size, Model,
-    /// Denoising strength). The sampler is the pre-1.9 single name ("DPM++ 2M
+    /// Denoising strength, RNG). The sampler is the pre-1.9 single name ("DPM++ 2M
     /// Karras", no `Schedule type`), which every A1111 version reads.
     pub fn to_a1111(&self) -> String {
         let mut text = self.prompt.to_string();
@@ -47,6 +52,10 @@ impl Parameters<'_> {
         ));
         if let Some(strength) = self.denoising_strength {
             text.push_str(&format!(", Denoising strength: {strength}"));
+        }
+        match self.rng {
+            Rng::Chacha => {}
+            Rng::TorchCpu => text.push_str(", RNG: CPU"),
         }
         text
     }
@@ -119,6 +128,7 @@ mod tests {
             height: 32,
             model: "tiny-sd",
             denoising_strength: None,
+            rng: Rng::Chacha,
         }
         .to_a1111()
     }
@@ -144,11 +154,12 @@ mod tests {
             height: 64,
             model: "m",
             denoising_strength: Some(0.75),
+            rng: Rng::TorchCpu,
         }
         .to_a1111();
         assert_eq!(
             text,
-            "a cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 64x64, Model: m, Denoising strength: 0.75"
+            "a cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 64x64, Model: m, Denoising strength: 0.75, RNG: CPU"
         );
     }
 
@@ -174,6 +185,7 @@ mod tests {
                     height: 32,
                     model: "tiny-sd",
                     denoising_strength: strength,
+                    rng: Rng::Chacha,
                 }
                 .to_a1111();
                 let png = encode_png(&[200u8; 2 * 2 * 3], 2, 2, Some(&text)).unwrap();

@@ -42,24 +42,15 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
     let cond = conditioning(model, req, guided, observer)?;
     timings.text_encoder_ms = ms(t0);
 
-    // 2. Starting latents. Noise is drawn first, so a seed gives the same
-    //    starting noise whatever the operation.
+    // 2. Starting latents. With ChaCha, noise is drawn first, so a seed gives
+    //    the same starting noise whatever the operation; with torch's
+    //    generator, in diffusers' order (see `prepare`).
     let t0 = Instant::now();
     let mut sched = scheduler::build(req.scheduler, &model.scheduler_config, req.steps)?;
     let f = model.meta.vae_scale_factor as usize;
     let (lh, lw) = (req.height as usize / f, req.width as usize / f);
-    let mut noise = SeededNoise::new(req.seed, n, &model.device, model.dtype);
-    let initial_noise = noise.sample(&[model.meta.latent_channels, lh, lw])?;
-    let (latents, inpaint) = prepare(
-        model,
-        req,
-        &*sched,
-        start,
-        &initial_noise,
-        &mut noise,
-        guided,
-        (lh, lw),
-    )?;
+    let mut noise = SeededNoise::with_rng(req.rng, req.seed, n, &model.device, model.dtype);
+    let (latents, inpaint) = prepare(model, req, &*sched, start, &mut noise, guided, (lh, lw))?;
 
     // 3. Denoising.
     let lp = Loop {
@@ -189,19 +180,24 @@ fn conditioning(
 /// - inpainting: the same (pure noise at strength 1), plus the mask and masked
 ///   image for an inpainting UNet, or per-step blending for any other UNet.
 ///   An inpainting UNet asked for text to image gets an all-repaint mask.
-#[allow(clippy::too_many_arguments)]
+///
+/// The starting noise is the first draw of each image's stream, except with
+/// an input image when [`SeededNoise::posterior_before_noise`] (torch's
+/// generator): then the input's VAE posterior sample comes first, as in
+/// diffusers' `StableDiffusionImg2ImgPipeline.prepare_latents`.
 fn prepare(
     model: &LoadedModel,
     req: &Request,
     sched: &dyn Scheduler,
     start: usize,
-    initial_noise: &Tensor,
     noise: &mut SeededNoise,
     guided: bool,
     (lh, lw): (usize, usize),
 ) -> Result<(Tensor, Inpaint)> {
     let n = req.num_images;
-    let pure_noise = || -> Result<Tensor> { Ok((initial_noise * sched.init_noise_sigma())?) };
+    let shape = [model.meta.latent_channels, lh, lw];
+    let pure_noise =
+        |initial: &Tensor| -> Result<Tensor> { Ok((initial * sched.init_noise_sigma())?) };
     let batch_for_unet = |t: Tensor| -> Result<Tensor> {
         Ok(if guided {
             Tensor::cat(&[&t, &t], 0)?
@@ -210,8 +206,9 @@ fn prepare(
         })
     };
     let Some(init) = &req.init else {
+        let initial_noise = noise.sample(&shape)?;
         if !model.meta.inpainting {
-            return Ok((pure_noise()?, Inpaint::None));
+            return Ok((pure_noise(&initial_noise)?, Inpaint::None));
         }
         // Everything repainted: the masked image is all 0 (mid-grey in [-1, 1]).
         let masked = Tensor::zeros(
@@ -225,14 +222,20 @@ fn prepare(
             mask: batch_for_unet(mask)?,
             masked_latents: batch_for_unet(masked_latents)?,
         };
-        return Ok((pure_noise()?, inpaint));
+        return Ok((pure_noise(&initial_noise)?, inpaint));
     };
     let pixels = pixels_to_tensor(model, &init.image)?;
-    let image_latents = encode(model, &pixels, n, noise)?;
-    let latents = if init.strength >= 1.0 && init.mask.is_some() {
-        pure_noise()?
+    let (image_latents, initial_noise) = if noise.posterior_before_noise() {
+        let image_latents = encode(model, &pixels, n, noise)?;
+        (image_latents, noise.sample(&shape)?)
     } else {
-        sched.add_noise(&image_latents, initial_noise, start)?
+        let initial_noise = noise.sample(&shape)?;
+        (encode(model, &pixels, n, noise)?, initial_noise)
+    };
+    let latents = if init.strength >= 1.0 && init.mask.is_some() {
+        pure_noise(&initial_noise)?
+    } else {
+        sched.add_noise(&image_latents, &initial_noise, start)?
     };
     let Some(mask) = &init.mask else {
         return Ok((latents, Inpaint::None));
@@ -252,7 +255,7 @@ fn prepare(
         Inpaint::Blend {
             mask: latent_mask,
             image_latents,
-            noise: initial_noise.clone(),
+            noise: initial_noise,
         }
     };
     Ok((latents, inpaint))
@@ -283,6 +286,7 @@ fn encode_images(
                     height: h,
                     model: &model.meta.id,
                     denoising_strength: req.init.as_ref().map(|i| i.strength),
+                    rng: req.rng,
                 };
                 encode_png(rgb.as_raw(), w, h, Some(&params.to_a1111()))?
             }

@@ -15,7 +15,7 @@ mod reference_tests;
 
 use candle_core::Tensor;
 use image::RgbImage;
-use sd_worker_sdk::ImageFormat;
+use sd_worker_sdk::{ImageFormat, Rng};
 
 use crate::images::InpaintMask;
 use crate::scheduler::SchedulerKind;
@@ -36,6 +36,8 @@ pub struct Request {
     pub scheduler: SchedulerKind,
     pub num_images: usize,
     pub output_format: ImageFormat,
+    /// Random source of every noise draw.
+    pub rng: Rng,
     /// Image to image and inpainting: the input, already at the output size.
     pub init: Option<InitImage>,
 }
