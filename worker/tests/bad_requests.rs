@@ -180,6 +180,12 @@ async fn bad_requests_get_their_status_code_and_field() {
             Some("output_format"),
         ),
         (
+            with("rng", json!("nv-gpu")),
+            422,
+            "invalid_value",
+            Some("rng"),
+        ),
+        (
             with("negative_prompt", json!(["a"])),
             422,
             "invalid_value",
