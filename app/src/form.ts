@@ -1,7 +1,7 @@
 // The form: what a person sets, the request it becomes, and filling it back
 // from a gallery image or a PNG's parameters.
 
-import { isSchedulerName, type GenerationParams, type Operation, type WorkerInfo } from '@sd-worker/sdk';
+import { isSchedulerName, type GenerationParams, type Operation, type Rng, type WorkerInfo } from '@sd-worker/sdk';
 import type { ParsedParameters } from './lib/a1111.js';
 
 export type Mode = 'txt2img' | 'img2img' | 'inpaint';
@@ -35,6 +35,8 @@ export interface FormState {
   seed: string;
   strength: string;
   mask_blur: string;
+  /** Random source of the noise: the worker's own, or PyTorch's CPU generator (diffusers' pictures). */
+  rng: Rng;
 }
 
 /** What a gallery entry remembers of its request (no images). */
@@ -60,6 +62,7 @@ export function defaultForm(info: WorkerInfo): FormState {
     seed: '',
     strength: '0.75',
     mask_blur: '4',
+    rng: 'chacha',
   };
 }
 
@@ -67,6 +70,7 @@ export function defaultForm(info: WorkerInfo): FormState {
 export function restoreForm(info: WorkerInfo, saved: Partial<FormState> | null): FormState {
   const form = { ...defaultForm(info), ...(saved ?? {}) };
   if (!info.schedulers.includes(form.scheduler)) form.scheduler = info.defaults.scheduler;
+  if (form.rng !== 'chacha' && form.rng !== 'torch-cpu') form.rng = 'chacha';
   return form;
 }
 
@@ -132,6 +136,7 @@ export function buildRequest(form: FormState, mode: Mode, lastSeed: number | nul
     const blur = parseNumber(form.mask_blur, 'mask_blur', errors, true);
     if (blur !== undefined) params.mask_blur = blur;
   }
+  if (form.rng !== 'chacha') params.rng = form.rng;
   // Live previews: about ten per job.
   params.preview_every = Math.max(1, Math.floor((steps ?? 20) / 10));
   return { params, errors };
@@ -151,6 +156,7 @@ export function formFromParams(form: FormState, p: JobParams, seed: number | nul
   if (p.num_images !== undefined) next.num_images = String(p.num_images);
   if (p.strength !== undefined) next.strength = String(p.strength);
   if (p.mask_blur !== undefined) next.mask_blur = String(p.mask_blur);
+  next.rng = p.rng ?? 'chacha';
   if (withSeed && seed !== null) {
     next.seedMode = 'fixed';
     next.seed = String(seed);
@@ -176,5 +182,7 @@ export function formFromParsed(form: FormState, p: ParsedParameters, schedulers:
     next.seedMode = 'fixed';
     next.seed = String(p.seed);
   }
+  // AUTOMATIC1111's `RNG: CPU` is PyTorch's CPU generator; no `RNG` key: ours (or A1111's GPU source, which we lack).
+  next.rng = p.extra.RNG === 'CPU' ? 'torch-cpu' : 'chacha';
   return next;
 }

@@ -20,6 +20,14 @@ describe('parseA1111', () => {
     });
   });
 
+  it('keeps the RNG the worker writes for torch-cpu, after the denoising strength', () => {
+    const p = parseA1111(
+      'a cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 64x64, Model: m, Denoising strength: 0.75, RNG: CPU',
+    )!;
+    expect(p).toMatchObject({ scheduler: 'dpmpp_2m_karras', seed: 1, strength: 0.75, model: 'm' });
+    expect(p.extra.RNG).toBe('CPU');
+  });
+
   it('keeps multi-line prompts, big seeds and the denoising strength', () => {
     const p = parseA1111(
       'line one\nline two, with: a colon\nNegative prompt: bad\nhands\nSteps: 30, Sampler: Euler a, CFG scale: 5, Seed: 9007199254740991, Size: 512x768, Denoising strength: 0.6',

@@ -19,6 +19,8 @@ describe('form', () => {
     expect(t.params).toMatchObject({ operation: 'image_generation', prompt: 'a cat', negative_prompt: 'dog', steps: 30, width: 64, height: 64, preview_every: 3 });
     expect(t.params.seed).toBeUndefined();
     expect(t.params.strength).toBeUndefined();
+    expect(t.params.rng).toBeUndefined();
+    expect(buildRequest({ ...form, rng: 'torch-cpu' }, 'txt2img', null).params.rng).toBe('torch-cpu');
 
     const i = buildRequest(form, 'img2img', null);
     expect(i.params).toMatchObject({ operation: 'image_transform', strength: 0.75 });
@@ -48,7 +50,12 @@ describe('form', () => {
     const f = formFromParams(base, { operation: 'image_generation', prompt: 'p', steps: 9, width: 48, height: 32, scheduler: 'ddim' }, 123, true);
     expect(f).toMatchObject({ prompt: 'p', steps: '9', width: '48', height: '32', scheduler: 'ddim', seedMode: 'fixed', seed: '123', matchInput: false });
     const g = formFromParsed(base, { prompt: 'q', negative_prompt: 'n', scheduler: 'lcm', seed: 5, steps: 3, extra: {} }, INFO.schedulers);
-    expect(g).toMatchObject({ prompt: 'q', negative_prompt: 'n', scheduler: 'euler', seed: '5', steps: '3' });
+    expect(g).toMatchObject({ prompt: 'q', negative_prompt: 'n', scheduler: 'euler', seed: '5', steps: '3', rng: 'chacha' });
+    const cpu = formFromParsed(base, { prompt: 'q', negative_prompt: '', extra: { RNG: 'CPU' } }, INFO.schedulers);
+    expect(cpu.rng).toBe('torch-cpu');
+    expect(formFromParsed(cpu, { prompt: 'q', negative_prompt: '', extra: {} }, INFO.schedulers).rng).toBe('chacha');
+    expect(formFromParams(cpu, { operation: 'image_generation', prompt: 'p' }, null, false).rng).toBe('chacha');
+    expect(formFromParams(base, { operation: 'image_generation', prompt: 'p', rng: 'torch-cpu' }, null, false).rng).toBe('torch-cpu');
   });
 });
 

@@ -227,6 +227,17 @@ export function ParamsPanel(props: {
         </select>
       </Field>
 
+      <Field name="rng" label="Noise" error={errors.rng} hint="PyTorch CPU: the same seed gives diffusers' and ComfyUI's picture">
+        <select
+          {...controlProps('rng', errors.rng)}
+          value={form.rng}
+          onChange={(e) => set({ rng: e.target.value === 'torch-cpu' ? 'torch-cpu' : 'chacha' })}
+        >
+          <option value="chacha">Worker (ChaCha)</option>
+          <option value="torch-cpu">PyTorch CPU</option>
+        </select>
+      </Field>
+
       {mode === 'inpaint' && (
         <Field name="mask_blur" label="Mask blur" error={errors.mask_blur} hint="Feathers the seam, in pixels (0 to 64)">
           <input
