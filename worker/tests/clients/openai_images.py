@@ -217,6 +217,27 @@ def response_format_url_gives_a_url_fetchable_with_the_token():
 
 
 @check
+def stream_gives_partial_images_then_the_completed_image():
+    events = list(client.images.generate(prompt=PROMPT, size=SIZE, stream=True, partial_images=2,
+                                         extra_body={"seed": 11}))
+    types = [e.type for e in events]
+    assert types == ["image_generation.partial_image"] * 2 + ["image_generation.completed"], types
+    assert [e.partial_image_index for e in events[:2]] == [0, 1]
+    w, h, _, _ = png_decode(base64.b64decode(events[-1].b64_json))
+    assert (w, h) == (W, H)
+    same = client.images.generate(prompt=PROMPT, size=SIZE, extra_body={"seed": 11})
+    assert same.data[0].b64_json == events[-1].b64_json, "streamed and plain answers differ for one seed"
+
+
+@check
+def an_edit_streams_image_edit_events():
+    events = list(client.images.edit(image=("in.png", gradient_png(), "image/png"), prompt=PROMPT,
+                                     stream=True, partial_images=1))
+    types = [e.type for e in events]
+    assert types == ["image_edit.partial_image", "image_edit.completed"], types
+
+
+@check
 def a_bad_size_is_an_openai_shaped_400_the_client_raises_as_bad_request():
     for size in ["13x7", "banana", f"{LIMITS['max_size'] + M}x{H}"]:
         try:

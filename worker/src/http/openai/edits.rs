@@ -14,7 +14,10 @@ use serde_json::{json, Map, Value};
 use std::io::Cursor;
 
 use super::error::OpenAiErrorBody;
-use super::{apply_size, refuse, refuse_stream, respond, wait_for_images, ResponseFormat};
+use super::stream::{preview_every, StreamSpec};
+use super::{
+    apply_size, partial_images, refuse, respond, wait_for_images, ResponseFormat, Submitted,
+};
 use crate::http::error::HttpError;
 use crate::http::jobs::{admit, count_rejection, discard, validate_and_submit};
 use crate::http::AppState;
@@ -51,9 +54,13 @@ pub struct ImageEditForm {
     /// 0..=2^53-1; random when absent (ours, not OpenAI's).
     #[schema(pattern = "^[0-9]+$")]
     seed: Option<String>,
-    /// Only `false`: streaming is not supported.
+    /// `true`: answer Server-Sent Events (`image_edit.partial_image`, then
+    /// `image_edit.completed` per image) instead of JSON.
     #[schema(pattern = "^(true|false)$")]
     stream: Option<String>,
+    /// With `stream`: how many previews to send as partial images, 0..=3.
+    #[schema(pattern = "^[0-3]$")]
+    partial_images: Option<String>,
 }
 
 /// What the form carried.
@@ -127,14 +134,23 @@ fn number(form: &EditForm, field: &str) -> Result<Option<u64>, HttpError> {
         .transpose()
 }
 
-/// Our contract's body without the images, and the answer's format.
-pub fn to_job_body(form: &EditForm) -> Result<(Map<String, Value>, ResponseFormat), HttpError> {
+/// Our contract's body without the images, the answer's format, and with
+/// `stream=true` what the stream needs.
+pub type EditBody = (Map<String, Value>, ResponseFormat, Option<StreamSpec>);
+
+/// The [`EditBody`] of a form.
+pub fn to_job_body(form: &EditForm) -> Result<EditBody, HttpError> {
     let stream = match text(form, "stream").map(str::trim) {
-        None | Some("false") => None,
-        Some("true") => Some(true),
+        None | Some("false") => false,
+        Some("true") => true,
         Some(_) => return Err(refuse("stream", "`stream` must be `true` or `false`")),
     };
-    refuse_stream(stream)?;
+    let partial = partial_images(number(form, "partial_images")?)?;
+    let stream = stream.then(|| StreamSpec {
+        prefix: "image_edit",
+        partial_images: partial,
+        size: text(form, "size").unwrap_or("auto").to_string(),
+    });
     let prompt = text(form, "prompt").ok_or_else(|| {
         HttpError::from(
             ApiError::new(ErrorCode::MissingField, "`prompt` is required").with_field("prompt"),
@@ -188,7 +204,7 @@ pub fn to_job_body(form: &EditForm) -> Result<(Map<String, Value>, ResponseForma
             ))
         }
     };
-    Ok((body, format))
+    Ok((body, format, stream))
 }
 
 /// OpenAI's mask (transparent = repaint) as ours (white = repaint), a PNG:
@@ -218,8 +234,10 @@ pub fn openai_mask_to_ours(png: &[u8], profile: &Profile) -> Result<Vec<u8>, Htt
 /// OpenAI's image edit: waits for the job and answers its images.
 #[utoipa::path(post, path = "/v1/images/edits", tag = "openai",
     request_body(content = ImageEditForm, content_type = "multipart/form-data"), responses(
-    (status = 200, body = super::ImagesResponse),
-    (status = 400, description = "Not a multipart form, a field missing or not of its form, an undecodable image or mask, a size outside the worker's limits, `stream=true`", body = OpenAiErrorBody),
+    (status = 200, description = "The images; with `stream=true`, Server-Sent Events", content(
+        (super::ImagesResponse = "application/json"),
+        (String = "text/event-stream"))),
+    (status = 400, description = "Not a multipart form, a field missing or not of its form, an undecodable image or mask, a size outside the worker's limits, `partial_images` over 3", body = OpenAiErrorBody),
     (status = 409, description = "The job was cancelled", body = OpenAiErrorBody),
     (status = 413, description = "Body or input image too large", body = OpenAiErrorBody),
     (status = 429, description = "Queue full or every decoding slot taken; see Retry-After", body = OpenAiErrorBody),
@@ -229,31 +247,36 @@ pub async fn edits(
     headers: HeaderMap,
     req: Request,
 ) -> Result<Response, HttpError> {
-    let (job, format) = match submit(&state, req).await {
+    let (job, format, stream) = match submit(&state, req).await {
         Ok(ok) => ok,
         Err(e) => {
             count_rejection(&state, &e);
             return Err(e);
         }
     };
+    if let Some(spec) = stream {
+        return Ok(super::stream::respond(state, job, spec));
+    }
     let images = wait_for_images(&state, job.clone()).await?;
     Ok(respond(&headers, &job, images, format))
 }
 
-async fn submit(
-    state: &AppState,
-    req: Request,
-) -> Result<(std::sync::Arc<crate::engine::job::Job>, ResponseFormat), HttpError> {
+async fn submit(state: &AppState, req: Request) -> Result<Submitted, HttpError> {
     let (parts, body) = req.into_parts();
     if let Err(e) = admit(state) {
         discard(body, state.max_body_bytes).await;
         return Err(e);
     }
     let mut form = read_form(Request::from_parts(parts, body)).await?;
-    let (mut job_body, format) = to_job_body(&form)?;
+    let (mut job_body, format, stream) = to_job_body(&form)?;
     let image = form.image.take().unwrap_or_default();
     let mask = form.mask.take();
+    let partial = stream.as_ref().map_or(0, |s| s.partial_images);
     let (job, _) = validate_and_submit(state, true, move |profile| {
+        let strength = if mask.is_some() { 1.0 } else { EDIT_STRENGTH };
+        if let Some(every) = preview_every(partial, profile, strength) {
+            job_body.insert("preview_every".into(), json!(every));
+        }
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
         job_body.insert("image".into(), json!(b64(&image)));
         if let Some(mask) = mask {
@@ -267,5 +290,5 @@ async fn submit(
             .into())
     })
     .await?;
-    Ok((job, format))
+    Ok((job, format, stream))
 }

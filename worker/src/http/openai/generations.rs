@@ -9,7 +9,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::OpenAiErrorBody;
-use super::{apply_size, refuse_stream, respond, wait_for_images, OutputFormat, ResponseFormat};
+use super::stream::{preview_every, StreamSpec};
+use super::{
+    apply_size, partial_images, respond, wait_for_images, OutputFormat, ResponseFormat, Submitted,
+};
 use crate::http::error::HttpError;
 use crate::http::jobs::{
     admit, count_rejection, discard, read_body, require_json, validate_and_submit,
@@ -38,12 +41,14 @@ pub struct ImageGenerationRequest {
     /// 0..=2^53-1; random when absent (ours, not OpenAI's).
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Only `false`: streaming is not supported.
+    /// `true`: answer Server-Sent Events (`image_generation.partial_image`,
+    /// then `image_generation.completed` per image) instead of JSON.
     #[serde(default)]
     pub stream: Option<bool>,
-    /// Ignored.
+    /// With `stream`: how many previews to send as partial images, 0..=3.
     #[serde(default)]
-    pub partial_images: Option<u32>,
+    #[schema(maximum = 3)]
+    pub partial_images: Option<u64>,
     /// Ignored.
     #[serde(default)]
     pub quality: Option<String>,
@@ -94,8 +99,7 @@ pub fn parse(body: &[u8]) -> Result<ImageGenerationRequest, HttpError> {
 }
 
 /// Our contract's `image_generation` body for the request.
-pub fn to_job_body(req: &ImageGenerationRequest) -> Result<Value, HttpError> {
-    refuse_stream(req.stream)?;
+pub fn to_job_body(req: &ImageGenerationRequest) -> Result<Map<String, Value>, HttpError> {
     let mut body = Map::new();
     body.insert("operation".into(), json!("image_generation"));
     body.insert("prompt".into(), json!(req.prompt));
@@ -109,13 +113,15 @@ pub fn to_job_body(req: &ImageGenerationRequest) -> Result<Value, HttpError> {
     if let Some(f) = req.output_format {
         body.insert("output_format".into(), json!(f));
     }
-    Ok(Value::Object(body))
+    Ok(body)
 }
 
 /// OpenAI's image generation: waits for the job and answers its images.
 #[utoipa::path(post, path = "/v1/images/generations", tag = "openai", request_body = ImageGenerationRequest, responses(
-    (status = 200, body = super::ImagesResponse),
-    (status = 400, description = "A field missing or of the wrong type, a size outside the worker's limits, `stream: true`", body = OpenAiErrorBody),
+    (status = 200, description = "The images; with `stream: true`, Server-Sent Events", content(
+        (super::ImagesResponse = "application/json"),
+        (String = "text/event-stream"))),
+    (status = 400, description = "A field missing or of the wrong type, a size outside the worker's limits, `partial_images` over 3", body = OpenAiErrorBody),
     (status = 409, description = "The job was cancelled", body = OpenAiErrorBody),
     (status = 413, description = "Body too large", body = OpenAiErrorBody),
     (status = 415, description = "Not `Content-Type: application/json`", body = OpenAiErrorBody),
@@ -126,21 +132,21 @@ pub async fn generations(
     headers: HeaderMap,
     req: Request,
 ) -> Result<Response, HttpError> {
-    let (job, format) = match submit(&state, req).await {
+    let (job, format, stream) = match submit(&state, req).await {
         Ok(ok) => ok,
         Err(e) => {
             count_rejection(&state, &e);
             return Err(e);
         }
     };
+    if let Some(spec) = stream {
+        return Ok(super::stream::respond(state, job, spec));
+    }
     let images = wait_for_images(&state, job.clone()).await?;
     Ok(respond(&headers, &job, images, format))
 }
 
-async fn submit(
-    state: &AppState,
-    req: Request,
-) -> Result<(std::sync::Arc<crate::engine::job::Job>, ResponseFormat), HttpError> {
+async fn submit(state: &AppState, req: Request) -> Result<Submitted, HttpError> {
     let (parts, body) = req.into_parts();
     if let Err(e) = require_json(&parts.headers).and_then(|()| admit(state)) {
         discard(body, state.max_body_bytes).await;
@@ -148,7 +154,22 @@ async fn submit(
     }
     let bytes = read_body(Request::from_parts(parts, body)).await?;
     let req = parse(&bytes)?;
-    let job_body = serde_json::to_vec(&to_job_body(&req)?).unwrap_or_default();
-    let (job, _) = validate_and_submit(state, false, move |_| Ok(job_body.into())).await?;
-    Ok((job, req.response_format.unwrap_or_default()))
+    let mut job_body = to_job_body(&req)?;
+    let partial = partial_images(req.partial_images)?;
+    let stream = (req.stream == Some(true)).then(|| StreamSpec {
+        prefix: "image_generation",
+        partial_images: partial,
+        size: req.size.clone().unwrap_or_else(|| "auto".into()),
+    });
+    let previews = stream.is_some();
+    let (job, _) = validate_and_submit(state, false, move |profile| {
+        if let Some(every) = preview_every(partial, profile, 1.0).filter(|_| previews) {
+            job_body.insert("preview_every".into(), json!(every));
+        }
+        Ok(serde_json::to_vec(&Value::Object(job_body))
+            .unwrap_or_default()
+            .into())
+    })
+    .await?;
+    Ok((job, req.response_format.unwrap_or_default(), stream))
 }

@@ -4,11 +4,12 @@
 //! validation, queue and engine ([`super::jobs::validate_and_submit`]), wait
 //! for the job's terminal event and answer in OpenAI's shape. The job stays
 //! visible at `/v1/jobs/{id}`; a client that hangs up while waiting cancels it.
-//! Streaming (`stream: true`) is not supported: it is refused with a 400.
+//! `stream: true` answers OpenAI's image events instead ([`stream`]).
 
 pub mod edits;
 pub mod error;
 pub mod generations;
+pub mod stream;
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -98,27 +99,32 @@ pub fn refuse(field: &str, message: impl Into<String>) -> HttpError {
         .into()
 }
 
-/// `stream: true` is refused: this adapter answers once the images exist.
-pub fn refuse_stream(stream: Option<bool>) -> Result<(), HttpError> {
-    if stream == Some(true) {
-        return Err(sd_worker_sdk::ApiError::new(
-            ErrorCode::InvalidRequest,
-            "`stream` is not supported by this worker's OpenAI adapter; follow `/v1/jobs/{id}/stream` for previews",
-        )
-        .with_field("stream")
-        .into());
+/// A submitted job, the answer's format, and with `stream: true` what the stream needs.
+pub type Submitted = (Arc<Job>, ResponseFormat, Option<stream::StreamSpec>);
+
+/// `partial_images`: 0..=3 (absent: 0).
+pub fn partial_images(n: Option<u64>) -> Result<u32, HttpError> {
+    match n {
+        None => Ok(0),
+        Some(n) if n <= u64::from(stream::MAX_PARTIAL_IMAGES) => Ok(n as u32),
+        Some(n) => Err(refuse(
+            "partial_images",
+            format!(
+                "`partial_images` must be 0 to {}, not {n}",
+                stream::MAX_PARTIAL_IMAGES
+            ),
+        )),
     }
-    Ok(())
 }
 
 /// Cancels the job when dropped before it ended: the handler's future is
 /// dropped when its client hangs up.
-struct CancelOnDrop<'a> {
-    state: &'a AppState,
+struct CancelOnDrop {
+    state: AppState,
     job: Arc<Job>,
 }
 
-impl Drop for CancelOnDrop<'_> {
+impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if !self.job.status().is_terminal() {
             tracing::info!(job_id = %self.job.id, "OpenAI client left; cancelling its job");
@@ -133,7 +139,10 @@ pub async fn wait_for_images(
     state: &AppState,
     job: Arc<Job>,
 ) -> Result<Vec<GeneratedImage>, HttpError> {
-    let guard = CancelOnDrop { state, job };
+    let guard = CancelOnDrop {
+        state: state.clone(),
+        job,
+    };
     let mut changes = guard.job.subscribe();
     loop {
         changes.borrow_and_update();
