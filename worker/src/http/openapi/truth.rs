@@ -228,8 +228,8 @@ mod tests {
         );
         assert_eq!(
             responses("/v1/jobs/{id}/stream", "get")["200"]["content"]["text/event-stream"]
-                ["schema"]["type"],
-            "string"
+                ["schema"]["properties"]["data"]["oneOf"][0]["contentSchema"]["$ref"],
+            "#/components/schemas/StreamEvent"
         );
     }
 }
