@@ -481,3 +481,50 @@ async fn closing_a_stream_before_its_end_cancels_the_job() {
         .await;
     assert_eq!(status, "cancelled");
 }
+
+/// A multipart form needs no CORS preflight, so a page on another site could
+/// post one to a worker without a token: a browser request whose `Origin` is
+/// neither the worker's own nor allowed by `--cors-origin` is refused; the
+/// worker's own pages, allowed origins and clients without `Origin` pass.
+#[tokio::test]
+async fn a_cross_site_browser_form_is_refused_and_the_workers_own_pages_are_not() {
+    let w = Worker::start(&["--cors-origin", "https://app.example"]).await;
+    let img = png(image::DynamicImage::ImageRgb8(gradient(64, 64)));
+    let parts: Vec<Part> = vec![
+        ("image", Some("in.png"), img),
+        ("prompt", None, b"a red circle".to_vec()),
+    ];
+    let post = |origin: Option<String>| {
+        let (ct, body) = form(&parts);
+        let mut req = w
+            .client
+            .post(w.url("/v1/images/edits"))
+            .header("content-type", ct)
+            .body(body);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = post(Some("http://evil.example".into())).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(openai_error(&body)["message"]
+        .as_str()
+        .unwrap()
+        .contains("--cors-origin"));
+    for origin in [
+        None,
+        Some(w.base.clone()),
+        Some("https://app.example".into()),
+    ] {
+        let (status, body) = post(origin.clone()).await;
+        assert_eq!(status, 200, "{origin:?}: {body}");
+        assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    }
+}

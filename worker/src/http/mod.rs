@@ -1,6 +1,7 @@
 //! The HTTP API: routes by resource, one file each. Handlers only translate
 //! between HTTP and the engine; validation and generation live elsewhere.
 
+pub mod adapter;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -8,6 +9,7 @@ pub mod info;
 pub mod jobs;
 pub mod openai;
 pub mod openapi;
+pub mod origin;
 pub mod stream;
 pub mod studio;
 
@@ -105,7 +107,13 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
             "/v1/images/generations",
             post(openai::generations::generations),
         )
-        .route("/v1/images/edits", post(openai::edits::edits))
+        .route(
+            "/v1/images/edits",
+            post(openai::edits::edits).layer(axum::middleware::from_fn_with_state(
+                origin::AllowedOrigins(Arc::new(opts.cors_origins.clone())),
+                origin::refuse_cross_site,
+            )),
+        )
         .method_not_allowed_fallback(|| async {
             let mut res = axum::response::IntoResponse::into_response(HttpError::new(
                 ErrorCode::InvalidRequest,
