@@ -4,7 +4,6 @@
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use sd_worker_sdk::ErrorCode;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -74,28 +73,7 @@ pub struct ImageGenerationRequest {
 
 /// Reads the request; a field of the wrong type is a 400 naming it.
 pub fn parse(body: &[u8]) -> Result<ImageGenerationRequest, HttpError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.inner().to_string();
-        let missing = inner
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split('`').next())
-            .map(str::to_string);
-        let (code, message, field) = match missing {
-            Some(field) => (
-                ErrorCode::MissingField,
-                format!("`{field}` is required"),
-                field,
-            ),
-            None => (ErrorCode::InvalidValue, format!("`{path}`: {inner}"), path),
-        };
-        let mut err = sd_worker_sdk::ApiError::new(code, message);
-        if !field.is_empty() && field != "." {
-            err = err.with_field(field);
-        }
-        HttpError::from(err)
-    })
+    crate::http::adapter::parse_json(body)
 }
 
 /// Our contract's `image_generation` body for the request.

@@ -14,13 +14,13 @@ pub mod stream;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use sd_worker_sdk::{ErrorCode, GeneratedImage, JobStatus};
+use sd_worker_sdk::{ErrorCode, GeneratedImage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
+pub(crate) use super::adapter::{wait_for_images, CancelOnDrop};
 use super::error::HttpError;
-use super::AppState;
 use crate::engine::job::Job;
 
 /// How the images come back.
@@ -112,57 +112,6 @@ pub fn partial_images(n: Option<u64>) -> Result<u32, HttpError> {
             format!(
                 "`partial_images` must be 0 to {}, not {n}",
                 stream::MAX_PARTIAL_IMAGES
-            ),
-        )),
-    }
-}
-
-/// Cancels the job when dropped before it ended: the handler's future is
-/// dropped when its client hangs up.
-struct CancelOnDrop {
-    state: AppState,
-    job: Arc<Job>,
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if !self.job.status().is_terminal() {
-            tracing::info!(job_id = %self.job.id, "OpenAI client left; cancelling its job");
-            self.state.engine.cancel(&self.job);
-        }
-    }
-}
-
-/// Waits for the job's terminal event and returns its images; a failed job
-/// is its error, a cancelled one a 409 `conflict`.
-pub async fn wait_for_images(
-    state: &AppState,
-    job: Arc<Job>,
-) -> Result<Vec<GeneratedImage>, HttpError> {
-    let guard = CancelOnDrop {
-        state: state.clone(),
-        job,
-    };
-    let mut changes = guard.job.subscribe();
-    loop {
-        changes.borrow_and_update();
-        if guard.job.status().is_terminal() {
-            break;
-        }
-        if changes.changed().await.is_err() {
-            break;
-        }
-    }
-    let snap = guard.job.snapshot();
-    match (snap.status, snap.result, snap.error) {
-        (JobStatus::Completed, Some(result), _) => Ok(result.images),
-        (_, _, Some(error)) => Err(error.into()),
-        (status, _, _) => Err(HttpError::new(
-            ErrorCode::Conflict,
-            format!(
-                "job `{}` ended {} without images",
-                guard.job.id,
-                status.as_str()
             ),
         )),
     }
