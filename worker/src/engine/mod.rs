@@ -120,6 +120,15 @@ impl Engine {
         }
     }
 
+    /// The job being generated now, if any.
+    pub fn current(&self) -> Option<Arc<Job>> {
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn queue_len(&self) -> usize {
         self.shared.queue.len()
     }

@@ -1,6 +1,7 @@
 //! The HTTP API: routes by resource, one file each. Handlers only translate
 //! between HTTP and the engine; validation and generation live elsewhere.
 
+pub mod a1111;
 pub mod adapter;
 pub mod auth;
 pub mod error;
@@ -93,6 +94,10 @@ pub struct HttpOptions {
 pub fn router(state: AppState, opts: &HttpOptions) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
     let metrics = state.engine.metrics().clone();
+    let same_site = axum::middleware::from_fn_with_state(
+        origin::AllowedOrigins(Arc::new(opts.cors_origins.clone())),
+        origin::refuse_cross_site,
+    );
     let mut api = Router::new()
         .route("/health", get(info::health))
         .route("/ready", get(info::ready))
@@ -113,6 +118,31 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
                 origin::AllowedOrigins(Arc::new(opts.cors_origins.clone())),
                 origin::refuse_cross_site,
             )),
+        )
+        .route("/sdapi/v1/txt2img", post(a1111::txt2img))
+        .route("/sdapi/v1/img2img", post(a1111::img2img))
+        .route("/sdapi/v1/samplers", get(a1111::misc::samplers))
+        .route("/sdapi/v1/schedulers", get(a1111::misc::schedulers))
+        .route("/sdapi/v1/sd-models", get(a1111::misc::sd_models))
+        // These take bodies a browser posts cross-site without a preflight.
+        .route(
+            "/sdapi/v1/options",
+            get(a1111::misc::get_options)
+                .post(a1111::misc::set_options)
+                .layer(same_site.clone()),
+        )
+        .route("/sdapi/v1/progress", get(a1111::misc::progress))
+        .route(
+            "/sdapi/v1/interrupt",
+            post(a1111::misc::interrupt).layer(same_site.clone()),
+        )
+        .route(
+            "/sdapi/v1/skip",
+            post(a1111::misc::skip).layer(same_site.clone()),
+        )
+        .route(
+            "/sdapi/v1/png-info",
+            post(a1111::misc::png_info).layer(same_site),
         )
         .method_not_allowed_fallback(|| async {
             let mut res = axum::response::IntoResponse::into_response(HttpError::new(
@@ -135,6 +165,7 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
     // Outside the token check, so a 401 on the OpenAI routes is OpenAI-shaped too.
     let mut app = api
         .route_layer(axum::middleware::from_fn(openai::error::reshape))
+        .route_layer(axum::middleware::from_fn(a1111::error::reshape))
         .route_layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .fallback(studio::serve)
         .with_state(opts.studio.clone())
