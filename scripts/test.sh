@@ -3,6 +3,7 @@
 # idempotently, then runs formatting, lints and every test: Rust (worker and
 # SDK), a property-based fuzzing run against the worker's own OpenAPI document,
 # the official `openai` Python client against the OpenAI Images routes,
+# `webuiapi` against the AUTOMATIC1111 routes,
 # the WASM build and its size budget, the TypeScript packages, and the browser
 # SDK and the studio in headless Chromium. Every test talks to a real
 # worker binary.
@@ -42,6 +43,9 @@ scripts/test-openapi-fuzz.sh
 
 step "OpenAI Images API with the official openai Python package (from PyPI, unmodified, against the real worker)"
 scripts/test-openai-client.sh
+
+step "AUTOMATIC1111 API with webuiapi (from PyPI, unmodified, against the real worker)"
+scripts/test-a1111-client.sh
 
 step "WASM build of the SDK (wasm-bindgen, wasm-opt, 50 KB gzip budget)"
 scripts/build-wasm.sh

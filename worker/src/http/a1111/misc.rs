@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use super::error::SdErrorBody;
 use crate::http::adapter::parse_json;
 use crate::http::error::HttpError;
+use crate::http::extract::ApiQuery;
 use crate::http::jobs::read_body;
 use crate::http::AppState;
 use crate::pipeline::encode::read_png_parameters;
@@ -204,20 +205,27 @@ pub struct Progress {
     pub textinfo: Option<String>,
 }
 
-/// `GET /sdapi/v1/progress`: the job being generated now (idle: zeros).
+/// `GET /sdapi/v1/progress`'s query.
+#[derive(Debug, Deserialize)]
+pub struct ProgressQuery {
+    /// true: no `current_image`.
+    #[serde(default)]
+    pub skip_current_image: Option<bool>,
+}
+
+/// `GET /sdapi/v1/progress`: the job being generated now (idle: zeros); a
+/// query parameter that does not parse is a 400 naming it.
 #[utoipa::path(get, path = "/sdapi/v1/progress", tag = "a1111", params(
     ("skip_current_image" = Option<bool>, Query, description = "true: no `current_image`")),
     responses((status = 200, body = Progress), (status = 401, body = SdErrorBody)))]
 pub async fn progress(
     State(state): State<AppState>,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    ApiQuery(query): ApiQuery<ProgressQuery>,
 ) -> Json<Progress> {
-    let skip_image = query
-        .unwrap_or_default()
-        .split('&')
-        .any(|kv| kv.eq_ignore_ascii_case("skip_current_image=true"));
+    let skip_image = query.skip_current_image.unwrap_or(false);
     let waiting = state.engine.queue_len() as u32;
-    let Some(job) = state.engine.current() else {
+    // A job that just ended may still be the runner's for a moment: idle then.
+    let Some(job) = state.engine.current().filter(|j| !j.status().is_terminal()) else {
         return Json(Progress {
             state: ProgressState {
                 job_count: waiting,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{info, jobs, openai, stream, AppState};
+use super::{a1111, info, jobs, openai, stream, AppState};
 
 mod truth;
 
@@ -20,18 +20,25 @@ mod truth;
                        With --api-token, every route but /health and /ready needs `Authorization: Bearer <token>`."
     ),
     paths(info::health, info::ready, info::metrics, info::info, spec, jobs::submit, jobs::status, jobs::cancel, jobs::image, stream::stream,
-        openai::generations::generations, openai::edits::edits),
+        openai::generations::generations, openai::edits::edits,
+        a1111::txt2img, a1111::img2img, a1111::misc::samplers, a1111::misc::schedulers, a1111::misc::sd_models,
+        a1111::misc::get_options, a1111::misc::set_options, a1111::misc::progress, a1111::misc::interrupt,
+        a1111::misc::skip, a1111::misc::png_info),
     components(schemas(
         sdk::JobRequest, sdk::TextToImageRequest, sdk::ImageRequest, sdk::GenerationParams, sdk::ImageInput, sdk::ResizeMode, sdk::Rng,
         sdk::ImageFormat, sdk::Operation, sdk::JobAccepted, sdk::JobSnapshot, sdk::JobStatus, sdk::Timings, sdk::JobResult,
         sdk::GeneratedImage, sdk::StreamEvent, sdk::ErrorBody, sdk::ApiError, sdk::ErrorCode, sdk::WorkerInfo, sdk::ModelInfo, sdk::MemoryEstimate,
         sdk::Limits, sdk::Defaults, sdk::Heartbeat, sdk::HeartbeatWorker, sdk::WorkerStatus,
         openai::generations::ImageGenerationRequest, openai::edits::ImageEditForm, openai::ImagesResponse, openai::ImageData,
-        openai::ResponseFormat, openai::OutputFormat, openai::error::OpenAiErrorBody, openai::error::OpenAiError
+        openai::ResponseFormat, openai::OutputFormat, openai::error::OpenAiErrorBody, openai::error::OpenAiError,
+        a1111::request::SdRequest, a1111::SdResponse, a1111::error::SdErrorBody, a1111::misc::Sampler, a1111::misc::Schedule,
+        a1111::misc::SdModel, a1111::misc::Progress, a1111::misc::ProgressState, a1111::misc::PngInfoRequest,
+        a1111::misc::PngInfoResponse
     )),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Submit, follow, cancel"), (name = "worker", description = "Health and capabilities"),
-        (name = "openai", description = "OpenAI's Images API, an adapter over jobs"))
+        (name = "openai", description = "OpenAI's Images API, an adapter over jobs"),
+        (name = "a1111", description = "AUTOMATIC1111's /sdapi/v1 API, an adapter over jobs (HTTP Basic with any user and the token as password is accepted too)"))
 )]
 pub struct ApiDoc;
 

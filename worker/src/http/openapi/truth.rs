@@ -28,6 +28,17 @@ fn error_response_in(description: &str, body: &str) -> Value {
     })
 }
 
+/// The error body schema of a path: the adapters answer in their API's shape.
+fn error_body_of(path: &str) -> &'static str {
+    if path.starts_with("/v1/images/") {
+        "OpenAiErrorBody"
+    } else if path.starts_with("/sdapi/") {
+        "SdErrorBody"
+    } else {
+        "ErrorBody"
+    }
+}
+
 /// Adds the responses, the event-stream body and the links described in the
 /// module docs. Leaves a response the annotations already give untouched.
 pub fn complete(doc: &mut Value) {
@@ -55,11 +66,7 @@ pub fn complete(doc: &mut Value) {
                 continue;
             };
             if !open {
-                let body = if path.starts_with("/v1/images/") {
-                    "OpenAiErrorBody"
-                } else {
-                    "ErrorBody"
-                };
+                let body = error_body_of(path);
                 responses.entry("401").or_insert_with(|| {
                     error_response_in(
                         "Missing or wrong bearer token (`Authorization: Bearer <token>`)",
@@ -69,8 +76,9 @@ pub fn complete(doc: &mut Value) {
             }
             if has_params {
                 responses.entry("400").or_insert_with(|| {
-                    error_response(
+                    error_response_in(
                         "A path or query parameter (or `Last-Event-ID`) that does not parse; `field` names it",
+                        error_body_of(path),
                     )
                 });
             }

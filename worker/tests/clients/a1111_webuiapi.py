@@ -1,0 +1,185 @@
+"""Drives a running worker with `webuiapi` (a published AUTOMATIC1111 client,
+from PyPI), unmodified: only its host, port and credentials are set, through
+its own API (`WebUIApi(host, port)`, `set_auth(user, password)`).
+
+    python a1111_webuiapi.py URL TOKEN
+
+Prints one line per check and a closing `N passed, N failed`; exits 1 on any
+failure. The venv holds `webuiapi` and what it needs (requests, Pillow).
+"""
+
+import base64
+import io
+import json
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+import urllib.request
+
+import webuiapi
+from PIL import Image
+
+URL, TOKEN = sys.argv[1].rstrip("/"), sys.argv[2]
+_u = urllib.parse.urlparse(URL)
+api = webuiapi.WebUIApi(host=_u.hostname, port=_u.port)
+api.set_auth("any-user", TOKEN)
+PROMPT = "a lighthouse on a cliff at dusk"
+SIZE = dict(width=64, height=64)
+
+
+def ours(method, path, body=None):
+    """Our own API, with the bearer token."""
+    req = urllib.request.Request(
+        URL + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=300) as r:
+        data = r.read()
+        return json.loads(data) if r.headers.get_content_type() == "application/json" else data
+
+
+def job_until_done(job_id):
+    for _ in range(3000):
+        snap = ours("GET", f"/v1/jobs/{job_id}")
+        if snap["status"] in ("completed", "failed", "cancelled"):
+            return snap
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not end")
+
+
+CHECKS = []
+
+
+def check(fn):
+    CHECKS.append(fn)
+    return fn
+
+
+@check
+def txt2img_with_a_fixed_seed_gives_the_same_png_as_the_same_job_through_v1_jobs():
+    r = api.txt2img(prompt=PROMPT, negative_prompt="blurry", seed=1234, steps=4, cfg_scale=6.0,
+                    sampler_name="DPM++ 2M", scheduler="Karras", batch_size=2, **SIZE)
+    assert len(r.images) == 2 and r.image.size == (64, 64), r.images
+    assert r.info["all_seeds"] == [1234, 1235], r.info
+    assert r.info["sampler_name"] == "DPM++ 2M" and r.info["scheduler"] == "Karras", r.info
+    assert "Sampler: DPM++ 2M Karras" in r.info["infotexts"][0], r.info["infotexts"]
+    assert r.parameters["seed"] == 1234, r.parameters
+    job = ours("POST", "/v1/jobs", {"operation": "image_generation", "prompt": PROMPT,
+                                    "negative_prompt": "blurry", "seed": 1234, "steps": 4,
+                                    "guidance_scale": 6.0, "scheduler": "dpmpp_2m_karras",
+                                    "num_images": 2, "width": 64, "height": 64})
+    assert job_until_done(job["job_id"])["status"] == "completed"
+    for i in range(2):
+        theirs = base64.b64decode(r.json["images"][i])
+        assert ours("GET", f"/v1/jobs/{job['job_id']}/images/{i}") == theirs, f"image {i} differs"
+    # The A1111 job is an ordinary job too.
+    assert ours("GET", f"/v1/jobs/{r.info['job_id']}")["status"] == "completed"
+
+
+def gradient():
+    return Image.frombytes("RGB", (64, 64), bytes(
+        c for y in range(64) for x in range(64) for c in (x * 4, y * 4, (x + y) % 256)))
+
+
+@check
+def img2img_with_a_mask_repaints_the_white_half_and_keeps_the_rest():
+    src = gradient()
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (32, 0, 64, 64))
+    r = api.img2img(images=[src], mask_image=mask, mask_blur=0, inpainting_fill=1,
+                    denoising_strength=1.0, prompt=PROMPT, seed=7, steps=4, **SIZE)
+    out = r.image.convert("RGB")
+    assert out.size == (64, 64)
+    kept = all(out.getpixel((x, y)) == src.getpixel((x, y)) for x in range(32) for y in range(64))
+    changed = sum(out.getpixel((x, y)) != src.getpixel((x, y)) for x in range(32, 64) for y in range(64))
+    assert kept, "the black half of the mask must come back unchanged"
+    assert changed > 32 * 64 // 2, f"only {changed} repainted pixels changed"
+    assert "Denoising strength: 1" in r.info["infotexts"][0], r.info
+
+
+@check
+def img2img_without_a_mask_is_image_to_image():
+    r = api.img2img(images=[gradient()], denoising_strength=0.5, prompt=PROMPT, seed=3, steps=4, **SIZE)
+    assert r.image.size == (64, 64) and r.info["denoising_strength"] == 0.5, r.info
+
+
+@check
+def get_progress_while_a_job_runs_then_interrupt_cancels_it():
+    outcome = {}
+
+    def long_job():
+        try:
+            outcome["result"] = api.txt2img(prompt=PROMPT, seed=5, steps=150, batch_size=8,
+                                            width=128, height=128)
+        except RuntimeError as e:
+            outcome["error"] = e
+
+    t = threading.Thread(target=long_job)
+    t.start()
+    progress = None
+    for _ in range(600):
+        p = api.get_progress()
+        if p["state"]["sampling_step"] > 0:
+            progress = p
+            break
+        time.sleep(0.05)
+    assert progress is not None, "progress never showed the running job"
+    assert 0 < progress["progress"] < 1 and progress["state"]["sampling_steps"] > 0, progress
+    assert progress["eta_relative"] >= 0 and progress["state"]["job"], progress
+    api.interrupt()
+    t.join(120)
+    assert not t.is_alive(), "the interrupted txt2img did not return"
+    assert "error" in outcome and outcome["error"].args[0] == 409, outcome
+    assert ours("GET", f"/v1/jobs/{progress['state']['job']}")["status"] == "cancelled"
+    assert api.get_progress()["progress"] == 0
+
+
+@check
+def png_info_reads_our_pngs_parameters():
+    r = api.txt2img(prompt=PROMPT, negative_prompt="fog", seed=42, steps=3, **SIZE)
+    info = api.png_info(r.image)
+    assert info.info.startswith(PROMPT), info.info
+    p = info.parameters
+    assert p["Prompt"] == PROMPT and p["Negative prompt"] == "fog", p
+    assert p["Seed"] == "42" and p["Steps"] == "3" and p["Size-1"] == "64", p
+
+
+@check
+def samplers_and_models_are_listed():
+    names = [s["name"] for s in api.get_samplers()]
+    assert "Euler a" in names and "DPM++ 2M Karras" in names, names
+    model = ours("GET", "/v1/info")["model"]["id"]
+    models = api.get_sd_models()
+    assert [m["title"] for m in models] == [model], models
+    assert api.get_options()["sd_model_checkpoint"] == model
+    api.set_options({"sd_model_checkpoint": model})
+
+
+@check
+def a_wrong_password_is_refused():
+    bad = webuiapi.WebUIApi(host=_u.hostname, port=_u.port)
+    bad.set_auth("any-user", "not-the-token")
+    try:
+        bad.txt2img(prompt=PROMPT, steps=2, **SIZE)
+        raise AssertionError("accepted a wrong password")
+    except RuntimeError as e:
+        assert e.args[0] == 401, e.args
+        assert set(json.loads(e.args[1])) >= {"error", "detail", "body", "errors"}, e.args
+
+
+passed = failed = 0
+for fn in CHECKS:
+    try:
+        fn()
+        passed += 1
+        print(f"ok   {fn.__name__}")
+    except Exception:  # noqa: BLE001 - every failure is reported, then counted
+        failed += 1
+        print(f"FAIL {fn.__name__}")
+        traceback.print_exc()
+print(f"webuiapi {getattr(webuiapi, '__version__', '0.9.17')}: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
