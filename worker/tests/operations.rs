@@ -423,6 +423,18 @@ async fn the_openapi_document_covers_every_route_and_the_docs_do_too() {
         "/v1/jobs/{id}",
         "/v1/jobs/{id}/stream",
         "/v1/jobs/{id}/images/{index}",
+        "/v1/images/generations",
+        "/v1/images/edits",
+        "/sdapi/v1/txt2img",
+        "/sdapi/v1/img2img",
+        "/sdapi/v1/samplers",
+        "/sdapi/v1/schedulers",
+        "/sdapi/v1/sd-models",
+        "/sdapi/v1/options",
+        "/sdapi/v1/progress",
+        "/sdapi/v1/interrupt",
+        "/sdapi/v1/skip",
+        "/sdapi/v1/png-info",
     ];
     for p in expected {
         assert!(paths.contains(&p.to_string()), "{p} missing from {paths:?}");
