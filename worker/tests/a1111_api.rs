@@ -338,6 +338,8 @@ async fn listings_name_the_loaded_model_and_its_schedulers_in_a1111_terms() {
     assert!(schedules.to_string().contains("\"Karras\""), "{schedules}");
     let (_, models) = w.get_json("/sdapi/v1/sd-models").await;
     assert_eq!(models[0]["title"], info["model"]["id"]);
+    let (s, flags) = w.get_json("/sdapi/v1/cmd-flags").await;
+    assert_eq!((s, &flags["api"]), (200, &json!(true)));
     let (_, options) = w.get_json("/sdapi/v1/options").await;
     assert_eq!(options["sd_model_checkpoint"], info["model"]["id"]);
     let (s, _) = post(

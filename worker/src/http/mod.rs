@@ -132,6 +132,7 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
                 .layer(same_site.clone()),
         )
         .route("/sdapi/v1/progress", get(a1111::misc::progress))
+        .route("/sdapi/v1/cmd-flags", get(a1111::misc::cmd_flags))
         .route(
             "/sdapi/v1/interrupt",
             post(a1111::misc::interrupt).layer(same_site.clone()),

@@ -177,6 +177,22 @@ pub async fn set_options(
     Ok(Json(json!({})))
 }
 
+/// `GET /sdapi/v1/cmd-flags`: a minimal answer for clients that probe it:
+/// this is an API server (`api`, `nowebui`), with no LoRA, embedding or
+/// upscaler folders and no saving to disk.
+#[utoipa::path(get, path = "/sdapi/v1/cmd-flags", tag = "a1111", responses(
+    (status = 200, body = Object), (status = 401, body = SdErrorBody)))]
+pub async fn cmd_flags() -> Json<Value> {
+    Json(json!({
+        "api": true,
+        "nowebui": true,
+        "lora_dir": Value::Null,
+        "embeddings_dir": Value::Null,
+        "hide_ui_dir_config": true,
+        "freeze_settings": true,
+    }))
+}
+
 /// A1111's progress `state`.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct ProgressState {
