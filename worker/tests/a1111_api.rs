@@ -340,6 +340,18 @@ async fn listings_name_the_loaded_model_and_its_schedulers_in_a1111_terms() {
     assert_eq!(models[0]["title"], info["model"]["id"]);
     let (s, flags) = w.get_json("/sdapi/v1/cmd-flags").await;
     assert_eq!((s, &flags["api"]), (200, &json!(true)));
+    let (s, memory) = w.get_json("/sdapi/v1/memory").await;
+    assert_eq!(s, 200, "{memory}");
+    let (free, total) = (
+        memory["ram"]["free"].as_u64(),
+        memory["ram"]["total"].as_u64(),
+    );
+    assert!(free.unwrap() > 0 && free < total, "{memory}");
+    assert!(
+        memory["process"]["rss"].as_u64().unwrap() > 1 << 20,
+        "{memory}"
+    );
+    assert!(memory["cuda"]["error"].is_string(), "{memory}");
     let (_, options) = w.get_json("/sdapi/v1/options").await;
     assert_eq!(options["sd_model_checkpoint"], info["model"]["id"]);
     let (s, _) = post(

@@ -43,6 +43,8 @@ pub struct Shared {
     /// `--max-body-bytes`: also the most of a refused request's body that is
     /// read (and dropped) before the answer.
     pub max_body_bytes: usize,
+    /// Each A1111 caller's last job, for `GET /sdapi/v1/progress`.
+    pub a1111_callers: a1111::callers::Callers,
 }
 
 pub type AppState = Arc<Shared>;
@@ -58,6 +60,7 @@ impl Shared {
             accepting: AtomicBool::new(true),
             decode_slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_decodes.max(1))),
             max_body_bytes,
+            a1111_callers: a1111::callers::Callers::default(),
         })
     }
 
@@ -133,6 +136,7 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
         )
         .route("/sdapi/v1/progress", get(a1111::misc::progress))
         .route("/sdapi/v1/cmd-flags", get(a1111::misc::cmd_flags))
+        .route("/sdapi/v1/memory", get(a1111::memory::memory))
         .route(
             "/sdapi/v1/interrupt",
             post(a1111::misc::interrupt).layer(same_site.clone()),

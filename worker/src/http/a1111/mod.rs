@@ -8,7 +8,9 @@
 //! [`misc`] holds the other routes (samplers, models, options, progress,
 //! interrupt, png-info); [`error`] gives every refusal A1111's error shape.
 
+pub mod callers;
 pub mod error;
+pub mod memory;
 pub mod misc;
 pub mod request;
 
@@ -95,6 +97,7 @@ async fn submit(
     img2img: bool,
 ) -> Result<(Arc<Job>, SdRequest), HttpError> {
     let (parts, body) = req.into_parts();
+    let caller = callers::Caller::of(&parts);
     if let Err(e) = require_json(&parts.headers).and_then(|()| admit(state)) {
         discard(body, state.max_body_bytes).await;
         return Err(e);
@@ -111,6 +114,9 @@ async fn submit(
     })
     .await
     .map_err(error::renamed)?;
+    if let Some(caller) = caller {
+        state.a1111_callers.record(caller, &job.id);
+    }
     Ok((job, sd))
 }
 

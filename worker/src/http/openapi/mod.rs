@@ -22,7 +22,7 @@ mod truth;
     paths(info::health, info::ready, info::metrics, info::info, spec, jobs::submit, jobs::status, jobs::cancel, jobs::image, stream::stream,
         openai::generations::generations, openai::edits::edits,
         a1111::txt2img, a1111::img2img, a1111::misc::samplers, a1111::misc::schedulers, a1111::misc::sd_models,
-        a1111::misc::get_options, a1111::misc::set_options, a1111::misc::progress, a1111::misc::cmd_flags, a1111::misc::interrupt,
+        a1111::misc::get_options, a1111::misc::set_options, a1111::misc::progress, a1111::misc::cmd_flags, a1111::memory::memory, a1111::misc::interrupt,
         a1111::misc::skip, a1111::misc::png_info),
     components(schemas(
         sdk::JobRequest, sdk::TextToImageRequest, sdk::ImageRequest, sdk::GenerationParams, sdk::ImageInput, sdk::ResizeMode, sdk::Rng,
