@@ -3,6 +3,7 @@
 //! stop in order.
 
 use anyhow::{bail, Context, Result};
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -13,6 +14,7 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tower::ServiceExt as _;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::ServeArgs;
@@ -213,9 +215,9 @@ async fn serve_http(
     let graceful = GracefulShutdown::new();
     let mut drain_jobs = std::pin::pin!(drain_jobs);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before it
                     // was accepted: wait a little rather than spin.
@@ -227,7 +229,14 @@ async fn serve_http(
             () = &mut drain_jobs => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // Each request carries its peer address as axum's `ConnectInfo` (as
+        // `axum::serve` with `into_make_service_with_connect_info` gives it).
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            },
+        ));
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {

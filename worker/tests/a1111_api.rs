@@ -279,6 +279,78 @@ async fn progress_shows_the_running_job_and_interrupt_cancels_it() {
 }
 
 #[tokio::test]
+async fn progress_reports_the_callers_own_queued_job_and_another_caller_the_running_one() {
+    let w = Worker::start(&[]).await;
+    let long = w.submit(long_job()).await;
+    let long_id = long["job_id"].as_str().unwrap().to_string();
+    // Caller A (127.0.0.1, the worker's own client) queues a txt2img behind the long job.
+    let client = w.client.clone();
+    let url = w.url("/sdapi/v1/txt2img");
+    let waiting = tokio::spawn(async move {
+        let r = client.post(url).json(&txt(5)).send().await.unwrap();
+        r.status().as_u16()
+    });
+    let mut mine = Value::Null;
+    for _ in 0..200 {
+        let (_, p) = w.get_json("/sdapi/v1/progress").await;
+        if p["state"]["job"]
+            .as_str()
+            .is_some_and(|j| !j.is_empty() && j != long_id)
+        {
+            mine = p;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mine_id = mine["state"]["job"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !mine_id.is_empty(),
+        "caller A never saw its own job: {mine}"
+    );
+    let (_, snap) = w.get_json(&format!("/v1/jobs/{mine_id}")).await;
+    assert_eq!(snap["status"], json!("queued"), "{snap}");
+    assert_eq!(snap["seed"], json!(5), "{snap}");
+    assert_eq!(mine["progress"], json!(0.0));
+    assert_eq!(mine["state"]["sampling_step"], json!(0));
+    assert_eq!(mine["state"]["job_count"], json!(2));
+    assert_eq!(mine["textinfo"], json!("Waiting..."));
+    // Caller B, from another loopback address, started nothing: it sees the running job.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let theirs: Value = other
+        .get(w.url("/sdapi/v1/progress"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["state"]["job"], json!(long_id), "{theirs}");
+    assert_eq!(theirs["state"]["job_count"], json!(2));
+    // Once both jobs ended, caller A is idle again.
+    w.delete(&format!("/v1/jobs/{mine_id}")).await;
+    w.delete(&format!("/v1/jobs/{long_id}")).await;
+    let status = tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 409);
+    for _ in 0..100 {
+        let (_, p) = w.get_json("/sdapi/v1/progress").await;
+        if p["state"]["job"] == json!("") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("progress never went idle after both jobs ended");
+}
+
+#[tokio::test]
 async fn a_client_that_hangs_up_while_waiting_cancels_its_job() {
     let w = Worker::start(&[]).await;
     let long = w.submit(long_job()).await;

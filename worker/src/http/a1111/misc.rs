@@ -4,11 +4,13 @@
 use axum::extract::{Request, State};
 use axum::Json;
 use base64::Engine as _;
-use sd_worker_sdk::{ErrorCode, SchedulerName, StreamEvent};
+use sd_worker_sdk::{ErrorCode, JobStatus, SchedulerName, StreamEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::callers::MaybeCaller;
 use super::error::SdErrorBody;
+use crate::engine::registry::Lookup;
 use crate::http::adapter::parse_json;
 use crate::http::error::HttpError;
 use crate::http::extract::ApiQuery;
@@ -229,28 +231,41 @@ pub struct ProgressQuery {
     pub skip_current_image: Option<bool>,
 }
 
-/// `GET /sdapi/v1/progress`: the job being generated now (idle: zeros); a
-/// query parameter that does not parse is a 400 naming it.
+/// `GET /sdapi/v1/progress`: the job the caller started last through
+/// `txt2img`/`img2img` while it is queued or running (see [`super::callers`]),
+/// else the job being generated now (idle: zeros). A queued job reports 0
+/// progress and `textinfo` "Waiting...". A query parameter that does not
+/// parse is a 400 naming it.
 #[utoipa::path(get, path = "/sdapi/v1/progress", tag = "a1111", params(
     ("skip_current_image" = Option<bool>, Query, description = "true: no `current_image`")),
     responses((status = 200, body = Progress), (status = 401, body = SdErrorBody)))]
 pub async fn progress(
     State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
     ApiQuery(query): ApiQuery<ProgressQuery>,
 ) -> Json<Progress> {
     let skip_image = query.skip_current_image.unwrap_or(false);
-    let waiting = state.engine.queue_len() as u32;
     // A job that just ended may still be the runner's for a moment: idle then.
-    let Some(job) = state.engine.current().filter(|j| !j.status().is_terminal()) else {
+    let running = state.engine.current().filter(|j| !j.status().is_terminal());
+    let job_count = state.engine.queue_len() as u32 + u32::from(running.is_some());
+    let mine = caller
+        .and_then(|c| state.a1111_callers.last(&c))
+        .and_then(|id| match state.engine.lookup(&id) {
+            Lookup::Found(job) => Some(job),
+            Lookup::Expired | Lookup::Unknown => None,
+        })
+        .filter(|j| !j.status().is_terminal());
+    let Some(job) = mine.or(running) else {
         return Json(Progress {
             state: ProgressState {
-                job_count: waiting,
+                job_count,
                 ..Default::default()
             },
             ..Default::default()
         });
     };
     let snap = job.snapshot();
+    let queued = snap.status == JobStatus::Queued;
     let total = snap.total_steps.max(1);
     let fraction = f64::from(snap.step.min(total)) / f64::from(total);
     let elapsed = snap
@@ -281,14 +296,14 @@ pub async fn progress(
             skipped: false,
             interrupted: snap.cancel_requested,
             job: job.id.clone(),
-            job_count: waiting + 1,
+            job_count,
             job_timestamp: snap.timings.created_at_ms.to_string(),
             job_no: 0,
             sampling_step: snap.step,
             sampling_steps: snap.total_steps,
         },
         current_image,
-        textinfo: None,
+        textinfo: queued.then(|| "Waiting...".to_string()),
     })
 }
 
