@@ -231,14 +231,21 @@ pub enum Rng {
     /// (x86 torch builds), in the order diffusers' pipelines draw. Also what
     /// AUTOMATIC1111 calls `RNG: CPU`.
     TorchCpu,
+    /// AUTOMATIC1111's "NV" source (`RNG: NV`): its Philox 4x32-10 and
+    /// Box-Muller reproduction of `torch.randn(..., device="cuda")`, one
+    /// generator per image (`seed + i`), each draw (starting noise, then each
+    /// ancestral step's) at the next offset. What A1111 draws for the same
+    /// seed with its `randn_source` "NV", and on NVIDIA GPUs with "GPU".
+    Nv,
 }
 
 impl Rng {
-    /// The wire name (`"chacha"`, `"torch-cpu"`).
+    /// The wire name (`"chacha"`, `"torch-cpu"`, `"nv"`).
     pub fn name(self) -> &'static str {
         match self {
             Rng::Chacha => "chacha",
             Rng::TorchCpu => "torch-cpu",
+            Rng::Nv => "nv",
         }
     }
 }
@@ -358,6 +365,9 @@ mod tests {
             parse(r#","rng":"chacha""#).unwrap().params().rng,
             Some(Rng::Chacha)
         );
+        assert_eq!(parse(r#","rng":"nv""#).unwrap().params().rng, Some(Rng::Nv));
+        assert_eq!(Rng::Nv.name(), "nv");
         assert!(parse(r#","rng":"nv-gpu""#).is_err());
+        assert!(parse(r#","rng":"NV""#).is_err());
     }
 }

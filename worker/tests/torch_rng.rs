@@ -140,7 +140,7 @@ async fn openapi_documents_the_rng_field_and_its_sources() {
     let schemas = &doc["components"]["schemas"];
     assert_eq!(
         schemas["Rng"]["enum"],
-        json!(["chacha", "torch-cpu"]),
+        json!(["chacha", "torch-cpu", "nv"]),
         "{}",
         schemas["Rng"]
     );

@@ -56,6 +56,7 @@ impl Parameters<'_> {
         match self.rng {
             Rng::Chacha => {}
             Rng::TorchCpu => text.push_str(", RNG: CPU"),
+            Rng::Nv => text.push_str(", RNG: NV"),
         }
         text
     }

@@ -2,8 +2,9 @@
 //! with `seed + index`, and noise is drawn on the CPU in f32 before moving to
 //! the model's device and dtype. Device RNGs differ across backends and
 //! launches (Candle's example seeds the device: not reproducible), so they are
-//! never used. Two sources ([`Rng`]): ChaCha8 (the default) and PyTorch's CPU
-//! generator ([`torch_cpu`]), so that a seed gives the picture diffusers gives.
+//! never used. Three sources ([`Rng`]): ChaCha8 (the default), PyTorch's CPU
+//! generator ([`torch_cpu`]), so that a seed gives the picture diffusers gives,
+//! and AUTOMATIC1111's NV generator ([`philox`]), so that it gives A1111's.
 
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
@@ -13,14 +14,17 @@ use sd_worker_sdk::Rng;
 
 use crate::scheduler::NoiseSource;
 
+pub mod philox;
 pub mod torch_cpu;
 
+use philox::PhiloxGenerator;
 use torch_cpu::TorchCpuGenerator;
 
 /// One image's stream.
 enum Stream {
     ChaCha(Box<ChaCha8Rng>),
     TorchCpu(Box<TorchCpuGenerator>),
+    Nv(PhiloxGenerator),
 }
 
 impl Stream {
@@ -28,6 +32,7 @@ impl Stream {
         match rng {
             Rng::Chacha => Stream::ChaCha(Box::new(ChaCha8Rng::seed_from_u64(seed))),
             Rng::TorchCpu => Stream::TorchCpu(Box::new(TorchCpuGenerator::new(seed))),
+            Rng::Nv => Stream::Nv(PhiloxGenerator::new(seed)),
         }
     }
 
@@ -40,6 +45,7 @@ impl Stream {
                 v
             })),
             Stream::TorchCpu(g) => out.extend(g.randn(count)),
+            Stream::Nv(g) => out.extend(g.randn(count)),
         }
     }
 }
@@ -74,7 +80,9 @@ impl SeededNoise {
     /// starting noise, as diffusers' image-to-image pipeline does
     /// (`prepare_latents`: `latent_dist.sample(generator)`, then `randn_tensor`).
     /// The ChaCha source keeps the worker's historical order (noise first), so
-    /// its images for a seed do not change.
+    /// its images for a seed do not change; so does NV, whose first draw
+    /// (offset 0) is A1111's starting noise for image to image too (A1111
+    /// samples the posterior from torch's global generator, not the NV one).
     pub fn posterior_before_noise(&self) -> bool {
         self.rng == Rng::TorchCpu
     }
