@@ -70,7 +70,7 @@ export function defaultForm(info: WorkerInfo): FormState {
 export function restoreForm(info: WorkerInfo, saved: Partial<FormState> | null): FormState {
   const form = { ...defaultForm(info), ...(saved ?? {}) };
   if (!info.schedulers.includes(form.scheduler)) form.scheduler = info.defaults.scheduler;
-  if (form.rng !== 'chacha' && form.rng !== 'torch-cpu') form.rng = 'chacha';
+  if (form.rng !== 'chacha' && form.rng !== 'torch-cpu' && form.rng !== 'nv') form.rng = 'chacha';
   return form;
 }
 
@@ -182,7 +182,8 @@ export function formFromParsed(form: FormState, p: ParsedParameters, schedulers:
     next.seedMode = 'fixed';
     next.seed = String(p.seed);
   }
-  // AUTOMATIC1111's `RNG: CPU` is PyTorch's CPU generator; no `RNG` key: ours (or A1111's GPU source, which we lack).
-  next.rng = p.extra.RNG === 'CPU' ? 'torch-cpu' : 'chacha';
+  // AUTOMATIC1111's `RNG: CPU` is PyTorch's CPU generator, `RNG: NV` its Philox source; no `RNG` key: ours
+  // (or A1111's default GPU source, which `nv` reproduces but which the text cannot tell from ours).
+  next.rng = p.extra.RNG === 'CPU' ? 'torch-cpu' : p.extra.RNG === 'NV' ? 'nv' : 'chacha';
   return next;
 }

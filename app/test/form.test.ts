@@ -53,6 +53,7 @@ describe('form', () => {
     expect(g).toMatchObject({ prompt: 'q', negative_prompt: 'n', scheduler: 'euler', seed: '5', steps: '3', rng: 'chacha' });
     const cpu = formFromParsed(base, { prompt: 'q', negative_prompt: '', extra: { RNG: 'CPU' } }, INFO.schedulers);
     expect(cpu.rng).toBe('torch-cpu');
+    expect(formFromParsed(base, { prompt: 'q', negative_prompt: '', extra: { RNG: 'NV' } }, INFO.schedulers).rng).toBe('nv');
     expect(formFromParsed(cpu, { prompt: 'q', negative_prompt: '', extra: {} }, INFO.schedulers).rng).toBe('chacha');
     expect(formFromParams(cpu, { operation: 'image_generation', prompt: 'p' }, null, false).rng).toBe('chacha');
     expect(formFromParams(base, { operation: 'image_generation', prompt: 'p', rng: 'torch-cpu' }, null, false).rng).toBe('torch-cpu');

@@ -77,10 +77,55 @@ async fn txt2img_answers_a1111_shape_with_the_same_png_as_the_same_job_through_v
         .run_job(
             json!({"operation": "image_generation", "prompt": "a red circle",
             "negative_prompt": "blurry", "steps": 3, "guidance_scale": 6.5, "width": 64,
-            "height": 64, "seed": 11, "scheduler": "euler_ancestral"}),
+            "height": 64, "seed": 11, "scheduler": "euler_ancestral", "rng": "nv"}),
         )
         .await;
     assert_eq!(images[0], ours, "A1111's image differs from the same job's");
+    // A1111's default noise (its GPU source, which NV reproduces), named as A1111 names NV.
+    assert!(text.ends_with(", RNG: NV"), "{text}");
+}
+
+/// `override_settings.randn_source` chooses the noise as A1111's setting does:
+/// "CPU" is torch's CPU generator (our `torch-cpu`), "GPU" and "NV" are A1111's
+/// Philox reproduction (`nv`); an unknown source is refused naming it.
+#[tokio::test]
+async fn randn_source_picks_the_same_noise_as_the_rng_field_of_v1_jobs() {
+    let w = Worker::start(&[]).await;
+    let job = |rng: &str| {
+        json!({"operation": "image_generation", "prompt": "a red circle",
+        "negative_prompt": "blurry", "steps": 3, "guidance_scale": 6.5, "width": 64,
+        "height": 64, "seed": 5, "scheduler": "euler_ancestral", "rng": rng})
+    };
+    let a1111 = |source: &str| {
+        let mut body = txt(5);
+        body["override_settings"] = json!({"randn_source": source});
+        body
+    };
+    for (source, rng, named) in [
+        ("CPU", "torch-cpu", "CPU"),
+        ("GPU", "nv", "NV"),
+        ("NV", "nv", "NV"),
+    ] {
+        let (status, answer) = post(&w, "/sdapi/v1/txt2img", a1111(source)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            info(&answer)["warnings"]
+                .as_array()
+                .is_none_or(|w| w.is_empty()),
+            "{answer}"
+        );
+        let theirs = decode_b64(answer["images"][0].as_str().unwrap());
+        let (_, ours) = w.run_job(job(rng)).await;
+        assert_eq!(ours[0], theirs, "randn_source {source} is not rng {rng}");
+        let text = read_png_parameters(&theirs).unwrap();
+        assert!(text.ends_with(&format!(", RNG: {named}")), "{text}");
+    }
+    let (status, err) = post(&w, "/sdapi/v1/txt2img", a1111("cuda")).await;
+    assert_eq!(
+        (status, a1111_error(&err).as_str()),
+        (422, "override_settings.randn_source"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -227,14 +227,15 @@ export function ParamsPanel(props: {
         </select>
       </Field>
 
-      <Field name="rng" label="Noise" error={errors.rng} hint="PyTorch CPU: the same seed gives diffusers' and ComfyUI's picture">
+      <Field name="rng" label="Noise" error={errors.rng} hint="PyTorch CPU: the same seed gives diffusers' and ComfyUI's picture; AUTOMATIC1111 NV: A1111's (its GPU and NV sources)">
         <select
           {...controlProps('rng', errors.rng)}
           value={form.rng}
-          onChange={(e) => set({ rng: e.target.value === 'torch-cpu' ? 'torch-cpu' : 'chacha' })}
+          onChange={(e) => set({ rng: e.target.value === 'torch-cpu' || e.target.value === 'nv' ? e.target.value : 'chacha' })}
         >
           <option value="chacha">Worker (ChaCha)</option>
           <option value="torch-cpu">PyTorch CPU</option>
+          <option value="nv">AUTOMATIC1111 NV</option>
         </select>
       </Field>
 

@@ -67,11 +67,13 @@ def txt2img_with_a_fixed_seed_gives_the_same_png_as_the_same_job_through_v1_jobs
     assert r.info["all_seeds"] == [1234, 1235], r.info
     assert r.info["sampler_name"] == "DPM++ 2M" and r.info["scheduler"] == "Karras", r.info
     assert "Sampler: DPM++ 2M Karras" in r.info["infotexts"][0], r.info["infotexts"]
+    assert r.info["infotexts"][0].endswith(", RNG: NV"), r.info["infotexts"]
     assert r.parameters["seed"] == 1234, r.parameters
     job = ours("POST", "/v1/jobs", {"operation": "image_generation", "prompt": PROMPT,
                                     "negative_prompt": "blurry", "seed": 1234, "steps": 4,
                                     "guidance_scale": 6.0, "scheduler": "dpmpp_2m_karras",
-                                    "num_images": 2, "width": 64, "height": 64})
+                                    "num_images": 2, "width": 64, "height": 64,
+                                    "rng": "nv"})  # A1111's default noise
     assert job_until_done(job["job_id"])["status"] == "completed"
     for i in range(2):
         theirs = base64.b64decode(r.json["images"][i])

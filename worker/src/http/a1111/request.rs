@@ -4,7 +4,7 @@
 //! are named in the answer's `info.warnings` ([`SdRequest::ignored`]).
 
 use base64::Engine as _;
-use sd_worker_sdk::{ApiError, ErrorCode, SCHEDULERS};
+use sd_worker_sdk::{ApiError, ErrorCode, Rng, SCHEDULERS};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -66,7 +66,9 @@ pub struct SdRequest {
     /// Only 1 (`original`) is what this worker does; other values run as 1, with a warning.
     #[serde(default)]
     pub inpainting_fill: Option<u32>,
-    /// Ignored; its keys are listed in `info.warnings`.
+    /// `randn_source` ("GPU", "CPU", "NV": A1111's noise source) chooses our
+    /// `rng` ([`SdRequest::rng`]); other keys are ignored and listed in
+    /// `info.warnings`.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub override_settings: Option<Map<String, Value>>,
@@ -126,6 +128,7 @@ impl SdRequest {
             put("num_images", json!(n));
         }
         put("scheduler", json!(self.scheduler_spelling()?));
+        put("rng", json!(self.rng()?.name()));
         if !img2img {
             body.insert("operation".into(), json!("image_generation"));
             return Ok(body);
@@ -217,12 +220,42 @@ impl SdRequest {
             })
     }
 
+    /// Our `rng` for A1111's `override_settings.randn_source`, whose values
+    /// are A1111's: "GPU" (A1111's default: `torch.randn` on the CUDA device)
+    /// and "NV" (A1111's CPU reproduction of it, the same values) are `nv`;
+    /// "CPU" (torch's CPU generator) is `torch-cpu`. Absent: `nv`, the
+    /// picture A1111 draws by default. Any other value is a 422 naming
+    /// `override_settings.randn_source`.
+    pub fn rng(&self) -> Result<Rng, HttpError> {
+        let Some(source) = self
+            .override_settings
+            .as_ref()
+            .and_then(|m| m.get(RANDN_SOURCE))
+        else {
+            return Ok(Rng::Nv);
+        };
+        match source.as_str() {
+            Some("GPU" | "NV") => Ok(Rng::Nv),
+            Some("CPU") => Ok(Rng::TorchCpu),
+            _ => Err(refuse(
+                "override_settings.randn_source",
+                format!("`randn_source` must be \"GPU\", \"CPU\" or \"NV\", not {source}"),
+            )),
+        }
+    }
+
     /// What was sent but not used and would change the result, for `info.warnings`.
     pub fn ignored(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(keys) = self.override_settings.as_ref().filter(|m| !m.is_empty()) {
-            let keys: Vec<&str> = keys.keys().map(String::as_str).collect();
-            out.push(format!("override_settings ignored: {}", keys.join(", ")));
+        if let Some(settings) = self.override_settings.as_ref() {
+            let keys: Vec<&str> = settings
+                .keys()
+                .map(String::as_str)
+                .filter(|k| *k != RANDN_SOURCE)
+                .collect();
+            if !keys.is_empty() {
+                out.push(format!("override_settings ignored: {}", keys.join(", ")));
+            }
         }
         if self.mask.is_some() && self.inpainting_fill.is_some_and(|f| f != 1) {
             out.push(
@@ -255,6 +288,9 @@ impl SdRequest {
         out
     }
 }
+
+/// A1111's setting naming its noise source (`shared.opts.randn_source`).
+const RANDN_SOURCE: &str = "randn_source";
 
 /// Marks a body whose mask must be inverted before validation (removed then).
 const INVERT_KEY: &str = "__a1111_invert_mask";
@@ -311,6 +347,36 @@ mod tests {
         assert_eq!(body["seed"], json!(-1));
         assert_eq!(body["scheduler"], json!("DPM++ 2M Karras"));
         assert_eq!(body["operation"], json!("image_generation"));
+        assert_eq!(body["rng"], json!("nv"));
+    }
+
+    #[test]
+    fn randn_source_chooses_the_rng_as_a1111s_setting_does() {
+        let rng = |source: Value| {
+            req(json!({"override_settings": {"randn_source": source, "CLIP_stop_at_last_layers": 2}}))
+                .to_job_body(false)
+                .map(|b| b["rng"].clone())
+        };
+        assert_eq!(rng(json!("GPU")).unwrap(), json!("nv"));
+        assert_eq!(rng(json!("NV")).unwrap(), json!("nv"));
+        assert_eq!(rng(json!("CPU")).unwrap(), json!("torch-cpu"));
+        for bad in [json!("cpu"), json!("chacha"), json!(1)] {
+            let e = rng(bad.clone()).unwrap_err();
+            assert_eq!(
+                e.error.field.as_deref(),
+                Some("override_settings.randn_source"),
+                "{bad}"
+            );
+        }
+        let r = req(
+            json!({"override_settings": {"randn_source": "CPU", "CLIP_stop_at_last_layers": 2}}),
+        );
+        assert_eq!(
+            r.ignored(),
+            vec!["override_settings ignored: CLIP_stop_at_last_layers".to_string()]
+        );
+        let r = req(json!({"override_settings": {"randn_source": "NV"}}));
+        assert!(r.ignored().is_empty(), "{:?}", r.ignored());
     }
 
     #[test]
