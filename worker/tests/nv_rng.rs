@@ -75,7 +75,9 @@ fn nv_noise_is_bit_identical_to_automatic1111s_philox_generator() {
 
 /// The job's noise for image `i` is A1111's generator for `seed + i`: its
 /// first draw is the starting latents and each later draw takes the next
-/// offset, as A1111's k-diffusion samplers take `p.rng.next()`.
+/// offset, as A1111's k-diffusion samplers take `p.rng.next()`. An input
+/// image's posterior sample (drawn by A1111 from another generator) does not
+/// move those offsets.
 #[test]
 fn each_image_draws_from_its_own_a1111_generator_in_order() {
     use candle_core::{DType, Device};
@@ -84,7 +86,10 @@ fn each_image_draws_from_its_own_a1111_generator_in_order() {
         SeededNoise::with_rng(sd_worker_sdk::Rng::Nv, seed, 2, &Device::Cpu, DType::F32);
     let flat = |t: candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let first = flat(noise.sample(&[4, 8, 8]).unwrap());
+    let posterior = flat(noise.sample_posterior(&[4, 8, 8]).unwrap());
     let second = flat(noise.sample(&[4, 8, 8]).unwrap());
+    assert_ne!(posterior, first);
+    assert_ne!(posterior, second);
     for i in 0..2u64 {
         let mut g = PhiloxGenerator::new(seed + i);
         let range = i as usize * 256..(i as usize + 1) * 256;

@@ -92,7 +92,7 @@ pub fn encode(
     let (mean, logvar) = model.vae_encoder.posterior(pixels)?;
     let std = (logvar * 0.5)?.exp()?;
     let (_, c, h, w) = mean.dims4()?;
-    let eps = noise.sample(&[c, h, w])?.to_dtype(mean.dtype())?;
+    let eps = noise.sample_posterior(&[c, h, w])?.to_dtype(mean.dtype())?;
     let sample = mean.broadcast_add(&eps.broadcast_mul(&std)?)?;
     let shifted = match model.meta.vae_shift_factor {
         Some(shift) => (sample - shift)?,

@@ -53,6 +53,9 @@ impl Stream {
 pub struct SeededNoise {
     rng: Rng,
     streams: Vec<Stream>,
+    /// With `nv`: ChaCha streams (seed + i) for the VAE posterior samples, so
+    /// that the NV streams' offsets stay A1111's (see [`Self::sample_posterior`]).
+    posterior: Option<Vec<Stream>>,
     device: Device,
     dtype: DType,
 }
@@ -71,6 +74,11 @@ impl SeededNoise {
             streams: (0..images as u64)
                 .map(|i| Stream::new(rng, seed.wrapping_add(i)))
                 .collect(),
+            posterior: (rng == Rng::Nv).then(|| {
+                (0..images as u64)
+                    .map(|i| Stream::new(Rng::Chacha, seed.wrapping_add(i)))
+                    .collect()
+            }),
             device: device.clone(),
             dtype,
         }
@@ -80,9 +88,8 @@ impl SeededNoise {
     /// starting noise, as diffusers' image-to-image pipeline does
     /// (`prepare_latents`: `latent_dist.sample(generator)`, then `randn_tensor`).
     /// The ChaCha source keeps the worker's historical order (noise first), so
-    /// its images for a seed do not change; so does NV, whose first draw
-    /// (offset 0) is A1111's starting noise for image to image too (A1111
-    /// samples the posterior from torch's global generator, not the NV one).
+    /// its images for a seed do not change; so does NV (whose posterior draws
+    /// come from other streams: [`Self::sample_posterior`]).
     pub fn posterior_before_noise(&self) -> bool {
         self.rng == Rng::TorchCpu
     }
@@ -90,16 +97,36 @@ impl SeededNoise {
     /// Standard normal noise of shape [images, ...per_image]: image `i`'s
     /// values are one draw of shape [1, ...per_image] from its own stream.
     pub fn sample(&mut self, per_image: &[usize]) -> candle_core::Result<Tensor> {
+        Self::draw(&mut self.streams, per_image, self.dtype, &self.device)
+    }
+
+    /// The noise of an input image's VAE posterior sample, shaped as
+    /// [`Self::sample`]. From the job's streams, except with `nv`: A1111 samples
+    /// the posterior from torch's global generator, not from the NV one, so
+    /// that its NV offsets go to the starting noise (0) and the ancestral steps
+    /// (1, 2, ...) only; here the posterior takes a ChaCha stream of the same
+    /// seed, which keeps those offsets A1111's.
+    pub fn sample_posterior(&mut self, per_image: &[usize]) -> candle_core::Result<Tensor> {
+        let streams = self.posterior.as_mut().unwrap_or(&mut self.streams);
+        Self::draw(streams, per_image, self.dtype, &self.device)
+    }
+
+    fn draw(
+        streams: &mut [Stream],
+        per_image: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         let count: usize = per_image.iter().product();
-        let mut values = Vec::with_capacity(count * self.streams.len());
-        for stream in &mut self.streams {
+        let mut values = Vec::with_capacity(count * streams.len());
+        for stream in streams.iter_mut() {
             stream.extend(count, &mut values);
         }
-        let mut shape = vec![self.streams.len()];
+        let mut shape = vec![streams.len()];
         shape.extend_from_slice(per_image);
         Tensor::from_vec(values, shape, &Device::Cpu)?
-            .to_dtype(self.dtype)?
-            .to_device(&self.device)
+            .to_dtype(dtype)?
+            .to_device(device)
     }
 }
 
