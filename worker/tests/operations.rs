@@ -433,6 +433,7 @@ async fn the_openapi_document_covers_every_route_and_the_docs_do_too() {
         "/sdapi/v1/options",
         "/sdapi/v1/progress",
         "/sdapi/v1/cmd-flags",
+        "/sdapi/v1/memory",
         "/sdapi/v1/interrupt",
         "/sdapi/v1/skip",
         "/sdapi/v1/png-info",
