@@ -91,3 +91,42 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
         HttpError::from(err)
     })
 }
+
+/// Largest error body rewritten by [`rewrite_error`]; ours are a few hundred bytes.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Rewrites an error response in our shape (`{"error": {code, message,
+/// field}}`) into another tool's: `convert` gives the status and the body.
+/// Success responses, and bodies that are not ours, pass unchanged; headers
+/// (`Retry-After`, `WWW-Authenticate`) stay. Each adapter's route layer calls
+/// this on its own paths.
+pub async fn rewrite_error<B: serde::Serialize>(
+    res: axum::response::Response,
+    convert: impl FnOnce(
+        axum::http::StatusCode,
+        sd_worker_sdk::ErrorBody,
+    ) -> (axum::http::StatusCode, B),
+) -> axum::response::Response {
+    use axum::body::{to_bytes, Body};
+    use axum::http::{header, HeaderValue};
+    use axum::response::Response;
+    if !(res.status().is_client_error() || res.status().is_server_error()) {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_ERROR_BODY).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let Ok(ours) = serde_json::from_slice::<sd_worker_sdk::ErrorBody>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let (status, theirs) = convert(parts.status, ours);
+    let json = serde_json::to_vec(&theirs).unwrap_or_default();
+    parts.status = status;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(json))
+}

@@ -4,14 +4,13 @@
 //! body limit) answer our [`sdk::ErrorBody`]; one middleware rewrites it for
 //! these paths. Statuses stay ours (422 for a value a field cannot take).
 
-use axum::body::{to_bytes, Body};
 use axum::extract::Request;
-use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use sd_worker_sdk as sdk;
 use serde::{Deserialize, Serialize};
 
+use crate::http::adapter::rewrite_error;
 use crate::http::error::HttpError;
 
 /// The paths whose errors are A1111-shaped.
@@ -68,30 +67,14 @@ pub fn to_a1111(body: sdk::ErrorBody) -> SdErrorBody {
     }
 }
 
-/// Largest error body rewritten; ours are a few hundred bytes.
-const MAX_ERROR_BODY: usize = 64 * 1024;
-
 /// Middleware: on [`PREFIX`] paths, an error response in our shape is
 /// rewritten in A1111's; status and headers (`Retry-After`,
 /// `WWW-Authenticate`) stay.
 pub async fn reshape(req: Request, next: Next) -> Response {
     let ours = req.uri().path().starts_with(PREFIX);
     let res = next.run(req).await;
-    if !ours || !(res.status().is_client_error() || res.status().is_server_error()) {
+    if !ours {
         return res;
     }
-    let (mut parts, body) = res.into_parts();
-    let Ok(bytes) = to_bytes(body, MAX_ERROR_BODY).await else {
-        return Response::from_parts(parts, Body::empty());
-    };
-    let Ok(ours) = serde_json::from_slice::<sdk::ErrorBody>(&bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
-    };
-    let json = serde_json::to_vec(&to_a1111(ours)).unwrap_or_default();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, Body::from(json))
+    rewrite_error(res, |status, body| (status, to_a1111(body))).await
 }

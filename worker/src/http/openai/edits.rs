@@ -15,11 +15,9 @@ use std::io::Cursor;
 
 use super::error::OpenAiErrorBody;
 use super::stream::{preview_every, StreamSpec};
-use super::{
-    apply_size, partial_images, refuse, respond, wait_for_images, ResponseFormat, Submitted,
-};
+use super::{apply_size, partial_images, refuse, ResponseFormat, Submitted};
 use crate::http::error::HttpError;
-use crate::http::jobs::{admit, count_rejection, discard, validate_and_submit};
+use crate::http::jobs::{admit, discard, validate_and_submit};
 use crate::http::AppState;
 use crate::profile::Profile;
 
@@ -247,18 +245,8 @@ pub async fn edits(
     headers: HeaderMap,
     req: Request,
 ) -> Result<Response, HttpError> {
-    let (job, format, stream) = match submit(&state, req).await {
-        Ok(ok) => ok,
-        Err(e) => {
-            count_rejection(&state, &e);
-            return Err(e);
-        }
-    };
-    if let Some(spec) = stream {
-        return Ok(super::stream::respond(state, job, spec));
-    }
-    let images = wait_for_images(&state, job.clone()).await?;
-    Ok(respond(&headers, &job, images, format))
+    let submitted = submit(&state, req).await;
+    super::answer(state, &headers, submitted).await
 }
 
 async fn submit(state: &AppState, req: Request) -> Result<Submitted, HttpError> {

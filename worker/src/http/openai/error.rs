@@ -3,9 +3,8 @@
 //! bearer token, the body limit) answer our [`sdk::ErrorBody`]; one middleware
 //! rewrites it for these paths, so every refusal there has one shape.
 
-use axum::body::{to_bytes, Body};
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
 use sd_worker_sdk as sdk;
@@ -72,33 +71,15 @@ pub fn to_openai(status: StatusCode, body: sdk::ErrorBody) -> (StatusCode, OpenA
     )
 }
 
-/// Largest error body rewritten; ours are a few hundred bytes.
-const MAX_ERROR_BODY: usize = 64 * 1024;
-
 /// Middleware: on [`PREFIX`] paths, an error response in our shape is
 /// rewritten in OpenAI's; its headers (`Retry-After`, `WWW-Authenticate`) stay.
 pub async fn reshape(req: Request, next: Next) -> Response {
     let ours = req.uri().path().starts_with(PREFIX);
     let res = next.run(req).await;
-    if !ours || !(res.status().is_client_error() || res.status().is_server_error()) {
+    if !ours {
         return res;
     }
-    let (mut parts, body) = res.into_parts();
-    let Ok(bytes) = to_bytes(body, MAX_ERROR_BODY).await else {
-        return Response::from_parts(parts, Body::empty());
-    };
-    let Ok(ours) = serde_json::from_slice::<sdk::ErrorBody>(&bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
-    };
-    let (status, theirs) = to_openai(parts.status, ours);
-    let json = serde_json::to_vec(&theirs).unwrap_or_default();
-    parts.status = status;
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, Body::from(json))
+    crate::http::adapter::rewrite_error(res, to_openai).await
 }
 
 #[cfg(test)]

@@ -9,13 +9,9 @@ use serde_json::{json, Map, Value};
 
 use super::error::OpenAiErrorBody;
 use super::stream::{preview_every, StreamSpec};
-use super::{
-    apply_size, partial_images, respond, wait_for_images, OutputFormat, ResponseFormat, Submitted,
-};
+use super::{apply_size, partial_images, OutputFormat, ResponseFormat, Submitted};
 use crate::http::error::HttpError;
-use crate::http::jobs::{
-    admit, count_rejection, discard, read_body, require_json, validate_and_submit,
-};
+use crate::http::jobs::{admit, discard, read_body, require_json, validate_and_submit};
 use crate::http::AppState;
 
 /// OpenAI's image generation request. `n`, `size`, `output_format` and the
@@ -110,18 +106,8 @@ pub async fn generations(
     headers: HeaderMap,
     req: Request,
 ) -> Result<Response, HttpError> {
-    let (job, format, stream) = match submit(&state, req).await {
-        Ok(ok) => ok,
-        Err(e) => {
-            count_rejection(&state, &e);
-            return Err(e);
-        }
-    };
-    if let Some(spec) = stream {
-        return Ok(super::stream::respond(state, job, spec));
-    }
-    let images = wait_for_images(&state, job.clone()).await?;
-    Ok(respond(&headers, &job, images, format))
+    let submitted = submit(&state, req).await;
+    super::answer(state, &headers, submitted).await
 }
 
 async fn submit(state: &AppState, req: Request) -> Result<Submitted, HttpError> {

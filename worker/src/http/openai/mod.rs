@@ -117,6 +117,28 @@ pub fn partial_images(n: Option<u64>) -> Result<u32, HttpError> {
     }
 }
 
+/// The tail both routes share: a refusal is counted and returned; a streamed
+/// job answers its events; otherwise the job is waited for (a client that
+/// hangs up cancels it) and its images answered by [`respond`].
+pub async fn answer(
+    state: super::AppState,
+    headers: &HeaderMap,
+    submitted: Result<Submitted, HttpError>,
+) -> Result<Response, HttpError> {
+    let (job, format, stream) = match submitted {
+        Ok(ok) => ok,
+        Err(e) => {
+            super::jobs::count_rejection(&state, &e);
+            return Err(e);
+        }
+    };
+    if let Some(spec) = stream {
+        return Ok(stream::respond(state, job, spec));
+    }
+    let images = wait_for_images(&state, job.clone()).await?;
+    Ok(respond(headers, &job, images, format))
+}
+
 /// The answer: the images as base64 or as absolute URLs on the host the
 /// request named (`X-Forwarded-Proto` picks the scheme, `http` otherwise).
 pub fn respond(
