@@ -398,40 +398,7 @@ async fn progress_reports_the_callers_own_queued_job_and_another_caller_the_runn
 #[tokio::test]
 async fn a_client_that_hangs_up_while_waiting_cancels_its_job() {
     let w = Worker::start(&[]).await;
-    let long = w.submit(long_job()).await;
-    let hung_up = w
-        .client
-        .post(w.url("/sdapi/v1/txt2img"))
-        .json(&txt(2))
-        .timeout(Duration::from_millis(1500))
-        .send()
-        .await;
-    assert!(
-        hung_up.is_err(),
-        "the request should time out while its job waits"
-    );
-    let cancelled = r#"sd_worker_jobs_total{operation="image_generation",outcome="cancelled"} 1"#;
-    let mut seen = false;
-    for _ in 0..100 {
-        let text = w
-            .client
-            .get(w.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.contains(cancelled) && text.contains("sd_worker_queue_size 0") {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = w
-        .delete(&format!("/v1/jobs/{}", long["job_id"].as_str().unwrap()))
-        .await;
-    assert!(seen, "the hung-up client's job was not cancelled");
+    common::assert_hanging_up_cancels(&w, "/sdapi/v1/txt2img", txt(2)).await;
 }
 
 #[tokio::test]

@@ -274,15 +274,7 @@ async fn a_panic_inside_generation_fails_that_job_and_the_next_one_runs() {
     let good = w.submit(small_job("a calm job")).await;
     let msgs = w.stream_all(good["job_id"].as_str().unwrap(), None).await;
     assert_eq!(msgs[msgs.len() - 2].kind(), "complete");
-    let metrics = w
-        .client
-        .get(w.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.metrics().await;
     assert!(
         metrics
             .contains(r#"sd_worker_jobs_total{operation="image_generation",outcome="panicked"} 1"#),
@@ -393,15 +385,7 @@ async fn metrics_count_requests_jobs_and_the_queue() {
     assert!(text.contains("sd_worker_info{"));
     // Routes are labelled by template, never by raw path.
     w.get_json("/v1/jobs/job-abc").await;
-    let text = w
-        .client
-        .get(w.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = w.metrics().await;
     assert!(text.contains(r#"route="/v1/jobs/{id}""#));
     assert!(!text.contains("job-abc"));
 }

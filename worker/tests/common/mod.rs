@@ -155,6 +155,29 @@ impl Worker {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The `/metrics` scrape.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Polls `/metrics` for up to 10 s until `holds` is true of it; whether it was.
+    pub async fn metrics_until(&self, holds: impl Fn(&str) -> bool) -> bool {
+        for _ in 0..100 {
+            if holds(&self.metrics().await) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         let r = self.client.delete(self.url(path)).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
@@ -312,4 +335,30 @@ pub fn b64_png(img: image::DynamicImage) -> String {
     img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
         .unwrap();
     base64::engine::general_purpose::STANDARD.encode(out)
+}
+
+/// An adapter that waits for its job (`POST path` with `body`, a text-to-image
+/// request) must cancel it when its client hangs up: a long job holds the
+/// runner, the client gives up after 1.5 s, and the job is counted cancelled.
+pub async fn assert_hanging_up_cancels(w: &Worker, path: &str, body: Value) {
+    let long = w.submit(long_job()).await;
+    let hung_up = w
+        .client
+        .post(w.url(path))
+        .json(&body)
+        .timeout(Duration::from_millis(1500))
+        .send()
+        .await;
+    assert!(
+        hung_up.is_err(),
+        "the request should time out while its job waits"
+    );
+    let cancelled = r#"sd_worker_jobs_total{operation="image_generation",outcome="cancelled"} 1"#;
+    let seen = w
+        .metrics_until(|text| text.contains(cancelled) && text.contains("sd_worker_queue_size 0"))
+        .await;
+    let _ = w
+        .delete(&format!("/v1/jobs/{}", long["job_id"].as_str().unwrap()))
+        .await;
+    assert!(seen, "the hung-up client's job was not cancelled");
 }
