@@ -14,12 +14,13 @@ import json
 import sys
 import threading
 import time
-import traceback
 import urllib.parse
 import urllib.request
 
 import webuiapi
 from PIL import Image
+
+from checks import run  # the runner beside this script
 
 URL, TOKEN = sys.argv[1].rstrip("/"), sys.argv[2]
 _u = urllib.parse.urlparse(URL)
@@ -173,15 +174,4 @@ def a_wrong_password_is_refused():
         assert set(json.loads(e.args[1])) >= {"error", "detail", "body", "errors"}, e.args
 
 
-passed = failed = 0
-for fn in CHECKS:
-    try:
-        fn()
-        passed += 1
-        print(f"ok   {fn.__name__}")
-    except Exception:  # noqa: BLE001 - every failure is reported, then counted
-        failed += 1
-        print(f"FAIL {fn.__name__}")
-        traceback.print_exc()
-print(f"webuiapi {getattr(webuiapi, '__version__', '0.9.17')}: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+run(CHECKS, f"webuiapi {getattr(webuiapi, '__version__', '0.9.17')}")

@@ -13,13 +13,14 @@ import json
 import struct
 import sys
 import time
-import traceback
 import urllib.error
 import urllib.request
 import zlib
 
 import openai
 from openai import OpenAI
+
+from checks import run  # the runner beside this script
 
 URL, TOKEN = sys.argv[1].rstrip("/"), sys.argv[2]
 client = OpenAI(base_url=URL + "/v1", api_key=TOKEN, max_retries=0, timeout=300)
@@ -261,15 +262,4 @@ def a_wrong_key_is_an_authentication_error():
         assert e.response.json()["error"]["type"] == "invalid_request_error"
 
 
-passed = failed = 0
-for fn in CHECKS:
-    try:
-        fn()
-        passed += 1
-        print(f"ok   {fn.__name__}")
-    except Exception:  # noqa: BLE001 - every failure is reported, then counted
-        failed += 1
-        print(f"FAIL {fn.__name__}")
-        traceback.print_exc()
-print(f"openai {openai.__version__}: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+run(CHECKS, f"openai {openai.__version__}")
