@@ -225,17 +225,21 @@ pub enum Rng {
     /// ChaCha8 (the `rand_chacha` crate) with standard normals from
     /// `rand_distr`: the worker's own source, the same on every machine.
     #[default]
+    #[serde(alias = "ChaCha", alias = "CHACHA")]
     Chacha,
     /// PyTorch's CPU generator: each draw equals `torch.randn(shape,
     /// generator=torch.Generator("cpu").manual_seed(seed + i))` bit for bit
     /// (x86 torch builds), in the order diffusers' pipelines draw. Also what
-    /// AUTOMATIC1111 calls `RNG: CPU`.
+    /// AUTOMATIC1111 calls `RNG: CPU` (so `"CPU"` and `"cpu"` are accepted too).
+    #[serde(alias = "CPU", alias = "cpu", alias = "TORCH-CPU", alias = "Torch-CPU")]
     TorchCpu,
     /// AUTOMATIC1111's "NV" source (`RNG: NV`): its Philox 4x32-10 and
     /// Box-Muller reproduction of `torch.randn(..., device="cuda")`, one
     /// generator per image (`seed + i`), each draw (starting noise, then each
     /// ancestral step's) at the next offset. What A1111 draws for the same
-    /// seed with its `randn_source` "NV", and on NVIDIA GPUs with "GPU".
+    /// seed with its `randn_source` "NV", and on NVIDIA GPUs with "GPU" (so
+    /// A1111's spellings `"NV"` and `"GPU"` are accepted too).
+    #[serde(alias = "NV", alias = "GPU", alias = "gpu")]
     Nv,
 }
 
@@ -368,6 +372,17 @@ mod tests {
         assert_eq!(parse(r#","rng":"nv""#).unwrap().params().rng, Some(Rng::Nv));
         assert_eq!(Rng::Nv.name(), "nv");
         assert!(parse(r#","rng":"nv-gpu""#).is_err());
-        assert!(parse(r#","rng":"NV""#).is_err());
+        // AUTOMATIC1111's infotext spellings (`RNG: NV`, `RNG: CPU`) and its
+        // `randn_source` "GPU" are accepted as they are written.
+        for (spelling, rng) in [
+            ("NV", Rng::Nv),
+            ("GPU", Rng::Nv),
+            ("CPU", Rng::TorchCpu),
+            ("cpu", Rng::TorchCpu),
+        ] {
+            let got = parse(&format!(r#","rng":"{spelling}""#)).unwrap();
+            assert_eq!(got.params().rng, Some(rng), "{spelling}");
+        }
+        assert!(parse(r#","rng":"Nv-Philox""#).is_err());
     }
 }

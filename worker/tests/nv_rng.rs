@@ -134,10 +134,19 @@ async fn the_png_parameters_say_rng_nv_as_automatic1111_writes_it() {
     assert!(text.ends_with(", RNG: NV"), "{text}");
 }
 
+/// `RNG: NV` copied from a PNG's parameters works as it is written.
+#[tokio::test]
+async fn a1111s_spelling_of_the_rng_draws_the_same_noise() {
+    let w = Worker::start(&[]).await;
+    let (_, wire) = w.run_job(job("nv", 5)).await;
+    let (_, a1111) = w.run_job(job("NV", 5)).await;
+    assert_eq!(wire, a1111);
+}
+
 #[tokio::test]
 async fn an_unknown_rng_is_refused_naming_the_field() {
     let w = Worker::start(&[]).await;
-    for bad in [json!("NV"), json!("philox"), json!(1)] {
+    for bad in [json!("Nv-Gpu"), json!("philox"), json!(1)] {
         let mut body = job("nv", 1);
         body["rng"] = bad.clone();
         let (status, _, err) = w.submit_raw(body.to_string()).await;

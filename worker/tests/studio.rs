@@ -49,12 +49,23 @@ async fn serves_the_app_its_assets_and_client_routes() {
     assert!(cache.contains("immutable"), "{cache}");
 
     // A client-side route (a reload on /gallery) gets the app.
-    let (status, ct, _, body) = get(&w, "/gallery/item-3").await;
-    assert_eq!((status, body.as_str()), (200, INDEX));
-    assert!(ct.starts_with("text/html"), "{ct}");
+    for route in ["/gallery/item-3", "/sdapi-notes", "/apis"] {
+        let (status, ct, _, body) = get(&w, route).await;
+        assert_eq!((status, body.as_str()), (200, INDEX), "{route}");
+        assert!(ct.starts_with("text/html"), "{route}: {ct}");
+    }
 
-    // A missing file is a 404, not the app in place of a script.
-    for path in ["/assets/gone-9z.js", "/favicon.ico", "/v1/nope", "/v1"] {
+    // A missing file is a 404, not the app in place of a script; so is a
+    // route of an API the worker lacks (an A1111 client asking for LoRAs).
+    for path in [
+        "/assets/gone-9z.js",
+        "/favicon.ico",
+        "/v1/nope",
+        "/v1",
+        "/sdapi/v1/loras",
+        "/sdapi/v2/anything",
+        "/api/v1/info",
+    ] {
         let (status, ct, _, body) = get(&w, path).await;
         assert_eq!(status, 404, "{path}");
         assert!(ct.starts_with("application/json"), "{path}: {ct}");

@@ -47,11 +47,23 @@ impl StudioDir {
     }
 }
 
+/// Path prefixes that belong to an API (ours, AUTOMATIC1111's, and the
+/// `/api/...` other servers use), never to the studio: a client asking for a
+/// route the worker lacks (`/sdapi/v1/loras`) gets the JSON 404, not the
+/// studio's page.
+const API_PREFIXES: &[&str] = &["/v1", "/sdapi", "/api"];
+
+/// Whether `path` is `prefix` itself or below it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The router's fallback: API paths get the JSON 404, anything else the studio.
 pub async fn serve(State(studio): State<Option<StudioDir>>, req: Request) -> Response {
     let path = req.uri().path();
     let is_read = req.method() == Method::GET || req.method() == Method::HEAD;
-    let api_path = path == "/v1" || path.starts_with("/v1/");
+    let api_path = API_PREFIXES.iter().any(|p| under(path, p));
     let Some(studio) = studio.filter(|_| is_read && !api_path) else {
         return HttpError::new(ErrorCode::NotFound, "no such route").into_response();
     };
