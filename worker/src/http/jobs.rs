@@ -339,7 +339,10 @@ pub async fn image(
     let img = images.get(index).ok_or_else(|| {
         HttpError::new(
             ErrorCode::NotFound,
-            format!("job `{id}` has {} images", images.len()),
+            match images.len() {
+                1 => format!("job `{id}` has one image: index 0"),
+                n => format!("job `{id}` has {n} images: indexes 0 to {}", n - 1),
+            },
         )
     })?;
     let bytes = base64::engine::general_purpose::STANDARD
