@@ -391,11 +391,13 @@ async fn stream_sends_partial_images_from_previews_then_each_completed_image() {
     );
     for (i, (kind, data)) in events.iter().enumerate() {
         assert_eq!(data["type"], kind.as_str());
-        assert_eq!(data["size"], "64x48");
         if i < 2 {
             assert_eq!(data["partial_image_index"], i);
         }
-        assert!(image::load_from_memory(&decode_b64(data["b64_json"].as_str().unwrap())).is_ok());
+        // `size` is the image's own: a preview is smaller than the final image.
+        let img = image::load_from_memory(&decode_b64(data["b64_json"].as_str().unwrap())).unwrap();
+        assert_eq!(data["size"], format!("{}x{}", img.width(), img.height()));
+        assert_eq!(i < 2, img.width() < 64, "{i}: {}", data["size"]);
     }
     let (_, snap) = w.get_json(&format!("/v1/jobs/{job_id}")).await;
     let images = snap["result"]["images"].as_array().unwrap();
@@ -494,4 +496,188 @@ async fn a_cross_site_browser_form_is_refused_and_the_workers_own_pages_are_not(
         assert_eq!(status, 200, "{origin:?}: {body}");
         assert_eq!(body["data"].as_array().unwrap().len(), 1);
     }
+}
+
+/// The message of an OpenAI error, checked to name `param` and to carry no
+/// Rust or serde wording.
+fn clean_message(body: &Value, param: &str) -> String {
+    let err = openai_error(body);
+    assert_eq!(err["param"], param, "{body}");
+    let msg = err["message"].as_str().unwrap().to_string();
+    for word in [
+        "floating point",
+        "invalid type",
+        "invalid value",
+        "expected",
+        "u32",
+        "u64",
+        "line ",
+    ] {
+        assert!(!msg.contains(word), "`{word}` in {msg}");
+    }
+    msg
+}
+
+#[tokio::test]
+async fn whole_number_fields_take_integral_floats_and_refuse_fractions_naming_the_openai_param() {
+    let w = Worker::start(&[]).await;
+    let body = json!({"prompt": "a cat", "size": "64x64", "n": 1.0, "seed": 42.0,
+                      "partial_images": 2.0, "output_compression": 50.0});
+    let (status, res) = generate(&w, body).await;
+    assert_eq!(
+        (status, &res["seed"], res["data"].as_array().map(Vec::len)),
+        (200, &json!(42), Some(1)),
+        "{res}"
+    );
+    let (status, res) = edit(
+        &w,
+        &[
+            ("image", Some("in.png"), png(gradient(64, 48).into())),
+            ("prompt", None, b"a cat".to_vec()),
+            ("n", None, b"1.0".to_vec()),
+            ("seed", None, b"42.0".to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!((status, &res["seed"]), (200, &json!(42)), "{res}");
+
+    for (param, sent) in [
+        ("n", json!(1.5)),
+        ("seed", json!(42.5)),
+        ("partial_images", json!(2.5)),
+        ("output_compression", json!(0.5)),
+        ("n", json!("two")),
+    ] {
+        let (status, res) = generate(&w, json!({"prompt": "a cat", param: sent})).await;
+        assert_eq!(status, 400, "{param}: {res}");
+        let msg = clean_message(&res, param);
+        assert!(
+            msg.starts_with(&format!("`{param}` must be a whole number")),
+            "{msg}"
+        );
+    }
+    for (param, sent) in [("n", "1.5"), ("seed", "4x"), ("partial_images", "2.5")] {
+        let (status, res) = edit(
+            &w,
+            &[
+                ("image", Some("in.png"), png(gradient(64, 48).into())),
+                ("prompt", None, b"a cat".to_vec()),
+                (param, None, sent.as_bytes().to_vec()),
+            ],
+        )
+        .await;
+        assert_eq!(status, 400, "{param}: {res}");
+        assert!(
+            clean_message(&res, param).contains(&format!("not `{sent}`")),
+            "{res}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rng_torch_cpu_through_generations_gives_the_bytes_of_v1_jobs_with_the_same_seed_and_rng() {
+    let w = Worker::start(&[]).await;
+    let (status, res) = generate(
+        &w,
+        json!({"prompt": "a cat", "size": "64x64", "seed": 5, "rng": "torch-cpu"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{res}");
+    let ours = decode_b64(res["data"][0]["b64_json"].as_str().unwrap());
+    let job = json!({"operation": "image_generation", "prompt": "a cat", "width": 64, "height": 64, "seed": 5});
+    let (_, chacha) = w.run_job(job.clone()).await;
+    let mut torch = job;
+    torch["rng"] = json!("torch-cpu");
+    let (_, torch) = w.run_job(torch).await;
+    assert_eq!(ours, torch[0]);
+    assert_ne!(ours, chacha[0], "rng must change the picture");
+    let text = sd_worker::pipeline::encode::read_png_parameters(&ours).unwrap();
+    assert!(text.ends_with(", RNG: CPU"), "{text}");
+
+    // Edits take it as a form field; a source that does not exist is refused on both routes.
+    let image = png(gradient(64, 48).into());
+    let (status, res) = edit(
+        &w,
+        &[
+            ("image", Some("in.png"), image.clone()),
+            ("prompt", None, b"a cat".to_vec()),
+            ("rng", None, b"torch-cpu".to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{res}");
+    let png_out = decode_b64(res["data"][0]["b64_json"].as_str().unwrap());
+    let text = sd_worker::pipeline::encode::read_png_parameters(&png_out).unwrap();
+    assert!(text.ends_with(", RNG: CPU"), "{text}");
+    let (status, res) = generate(&w, json!({"prompt": "a cat", "rng": "mersenne"})).await;
+    assert_eq!(status, 400, "{res}");
+    assert!(clean_message(&res, "rng").contains("`torch-cpu`"), "{res}");
+    let (status, res) = edit(
+        &w,
+        &[
+            ("image", Some("in.png"), image),
+            ("prompt", None, b"a cat".to_vec()),
+            ("rng", None, b"mersenne".to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{res}");
+    clean_message(&res, "rng");
+}
+
+#[tokio::test]
+async fn refusals_speak_of_size_and_n_and_json_edits_are_told_to_send_a_form() {
+    let w = Worker::start(&[]).await;
+    let (status, res) = generate(&w, json!({"prompt": "a cat", "size": "102x64"})).await;
+    assert_eq!(status, 400, "{res}");
+    let msg = clean_message(&res, "size");
+    assert!(
+        msg.starts_with("`size` 102x64: the width must be a multiple of"),
+        "{msg}"
+    );
+    let (status, res) = edit(
+        &w,
+        &[
+            ("image", Some("in.png"), png(gradient(64, 48).into())),
+            ("prompt", None, b"a cat".to_vec()),
+            ("size", None, b"64x102".to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{res}");
+    assert!(
+        clean_message(&res, "size").starts_with("`size` 64x102: the height"),
+        "{res}"
+    );
+    let (status, res) = generate(&w, json!({"prompt": "a cat", "n": 999})).await;
+    assert_eq!(status, 400, "{res}");
+    let msg = clean_message(&res, "n");
+    assert!(
+        msg.starts_with("`n` must be") && !msg.contains("num_images"),
+        "{msg}"
+    );
+
+    let r = w
+        .client
+        .post(w.url("/v1/images/edits"))
+        .json(&json!({"prompt": "a cat", "image": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let res: Value = r.json().await.unwrap();
+    let err = openai_error(&res);
+    assert_eq!(
+        (&err["type"], &err["code"], &err["param"]),
+        (
+            &json!("invalid_request_error"),
+            &json!("invalid_request"),
+            &Value::Null
+        )
+    );
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("send the edit as multipart/form-data (OpenAI's images.edit)"),
+        "{msg}"
+    );
 }

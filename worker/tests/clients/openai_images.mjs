@@ -190,6 +190,20 @@ const CHECKS = {
       "the OpenAI route and /v1/jobs gave different bytes for the same seed");
   },
 
+  async rng_sent_as_an_extra_param_gives_the_bytes_of_v1_jobs_with_that_rng() {
+    const res = await client.images.generate({ prompt: PROMPT, size: SIZE, seed: 31, rng: "torch-cpu" });
+    const theirs = b64(res.data[0].b64_json);
+    assert(theirs.includes("RNG: CPU"), "the PNG parameters do not name the torch CPU source");
+    for (const [rng, same] of [["torch-cpu", true], ["chacha", false]]) {
+      const accepted = await ours("POST", "/v1/jobs", {
+        operation: "image_generation", prompt: PROMPT, seed: 31, rng, width: W, height: H,
+      });
+      const direct = await jobUntilDone(accepted.job_id);
+      const mine = b64(direct.result.images[0].image);
+      assert(theirs.equals(mine) === same, `rng ${rng}: same bytes ${theirs.equals(mine)}, expected ${same}`);
+    }
+  },
+
   async edit_without_a_mask_is_image_to_image() {
     const res = await client.images.edit({ image: await png(gradientPng(), "in.png"), prompt: PROMPT });
     assert(res.data.length === 1, `${res.data.length} images`);

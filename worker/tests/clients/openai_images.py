@@ -151,6 +151,21 @@ def a_seed_sent_with_extra_body_gives_the_same_bytes_as_the_same_job_through_v1_
 
 
 @check
+def rng_and_integral_floats_in_extra_body_give_the_bytes_of_v1_jobs_with_that_rng():
+    # Python sends 2.0 as `2.0`: whole-number fields take it as `/v1/jobs` does.
+    res = client.images.generate(prompt=PROMPT, n=1.0, size=SIZE, extra_body={"seed": 31.0, "rng": "torch-cpu"})
+    assert res.model_extra["seed"] == 31, res.model_extra
+    theirs = base64.b64decode(res.data[0].b64_json)
+    assert b"RNG: CPU" in theirs, "the PNG parameters do not name the torch CPU source"
+    for rng, same in [("torch-cpu", True), ("chacha", False)]:
+        accepted = ours("POST", "/v1/jobs", {"operation": "image_generation", "prompt": PROMPT, "seed": 31,
+                                             "rng": rng, "width": W, "height": H})
+        direct = job_until_done(accepted["job_id"])
+        mine = base64.b64decode(direct["result"]["images"][0]["image"])
+        assert (theirs == mine) == same, f"rng {rng}: same bytes {theirs == mine}, expected {same}"
+
+
+@check
 def without_a_seed_the_drawn_seed_is_answered_and_is_the_jobs():
     res = client.images.generate(prompt=PROMPT, size=SIZE)
     snap = ours("GET", f"/v1/jobs/{res.model_extra['job_id']}")

@@ -5,11 +5,11 @@
 //! a white-repaint mask before validation.
 
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use base64::Engine as _;
 use image::{GrayImage, Luma};
-use sd_worker_sdk::{ApiError, ErrorCode};
+use sd_worker_sdk::{numbers, ApiError, ErrorCode};
 use serde_json::{json, Map, Value};
 use std::io::Cursor;
 
@@ -28,7 +28,8 @@ pub const EDIT_STRENGTH: f64 = 0.75;
 
 /// The multipart form of `POST /v1/images/edits` (documentation only; the
 /// handler reads the parts as they come). `image[]` is accepted for `image`
-/// (the first image is used). `seed` is ours; `quality`, `background`,
+/// (the first image is used). `seed` and `rng` are ours; the whole-number
+/// fields take `1.0` as `1`, as `/v1/jobs` does; `quality`, `background`,
 /// `input_fidelity`, `model`, `user` and any other field are ignored.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -42,22 +43,25 @@ pub struct ImageEditForm {
     #[schema(value_type = Option<String>, format = Binary)]
     mask: Option<Vec<u8>>,
     /// Number of images; 1 by default.
-    #[schema(pattern = "^[0-9]+$")]
+    #[schema(pattern = "^[0-9]+(\\.0+)?$")]
     n: Option<String>,
     /// `auto` (the input's size) or `WIDTHxHEIGHT`.
     #[schema(pattern = "^(auto|[0-9]+x[0-9]+)$")]
     size: Option<String>,
     response_format: Option<ResponseFormat>,
     output_format: Option<super::OutputFormat>,
-    /// 0..=2^53-1; random when absent (ours, not OpenAI's).
-    #[schema(pattern = "^[0-9]+$")]
+    /// 0..=2^53-1; random when absent or negative (ours, not OpenAI's).
+    #[schema(pattern = "^-?[0-9]+(\\.0+)?$")]
     seed: Option<String>,
+    /// The noise source, as `/v1/jobs`'s `rng` (ours, not OpenAI's):
+    /// `torch-cpu` gives diffusers' picture for the seed; `chacha` by default.
+    rng: Option<sd_worker_sdk::Rng>,
     /// `true`: answer Server-Sent Events (`image_edit.partial_image`, then
     /// `image_edit.completed` per image) instead of JSON.
     #[schema(pattern = "^(true|false)$")]
     stream: Option<String>,
     /// With `stream`: how many previews to send as partial images, 0..=3.
-    #[schema(pattern = "^[0-3]$")]
+    #[schema(pattern = "^[0-3](\\.0+)?$")]
     partial_images: Option<String>,
 }
 
@@ -122,14 +126,24 @@ fn text<'a>(form: &'a EditForm, field: &str) -> Option<&'a str> {
     form.text.get(field).and_then(Value::as_str)
 }
 
+/// A whole-number text field, read as `/v1/jobs` reads the JSON number
+/// ([`numbers`]): `2.0` is `2`; a negative `seed` is random (`None`).
 fn number(form: &EditForm, field: &str) -> Result<Option<u64>, HttpError> {
-    text(form, field)
-        .map(|t| {
-            t.trim()
-                .parse::<u64>()
-                .map_err(|_| refuse(field, format!("`{field}` must be a whole number from 0")))
-        })
-        .transpose()
+    let Some(t) = text(form, field).map(str::trim) else {
+        return Ok(None);
+    };
+    let read = |v: Value| match field {
+        "seed" => numbers::opt_seed(v),
+        _ => numbers::opt_u32(v).map(|n| n.map(u64::from)),
+    };
+    match serde_json::from_str::<Value>(t)
+        .ok()
+        .filter(Value::is_number)
+        .map(read)
+    {
+        Some(Ok(n)) => Ok(n),
+        _ => Err(super::not_of_its_kind(field, t)),
+    }
 }
 
 /// Our contract's body without the images, the answer's format, and with
@@ -144,10 +158,9 @@ pub fn to_job_body(form: &EditForm) -> Result<EditBody, HttpError> {
         Some(_) => return Err(refuse("stream", "`stream` must be `true` or `false`")),
     };
     let partial = partial_images(number(form, "partial_images")?)?;
-    let stream = stream.then(|| StreamSpec {
+    let stream = stream.then_some(StreamSpec {
         prefix: "image_edit",
         partial_images: partial,
-        size: text(form, "size").unwrap_or("auto").to_string(),
     });
     let prompt = text(form, "prompt").ok_or_else(|| {
         HttpError::from(
@@ -178,6 +191,11 @@ pub fn to_job_body(form: &EditForm) -> Result<EditBody, HttpError> {
     }
     if let Some(seed) = number(form, "seed")? {
         body.insert("seed".into(), json!(seed));
+    }
+    if let Some(t) = text(form, "rng").map(str::trim) {
+        let rng: sd_worker_sdk::Rng =
+            serde_json::from_value(json!(t)).map_err(|_| super::not_of_its_kind("rng", t))?;
+        body.insert("rng".into(), json!(rng));
     }
     apply_size(&mut body, text(form, "size"))?;
     match text(form, "output_format").map(str::trim) {
@@ -235,7 +253,7 @@ pub fn openai_mask_to_ours(png: &[u8], profile: &Profile) -> Result<Vec<u8>, Htt
     (status = 200, description = "The images; with `stream=true`, Server-Sent Events", content(
         (super::ImagesResponse = "application/json"),
         (String = "text/event-stream"))),
-    (status = 400, description = "Not a multipart form, a field missing or not of its form, an undecodable image or mask, a size outside the worker's limits, `partial_images` over 3", body = OpenAiErrorBody),
+    (status = 400, description = "Not a multipart form (JSON, say), a field missing or not of its form, an undecodable image or mask, a size outside the worker's limits, `partial_images` over 3", body = OpenAiErrorBody),
     (status = 409, description = "The job was cancelled", body = OpenAiErrorBody),
     (status = 413, description = "Body or input image too large", body = OpenAiErrorBody),
     (status = 429, description = "Queue full or every decoding slot taken; see Retry-After", body = OpenAiErrorBody),
@@ -249,14 +267,37 @@ pub async fn edits(
     super::answer(state, &headers, submitted).await
 }
 
+/// Edits are multipart forms, as OpenAI's `images.edit` sends them; anything
+/// else (JSON, most often) is a 400 saying so.
+fn require_multipart(headers: &HeaderMap) -> Result<(), HttpError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = ct.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("multipart/form-data") {
+        return Ok(());
+    }
+    let sent = if essence.is_empty() {
+        "a body without a Content-Type".to_string()
+    } else {
+        format!("`{}`", crate::http::extract::quote(essence))
+    };
+    Err(HttpError::new(
+        ErrorCode::InvalidRequest,
+        format!("send the edit as multipart/form-data (OpenAI's images.edit), not {sent}"),
+    ))
+}
+
 async fn submit(state: &AppState, req: Request) -> Result<Submitted, HttpError> {
     let (parts, body) = req.into_parts();
-    if let Err(e) = admit(state) {
+    if let Err(e) = require_multipart(&parts.headers).and_then(|()| admit(state)) {
         discard(body, state.max_body_bytes).await;
         return Err(e);
     }
     let mut form = read_form(Request::from_parts(parts, body)).await?;
     let (mut job_body, format, stream) = to_job_body(&form)?;
+    let size = text(&form, "size").map(str::to_string);
     let image = form.image.take().unwrap_or_default();
     let mask = form.mask.take();
     let partial = stream.as_ref().map_or(0, |s| s.partial_images);
@@ -277,6 +318,7 @@ async fn submit(state: &AppState, req: Request) -> Result<Submitted, HttpError> 
             .unwrap_or_default()
             .into())
     })
-    .await?;
+    .await
+    .map_err(|e| super::in_openai_terms(e, size.as_deref()))?;
     Ok((job, format, stream))
 }

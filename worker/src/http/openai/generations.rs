@@ -13,17 +13,19 @@ use super::{apply_size, partial_images, OutputFormat, ResponseFormat, Submitted}
 use crate::http::error::HttpError;
 use crate::http::jobs::{admit, discard, read_body, require_json, validate_and_submit};
 use crate::http::AppState;
+use sd_worker_sdk::{self as sdk, numbers};
 
 /// OpenAI's image generation request. `n`, `size`, `output_format` and the
 /// prompt are used; `quality`, `style`, `background`, `moderation`,
 /// `output_compression`, `model` and `user` are accepted and ignored (this
-/// worker serves one model); `seed` is ours (the OpenAI SDK sends it with
-/// `extra_body`): absent, a random seed is drawn and answered in `seed`.
+/// worker serves one model); `seed` and `rng` are ours (the OpenAI SDK sends
+/// them with `extra_body`): absent, a random seed is drawn and answered in
+/// `seed`. The whole-number fields take `1.0` as `1`, as `/v1/jobs` does.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ImageGenerationRequest {
     pub prompt: String,
     /// Number of images (the worker's `max_images` at most); 1 by default.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     pub n: Option<u32>,
     /// `auto` (the model's native size) or `WIDTHxHEIGHT`, within the worker's limits.
     #[serde(default)]
@@ -33,17 +35,21 @@ pub struct ImageGenerationRequest {
     pub response_format: Option<ResponseFormat>,
     #[serde(default)]
     pub output_format: Option<OutputFormat>,
-    /// 0..=2^53-1; random when absent (ours, not OpenAI's).
-    #[serde(default)]
+    /// 0..=2^53-1; random when absent or negative (ours, not OpenAI's).
+    #[serde(default, deserialize_with = "numbers::opt_seed")]
     pub seed: Option<u64>,
+    /// The noise source, as `/v1/jobs`'s `rng` (ours, not OpenAI's):
+    /// `torch-cpu` gives diffusers' picture for the seed; `chacha` by default.
+    #[serde(default)]
+    pub rng: Option<sdk::Rng>,
     /// `true`: answer Server-Sent Events (`image_generation.partial_image`,
     /// then `image_generation.completed` per image) instead of JSON.
     #[serde(default)]
     pub stream: Option<bool>,
     /// With `stream`: how many previews to send as partial images, 0..=3.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     #[schema(maximum = 3)]
-    pub partial_images: Option<u64>,
+    pub partial_images: Option<u32>,
     /// Ignored.
     #[serde(default)]
     pub quality: Option<String>,
@@ -57,7 +63,7 @@ pub struct ImageGenerationRequest {
     #[serde(default)]
     pub moderation: Option<String>,
     /// Ignored.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     pub output_compression: Option<u32>,
     /// Ignored: the worker serves one model.
     #[serde(default)]
@@ -67,9 +73,34 @@ pub struct ImageGenerationRequest {
     pub user: Option<String>,
 }
 
-/// Reads the request; a field of the wrong type is a 400 naming it.
+/// Reads the request: a missing `prompt` is a `missing_field`, a field of
+/// the wrong type (or a fraction in a whole-number field) an `invalid_value`
+/// saying what the field takes ([`super::expected`]), each naming the field.
 pub fn parse(body: &[u8]) -> Result<ImageGenerationRequest, HttpError> {
-    crate::http::adapter::parse_json(body)
+    let value: Value = crate::http::adapter::parse_json(body)?;
+    if !value.is_object() {
+        return Err(HttpError::new(
+            sdk::ErrorCode::InvalidRequest,
+            "the body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(&value).map_err(|e| {
+        let param = e.path().to_string();
+        let inner = e.inner().to_string();
+        if let Some(field) = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            return sdk::ApiError::new(
+                sdk::ErrorCode::MissingField,
+                format!("`{field}` is required"),
+            )
+            .with_field(field)
+            .into();
+        }
+        let sent = value.get(&param).map(Value::to_string).unwrap_or_default();
+        super::not_of_its_kind(&param, &sent)
+    })
 }
 
 /// Our contract's `image_generation` body for the request.
@@ -83,6 +114,9 @@ pub fn to_job_body(req: &ImageGenerationRequest) -> Result<Map<String, Value>, H
     apply_size(&mut body, req.size.as_deref())?;
     if let Some(seed) = req.seed {
         body.insert("seed".into(), json!(seed));
+    }
+    if let Some(rng) = req.rng {
+        body.insert("rng".into(), json!(rng));
     }
     if let Some(f) = req.output_format {
         body.insert("output_format".into(), json!(f));
@@ -119,11 +153,10 @@ async fn submit(state: &AppState, req: Request) -> Result<Submitted, HttpError> 
     let bytes = read_body(Request::from_parts(parts, body)).await?;
     let req = parse(&bytes)?;
     let mut job_body = to_job_body(&req)?;
-    let partial = partial_images(req.partial_images)?;
-    let stream = (req.stream == Some(true)).then(|| StreamSpec {
+    let partial = partial_images(req.partial_images.map(u64::from))?;
+    let stream = (req.stream == Some(true)).then_some(StreamSpec {
         prefix: "image_generation",
         partial_images: partial,
-        size: req.size.clone().unwrap_or_else(|| "auto".into()),
     });
     let previews = stream.is_some();
     let (job, _) = validate_and_submit(state, false, move |profile| {
@@ -134,6 +167,7 @@ async fn submit(state: &AppState, req: Request) -> Result<Submitted, HttpError> 
             .unwrap_or_default()
             .into())
     })
-    .await?;
+    .await
+    .map_err(|e| super::in_openai_terms(e, req.size.as_deref()))?;
     Ok((job, req.response_format.unwrap_or_default(), stream))
 }

@@ -99,6 +99,61 @@ pub fn refuse(field: &str, message: impl Into<String>) -> HttpError {
         .into()
 }
 
+/// What an OpenAI request field takes, as a client reads it (for refusals).
+/// The whole-number fields take any JSON number without a fractional part
+/// (`1.0` as `1`), as `POST /v1/jobs` does ([`sd_worker_sdk::numbers`]).
+pub fn expected(param: &str) -> &'static str {
+    match param {
+        "n" => "a whole number from 1",
+        "seed" => "a whole number from 0 to 2^53 - 1 (a negative one: random)",
+        "partial_images" => "a whole number from 0 to 3",
+        "output_compression" => "a whole number from 0 to 100",
+        "stream" => "`true` or `false`",
+        "response_format" => "`b64_json` or `url`",
+        "output_format" => "`png` or `jpeg`",
+        "rng" => "`chacha`, `torch-cpu` or `nv`",
+        _ => "text",
+    }
+}
+
+/// A 4xx `invalid_value` naming `param`, which was sent as `sent` (JSON text,
+/// or a form field's text): "`n` must be a whole number from 1, not `1.5`".
+pub fn not_of_its_kind(param: &str, sent: &str) -> HttpError {
+    refuse(
+        param,
+        format!(
+            "`{param}` must be {}, not `{}`",
+            expected(param),
+            super::extract::quote(sent)
+        ),
+    )
+}
+
+/// A refusal of the job body in the OpenAI request's terms: our `width` and
+/// `height` are the `size` asked (`auto` when absent), our `num_images` is `n`.
+/// Other refusals pass unchanged.
+pub fn in_openai_terms(mut e: HttpError, size: Option<&str>) -> HttpError {
+    match e.error.field.as_deref() {
+        Some("width" | "height") => {
+            let size = size.map(str::trim).filter(|s| !s.is_empty());
+            let said = e
+                .error
+                .message
+                .replace("`width`", "the width")
+                .replace("`height`", "the height");
+            e.error.message = format!(
+                "`size` {}: {said}",
+                super::extract::quote(size.unwrap_or("auto"))
+            );
+        }
+        Some("num_images") => {
+            e.error.message = e.error.message.replace("`num_images`", "`n`");
+        }
+        _ => {}
+    }
+    e
+}
+
 /// A submitted job, the answer's format, and with `stream: true` what the stream needs.
 pub type Submitted = (Arc<Job>, ResponseFormat, Option<stream::StreamSpec>);
 

@@ -31,8 +31,19 @@ pub struct StreamSpec {
     pub prefix: &'static str,
     /// 0..=[`MAX_PARTIAL_IMAGES`].
     pub partial_images: u32,
-    /// As asked (`auto` when absent), echoed in each event.
-    pub size: String,
+}
+
+/// `WIDTHxHEIGHT` of an encoded image in base64, read from its header
+/// (previews are smaller than the image: see `preview_every`).
+fn size_of(b64: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let (w, h) = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?
+        .into_dimensions()
+        .ok()?;
+    Some(format!("{w}x{h}"))
 }
 
 /// `preview_every` for `partial` previews over the steps the job will run:
@@ -71,27 +82,30 @@ struct Cursor {
 }
 
 impl Cursor {
-    /// The OpenAI events for one of ours (none for most).
+    /// The OpenAI events for one of ours (none for most). `size` is each
+    /// image's own: a preview's is smaller than the final image's.
     fn translate(&mut self, ev: StreamEvent) {
         let created_at = crate::engine::job::unix_ms() / 1000;
-        let common = |kind: &str, b64: String, format: ImageFormat| {
+        let common = |kind: &str, b64: String, format: ImageFormat, size: String| {
             json!({
                 "type": format!("{}.{kind}", self.spec.prefix), "b64_json": b64, "created_at": created_at,
-                "size": self.spec.size, "quality": "auto", "background": "opaque", "output_format": format_name(format),
+                "size": size, "quality": "auto", "background": "opaque", "output_format": format_name(format),
             })
         };
         match ev {
             StreamEvent::Preview { image, format, .. }
                 if self.partials_sent < self.spec.partial_images =>
             {
-                let mut data = common("partial_image", image, format);
+                let size = size_of(&image).unwrap_or_else(|| "auto".into());
+                let mut data = common("partial_image", image, format, size);
                 data["partial_image_index"] = json!(self.partials_sent);
                 self.partials_sent += 1;
                 self.pending.push_back(event(&data));
             }
             StreamEvent::Complete { images, .. } => {
                 for img in images {
-                    let mut data = common("completed", img.image, img.format);
+                    let size = format!("{}x{}", img.width, img.height);
+                    let mut data = common("completed", img.image, img.format, size);
                     data["usage"] = json!({"input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
                                            "input_tokens_details": {"image_tokens": 0, "text_tokens": 0}});
                     self.pending.push_back(event(&data));
