@@ -149,6 +149,11 @@ def png_info_reads_our_pngs_parameters():
     p = info.parameters
     assert p["Prompt"] == PROMPT and p["Negative prompt"] == "fog", p
     assert p["Seed"] == "42" and p["Steps"] == "3" and p["Size-1"] == "64", p
+    # png-info's values are strings; sent back as they are, they draw the same picture.
+    again = api.txt2img(prompt=p["Prompt"], negative_prompt=p["Negative prompt"], seed=p["Seed"],
+                        steps=p["Steps"], cfg_scale=p["CFG scale"], width=p["Size-1"],
+                        height=p["Size-2"], sampler_name=p["Sampler"])
+    assert again.json["images"][0] == r.json["images"][0], (p, again.info)
 
 
 @check

@@ -30,7 +30,7 @@ pub struct Sampler {
 }
 
 /// The loaded model's schedulers (wire names), in the contract's order.
-fn model_schedulers(state: &AppState) -> Result<Vec<SchedulerName>, HttpError> {
+pub(super) fn model_schedulers(state: &AppState) -> Result<Vec<SchedulerName>, HttpError> {
     let profile = state.ready_profile()?;
     Ok(SchedulerName::ALL
         .into_iter()

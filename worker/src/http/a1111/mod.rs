@@ -12,6 +12,7 @@ pub mod callers;
 pub mod error;
 pub mod memory;
 pub mod misc;
+pub mod numbers;
 pub mod request;
 
 use axum::extract::{Request, State};
@@ -104,7 +105,9 @@ async fn submit(
     }
     let bytes = read_body(Request::from_parts(parts, body)).await?;
     let sd = SdRequest::parse(&bytes)?;
-    let mut job_body = sd.to_job_body(img2img)?;
+    let available = misc::model_schedulers(state)?;
+    let default = state.ready_profile()?.default_scheduler.wire();
+    let mut job_body = sd.to_job_body(img2img, &available, default)?;
     job_body.insert("preview_every".into(), json!(PREVIEW_EVERY));
     let (job, _) = validate_and_submit(state, img2img, move |_| {
         request::invert_mask_if_asked(&mut job_body)?;

@@ -4,10 +4,11 @@
 //! are named in the answer's `info.warnings` ([`SdRequest::ignored`]).
 
 use base64::Engine as _;
-use sd_worker_sdk::{ApiError, ErrorCode, Rng, SCHEDULERS};
+use sd_worker_sdk::{ApiError, ErrorCode, Rng, SchedulerName, SCHEDULERS};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::numbers;
 use crate::http::adapter::parse_json;
 use crate::http::error::HttpError;
 
@@ -20,22 +21,22 @@ pub struct SdRequest {
     pub prompt: Option<String>,
     #[serde(default)]
     pub negative_prompt: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     pub steps: Option<u32>,
     /// Our `guidance_scale`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_f64")]
     pub cfg_scale: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     pub width: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     pub height: Option<u32>,
-    /// -1 (or any negative): random. Image `i` uses `seed + i`, as in A1111.
-    #[serde(default)]
-    pub seed: Option<i64>,
+    /// -1 (or any negative): random (read as absent). Image `i` uses `seed + i`, as in A1111.
+    #[serde(default, deserialize_with = "numbers::opt_seed")]
+    pub seed: Option<u64>,
     /// Images per job: `batch_size * n_iter` images in one job (our `num_images`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     pub batch_size: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     pub n_iter: Option<u32>,
     /// A1111 sampler name: "Euler a", "DPM++ 2M", or the pre-1.9 "DPM++ 2M Karras".
     #[serde(default)]
@@ -47,7 +48,7 @@ pub struct SdRequest {
     #[serde(default)]
     pub scheduler: Option<String>,
     /// img2img: our `strength`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_f64")]
     pub denoising_strength: Option<f64>,
     /// img2img: base64 images; the first is used.
     #[serde(default)]
@@ -55,16 +56,16 @@ pub struct SdRequest {
     /// img2img: white repaints (black with `inpainting_mask_invert: 1`).
     #[serde(default)]
     pub mask: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     pub mask_blur: Option<u32>,
     /// 1: repaint the mask's black pixels instead of its white ones.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     pub inpainting_mask_invert: Option<u32>,
     /// 0 just resize (stretch), 1 crop and resize (crop), 2 resize and fill (fit), 3 latent upscale (stretch).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     pub resize_mode: Option<u32>,
     /// Only 1 (`original`) is what this worker does; other values run as 1, with a warning.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
     pub inpainting_fill: Option<u32>,
     /// `randn_source` ("GPU", "CPU", "NV": A1111's noise source) chooses our
     /// `rng` ([`SdRequest::rng`]); other keys are ignored and listed in
@@ -91,11 +92,26 @@ pub fn refuse(field: &str, message: impl Into<String>) -> HttpError {
 }
 
 impl SdRequest {
-    /// Reads the body: a JSON object whose known fields have A1111's types.
+    /// Reads the body: a JSON object whose known fields have A1111's types,
+    /// numbers read as pydantic's lax mode does ([`numbers`]: `20.0` and
+    /// `"20"` for `steps`). A field of the wrong type is a 422 naming it.
     pub fn parse(bytes: &[u8]) -> Result<Self, HttpError> {
         let raw: Map<String, Value> = parse_json(bytes)?;
-        let mut req: SdRequest = parse_json(bytes)?;
-        req.raw = raw;
+        // From the parsed value, so that messages carry no byte position.
+        let value = Value::Object(raw);
+        let mut req: SdRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let message = if inner.starts_with(numbers::MUST) {
+                format!("`{field}` {inner}")
+            } else {
+                format!("`{field}`: {inner}")
+            };
+            refuse(&field, message)
+        })?;
+        if let Value::Object(raw) = value {
+            req.raw = raw;
+        }
         Ok(req)
     }
 
@@ -105,8 +121,14 @@ impl SdRequest {
     }
 
     /// Our contract's job body. `img2img` needs `init_images`; with a `mask`
-    /// the job is `image_inpaint`, else `image_transform`.
-    pub fn to_job_body(&self, img2img: bool) -> Result<Map<String, Value>, HttpError> {
+    /// the job is `image_inpaint`, else `image_transform`. `available` and
+    /// `default` are the loaded model's schedulers ([`Self::resolve_scheduler`]).
+    pub fn to_job_body(
+        &self,
+        img2img: bool,
+        available: &[SchedulerName],
+        default: SchedulerName,
+    ) -> Result<Map<String, Value>, HttpError> {
         let mut body = Map::new();
         let mut put = |k: &str, v: Value| {
             if !v.is_null() {
@@ -127,7 +149,12 @@ impl SdRequest {
         if self.batch_size.is_some() || self.n_iter.is_some() {
             put("num_images", json!(n));
         }
-        put("scheduler", json!(self.scheduler_spelling()?));
+        put(
+            "scheduler",
+            json!(self
+                .resolve_scheduler(available, default)?
+                .map(SchedulerName::name)),
+        );
         put("rng", json!(self.rng()?.name()));
         if !img2img {
             body.insert("operation".into(), json!("image_generation"));
@@ -178,43 +205,83 @@ impl SdRequest {
         Ok(body)
     }
 
-    /// The scheduler spelling our validation resolves: `sampler_name` alone
-    /// (any spelling of the contract's table: "Euler a", "DPM++ 2M Karras"),
-    /// or A1111 1.9's pair `sampler_name` + `scheduler` ("DPM++ 2M" + "Karras")
-    /// folded into the one name the table gives that pair. A schedule the
-    /// sampler does not have here is a 422 naming `scheduler`.
-    pub fn scheduler_spelling(&self) -> Result<Option<String>, HttpError> {
-        let Some(sampler) = self
+    /// The scheduler A1111's pair `sampler_name` (or `sampler_index`) +
+    /// `scheduler` names on a model with the schedulers `available` and the
+    /// default `default`. `sampler_name` takes any spelling of the contract's
+    /// table ("Euler a", "DPM++ 2M Karras", `euler_a`); without it the sampler
+    /// is the model's default, as A1111 runs its own default sampler. A
+    /// `scheduler` other than "Automatic" (A1111 1.9's schedule type,
+    /// "Karras") picks the table's row with that sampler and schedule:
+    /// "Karras" on "DPM++ 2M" is `dpmpp_2m_karras`. `None`: both absent, the
+    /// model's default runs.
+    ///
+    /// # Errors
+    /// A 422 naming `sampler_name` for a sampler this model lacks (listing
+    /// A1111's names, as `GET /sdapi/v1/samplers`), or naming `scheduler`
+    /// for a schedule its sampler lacks here.
+    pub fn resolve_scheduler(
+        &self,
+        available: &[SchedulerName],
+        default: SchedulerName,
+    ) -> Result<Option<SchedulerName>, HttpError> {
+        let sampler = self
             .sampler_name
             .as_deref()
             .or(self.sampler_index.as_deref())
-            .filter(|s| !s.trim().is_empty())
-        else {
-            return Ok(None);
-        };
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
         let schedule = self
             .scheduler
             .as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("automatic"));
-        let Some(schedule) = schedule else {
-            return Ok(Some(sampler.to_string()));
+        let base = match sampler {
+            None if schedule.is_none() => return Ok(None),
+            None => default,
+            Some(name) => {
+                let mut named = SchedulerName::candidates(name).peekable();
+                let known = named.peek().is_some();
+                named.find(|s| available.contains(s)).ok_or_else(|| {
+                    let what = if known {
+                        "is not available for this model"
+                    } else {
+                        "is unknown"
+                    };
+                    refuse(
+                        "sampler_name",
+                        format!(
+                            "sampler `{name}` {what}; one of: {}",
+                            a1111_names(available)
+                        ),
+                    )
+                })?
+            }
         };
+        let Some(schedule) = schedule else {
+            return Ok(Some(base));
+        };
+        let sampler_name = base.spec().a1111_sampler;
         SCHEDULERS
             .iter()
             .find(|row| {
-                row.a1111_sampler.eq_ignore_ascii_case(sampler)
+                available.contains(&row.name)
+                    && row.a1111_sampler == sampler_name
                     && row
                         .a1111_schedule
                         .is_some_and(|s| s.eq_ignore_ascii_case(schedule))
             })
-            .map(|row| Some(row.a1111.to_string()))
+            .map(|row| Some(row.name))
             .ok_or_else(|| {
+                let whose = if sampler.is_none() {
+                    " (the model's default, `sampler_name` being absent)"
+                } else {
+                    ""
+                };
                 refuse(
                     "scheduler",
                     format!(
-                        "sampler `{sampler}` with schedule `{schedule}` is not available here; \
-                         see GET /sdapi/v1/samplers and /sdapi/v1/schedulers"
+                        "sampler `{sampler_name}`{whose} with schedule `{schedule}` is not \
+                         available here; see GET /sdapi/v1/samplers and /sdapi/v1/schedulers"
                     ),
                 )
             })
@@ -264,7 +331,13 @@ impl SdRequest {
         }
         let on = |k: &str| match self.raw.get(k) {
             Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) => !s.is_empty(),
+            // As pydantic reads a string for a bool or a number: "0", "false", "off" are off.
+            Some(Value::String(s)) => {
+                let s = s.trim().to_ascii_lowercase();
+                !(s.is_empty()
+                    || ["false", "no", "off", "f", "n"].contains(&s.as_str())
+                    || s.parse::<f64>().is_ok_and(|x| x == 0.0))
+            }
             Some(Value::Object(m)) => !m.is_empty(),
             Some(Value::Array(a)) => !a.is_empty(),
             Some(Value::Number(n)) => n.as_f64().is_some_and(|x| x != 0.0),
@@ -287,6 +360,12 @@ impl SdRequest {
         }
         out
     }
+}
+
+/// The A1111 names of `schedulers`, as `GET /sdapi/v1/samplers` lists them.
+fn a1111_names(schedulers: &[SchedulerName]) -> String {
+    let names: Vec<&str> = schedulers.iter().map(|s| s.spec().a1111).collect();
+    names.join(", ")
 }
 
 /// A1111's setting naming its noise source (`shared.opts.randn_source`).
@@ -334,18 +413,30 @@ mod tests {
         SdRequest::parse(v.to_string().as_bytes()).unwrap()
     }
 
+    /// A diffusion model's schedulers.
+    fn diffusion() -> Vec<SchedulerName> {
+        SchedulerName::ALL
+            .into_iter()
+            .filter(|s| !s.is_flow_matching())
+            .collect()
+    }
+
+    /// The job body on a diffusion model whose default is Euler.
+    fn job(r: SdRequest, img2img: bool) -> Result<Map<String, Value>, HttpError> {
+        r.to_job_body(img2img, &diffusion(), SchedulerName::Euler)
+    }
+
     #[test]
     fn a1111_fields_become_the_contract_fields() {
-        let body = req(
+        let r = req(
             json!({"prompt": "p", "cfg_scale": 6.5, "seed": -1, "batch_size": 2,
             "n_iter": 3, "sampler_name": "DPM++ 2M", "scheduler": "Karras", "steps": 4}),
-        )
-        .to_job_body(false)
-        .unwrap();
+        );
+        let body = job(r, false).unwrap();
         assert_eq!(body["guidance_scale"], json!(6.5));
         assert_eq!(body["num_images"], json!(6));
-        assert_eq!(body["seed"], json!(-1));
-        assert_eq!(body["scheduler"], json!("DPM++ 2M Karras"));
+        assert_eq!(body.get("seed"), None, "-1: random, as absent");
+        assert_eq!(body["scheduler"], json!("dpmpp_2m_karras"));
         assert_eq!(body["operation"], json!("image_generation"));
         assert_eq!(body["rng"], json!("nv"));
     }
@@ -353,9 +444,11 @@ mod tests {
     #[test]
     fn randn_source_chooses_the_rng_as_a1111s_setting_does() {
         let rng = |source: Value| {
-            req(json!({"override_settings": {"randn_source": source, "CLIP_stop_at_last_layers": 2}}))
-                .to_job_body(false)
-                .map(|b| b["rng"].clone())
+            job(
+                req(json!({"override_settings": {"randn_source": source, "CLIP_stop_at_last_layers": 2}})),
+                false,
+            )
+            .map(|b| b["rng"].clone())
         };
         assert_eq!(rng(json!("GPU")).unwrap(), json!("nv"));
         assert_eq!(rng(json!("NV")).unwrap(), json!("nv"));
@@ -381,33 +474,82 @@ mod tests {
 
     #[test]
     fn img2img_maps_mask_strength_and_resize_mode() {
-        let body = req(
+        let r = req(
             json!({"prompt": "p", "init_images": ["AAAA", "BBBB"], "mask": "CCCC",
             "denoising_strength": 0.5, "resize_mode": 2, "mask_blur": 4}),
-        )
-        .to_job_body(true)
-        .unwrap();
+        );
+        let body = job(r, true).unwrap();
         assert_eq!(body["operation"], json!("image_inpaint"));
         assert_eq!(body["image"], json!("AAAA"));
         assert_eq!(body["strength"], json!(0.5));
         assert_eq!(body["resize_mode"], json!("fit"));
         assert_eq!(body["mask_blur"], json!(4));
-        let e = req(json!({"init_images": ["A"], "resize_mode": 7}))
-            .to_job_body(true)
-            .unwrap_err();
+        let e = job(req(json!({"init_images": ["A"], "resize_mode": 7})), true).unwrap_err();
         assert_eq!(e.error.field.as_deref(), Some("resize_mode"));
-        let e = req(json!({"prompt": "p"})).to_job_body(true).unwrap_err();
+        let e = job(req(json!({"prompt": "p"})), true).unwrap_err();
         assert_eq!(e.error.field.as_deref(), Some("init_images"));
     }
 
     #[test]
     fn a_schedule_the_sampler_lacks_is_refused_naming_scheduler() {
-        let e = req(json!({"sampler_name": "Euler a", "scheduler": "Karras"}))
-            .scheduler_spelling()
+        let all = diffusion();
+        let resolve = |v: Value, default| req(v).resolve_scheduler(&all, default);
+        let e = resolve(
+            json!({"sampler_name": "Euler a", "scheduler": "Karras"}),
+            SchedulerName::Euler,
+        )
+        .unwrap_err();
+        assert_eq!(e.error.field.as_deref(), Some("scheduler"));
+        let ok = resolve(
+            json!({"sampler_name": "Euler a", "scheduler": "Automatic"}),
+            SchedulerName::Euler,
+        );
+        assert_eq!(ok.unwrap(), Some(SchedulerName::EulerAncestral));
+    }
+
+    #[test]
+    fn a_schedule_without_a_sampler_applies_to_the_models_default_sampler() {
+        let all = diffusion();
+        let resolve = |v: Value, default| req(v).resolve_scheduler(&all, default);
+        let karras = json!({"prompt": "x", "scheduler": "Karras"});
+        assert_eq!(
+            resolve(karras.clone(), SchedulerName::DpmPp2m).unwrap(),
+            Some(SchedulerName::DpmPp2mKarras)
+        );
+        // Already Karras: the same.
+        assert_eq!(
+            resolve(karras.clone(), SchedulerName::DpmPp2mKarras).unwrap(),
+            Some(SchedulerName::DpmPp2mKarras)
+        );
+        let automatic = json!({"prompt": "x", "scheduler": "Automatic"});
+        assert_eq!(resolve(automatic, SchedulerName::DpmPp2m).unwrap(), None);
+        assert_eq!(resolve(json!({}), SchedulerName::DpmPp2m).unwrap(), None);
+        for bad in ["Karras", "Exponential", "Euler a"] {
+            let e = resolve(json!({ "scheduler": bad }), SchedulerName::Euler).unwrap_err();
+            assert_eq!(e.error.field.as_deref(), Some("scheduler"), "{bad}");
+            assert!(e.error.message.contains("`Euler`"), "{}", e.error.message);
+        }
+        // Only the model's own schedulers count.
+        let e = req(json!({"scheduler": "Karras"}))
+            .resolve_scheduler(&[SchedulerName::DpmPp2m], SchedulerName::DpmPp2m)
             .unwrap_err();
         assert_eq!(e.error.field.as_deref(), Some("scheduler"));
-        let ok = req(json!({"sampler_name": "Euler a", "scheduler": "Automatic"}));
-        assert_eq!(ok.scheduler_spelling().unwrap().as_deref(), Some("Euler a"));
+    }
+
+    #[test]
+    fn an_unknown_sampler_is_refused_listing_a1111s_names() {
+        let e = req(json!({"sampler_name": "Heun"}))
+            .resolve_scheduler(&diffusion(), SchedulerName::Euler)
+            .unwrap_err();
+        assert_eq!(e.error.field.as_deref(), Some("sampler_name"));
+        let m = e.error.message;
+        assert!(m.contains("Euler a, DPM++ 2M, DPM++ 2M Karras"), "{m}");
+        assert!(!m.contains("euler_a") && !m.contains("flow_euler"), "{m}");
+        // Known, but not on this model's family.
+        let e = req(json!({"sampler_name": "flow_euler"}))
+            .resolve_scheduler(&diffusion(), SchedulerName::Euler)
+            .unwrap_err();
+        assert_eq!(e.error.field.as_deref(), Some("sampler_name"));
     }
 
     #[test]
@@ -417,5 +559,9 @@ mod tests {
         let w = r.ignored();
         assert!(w[0].contains("CLIP_stop_at_last_layers"), "{w:?}");
         assert!(w.iter().any(|s| s.starts_with("enable_hr")), "{w:?}");
+        let off = req(json!({"enable_hr": "false", "subseed_strength": "0", "tiling": 0.0}));
+        assert!(off.ignored().is_empty(), "{:?}", off.ignored());
+        let on = req(json!({"subseed_strength": " 0.5 "}));
+        assert_eq!(on.ignored().len(), 1, "{:?}", on.ignored());
     }
 }
