@@ -5,76 +5,9 @@
 
 mod common;
 
-use common::{b64_png, decode_b64, gradient, long_job, Worker};
+use common::openai::{clean_message, edit, form, generate, openai_error, png, Part};
+use common::{decode_b64, gradient, Worker};
 use serde_json::{json, Value};
-use std::time::Duration;
-
-async fn generate(w: &Worker, body: Value) -> (u16, Value) {
-    let r = w
-        .client
-        .post(w.url("/v1/images/generations"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-/// One part of a multipart form: `(name, filename, bytes)`; a part without a filename is text.
-type Part<'a> = (&'a str, Option<&'a str>, Vec<u8>);
-
-/// A multipart form of `parts`.
-fn form(parts: &[Part]) -> (String, Vec<u8>) {
-    let boundary = "sd-worker-test-boundary";
-    let mut body = Vec::new();
-    for (name, file, bytes) in parts {
-        body.extend(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").bytes(),
-        );
-        if let Some(file) = file {
-            body.extend(format!("; filename=\"{file}\"\r\nContent-Type: image/png").bytes());
-        }
-        body.extend(b"\r\n\r\n");
-        body.extend(bytes);
-        body.extend(b"\r\n");
-    }
-    body.extend(format!("--{boundary}--\r\n").bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-async fn edit(w: &Worker, parts: &[Part<'_>]) -> (u16, Value) {
-    let (ct, body) = form(parts);
-    let r = w
-        .client
-        .post(w.url("/v1/images/edits"))
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-fn png(img: image::DynamicImage) -> Vec<u8> {
-    decode_b64(&b64_png(img))
-}
-
-/// The error object, checked to have exactly OpenAI's four keys.
-fn openai_error(body: &Value) -> &Value {
-    let err = &body["error"];
-    let keys: Vec<&str> = err
-        .as_object()
-        .expect("an error object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys.len(), 4, "{body}");
-    for k in ["message", "type", "param", "code"] {
-        assert!(keys.contains(&k), "`{k}` missing: {body}");
-    }
-    err
-}
-
 #[tokio::test]
 async fn a_size_outside_the_limits_is_an_openai_400_naming_size() {
     let w = Worker::start(&[]).await;
@@ -342,115 +275,6 @@ async fn a_client_that_hangs_up_while_waiting_cancels_its_job() {
     common::assert_hanging_up_cancels(&w, "/v1/images/generations", body).await;
 }
 
-/// The `(event, data)` pairs of a Server-Sent Events body.
-fn sse_events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter_map(|block| {
-            let mut name = None;
-            let mut data = None;
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = Some(v.to_string());
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data = serde_json::from_str(v).ok();
-                }
-            }
-            Some((name?, data?))
-        })
-        .collect()
-}
-
-#[tokio::test]
-async fn stream_sends_partial_images_from_previews_then_each_completed_image() {
-    let w = Worker::start(&[]).await;
-    let (_, info) = w.get_json("/v1/info").await;
-    assert!(info["defaults"]["steps"].as_u64().unwrap() >= 3, "{info}");
-    let r = w
-        .client
-        .post(w.url("/v1/images/generations"))
-        .json(&json!({"prompt": "a cat", "n": 2, "size": "64x48", "stream": true, "partial_images": 2, "seed": 9}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let job_id = r.headers()["x-job-id"].to_str().unwrap().to_string();
-    let events = sse_events(&r.text().await.unwrap());
-    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(
-        kinds,
-        [
-            "image_generation.partial_image",
-            "image_generation.partial_image",
-            "image_generation.completed",
-            "image_generation.completed"
-        ]
-    );
-    for (i, (kind, data)) in events.iter().enumerate() {
-        assert_eq!(data["type"], kind.as_str());
-        if i < 2 {
-            assert_eq!(data["partial_image_index"], i);
-        }
-        // `size` is the image's own: a preview is smaller than the final image.
-        let img = image::load_from_memory(&decode_b64(data["b64_json"].as_str().unwrap())).unwrap();
-        assert_eq!(data["size"], format!("{}x{}", img.width(), img.height()));
-        assert_eq!(i < 2, img.width() < 64, "{i}: {}", data["size"]);
-    }
-    let (_, snap) = w.get_json(&format!("/v1/jobs/{job_id}")).await;
-    let images = snap["result"]["images"].as_array().unwrap();
-    assert_eq!(images[0]["image"], events[2].1["b64_json"]);
-    assert_eq!(images[1]["image"], events[3].1["b64_json"]);
-
-    // Without partial images, an edit streams its completed image alone.
-    let (ct, body) = form(&[
-        ("image", Some("in.png"), png(gradient(64, 48).into())),
-        ("prompt", None, b"a cat".to_vec()),
-        ("stream", None, b"true".to_vec()),
-    ]);
-    let r = w
-        .client
-        .post(w.url("/v1/images/edits"))
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let events = sse_events(&r.text().await.unwrap());
-    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(kinds, ["image_edit.completed"]);
-}
-
-#[tokio::test]
-async fn closing_a_stream_before_its_end_cancels_the_job() {
-    let w = Worker::start(&[]).await;
-    let long = w.submit(long_job()).await;
-    let r = w
-        .client
-        .post(w.url("/v1/images/generations"))
-        .json(&json!({"prompt": "a cat", "size": "64x64", "stream": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let job_id = r.headers()["x-job-id"].to_str().unwrap().to_string();
-    drop(r);
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = w.get_json(&format!("/v1/jobs/{job_id}")).await.1["status"].clone();
-        if status == "cancelled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = w
-        .delete(&format!("/v1/jobs/{}", long["job_id"].as_str().unwrap()))
-        .await;
-    assert_eq!(status, "cancelled");
-}
-
 /// A multipart form needs no CORS preflight, so a page on another site could
 /// post one to a worker without a token: a browser request whose `Origin` is
 /// neither the worker's own nor allowed by `--cors-origin` is refused; the
@@ -496,26 +320,6 @@ async fn a_cross_site_browser_form_is_refused_and_the_workers_own_pages_are_not(
         assert_eq!(status, 200, "{origin:?}: {body}");
         assert_eq!(body["data"].as_array().unwrap().len(), 1);
     }
-}
-
-/// The message of an OpenAI error, checked to name `param` and to carry no
-/// Rust or serde wording.
-fn clean_message(body: &Value, param: &str) -> String {
-    let err = openai_error(body);
-    assert_eq!(err["param"], param, "{body}");
-    let msg = err["message"].as_str().unwrap().to_string();
-    for word in [
-        "floating point",
-        "invalid type",
-        "invalid value",
-        "expected",
-        "u32",
-        "u64",
-        "line ",
-    ] {
-        assert!(!msg.contains(word), "`{word}` in {msg}");
-    }
-    msg
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! reader. Nothing here short-circuits the worker: tests speak HTTP to it.
 #![allow(dead_code)]
 
+pub mod openai;
+
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::Value;
