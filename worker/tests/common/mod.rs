@@ -3,6 +3,7 @@
 //! reader. Nothing here short-circuits the worker: tests speak HTTP to it.
 #![allow(dead_code)]
 
+pub mod a1111;
 pub mod openai;
 
 use eventsource_stream::Eventsource;
