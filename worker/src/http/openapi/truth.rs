@@ -5,7 +5,8 @@
 //!   parse is refused by `http/extract.rs` with the field named);
 //! - `415` on `POST /v1/jobs` (only `application/json` bodies);
 //! - the SSE body as what it is: `text/event-stream` events whose `data:`
-//!   holds one JSON `StreamEvent` (or the closing `[DONE]`);
+//!   holds one JSON `StreamEvent` (or the closing `[DONE]`); and the adapters'
+//!   streams (OpenAI's) as named events with JSON `data`;
 //! - links from a submitted job to the operations that take its id;
 //! - and, once the model is loaded, this worker's limits on the request
 //!   fields ([`apply_limits`]), so a generated valid request is one the worker
@@ -90,9 +91,16 @@ pub fn complete(doc: &mut Value) {
                     accepted.insert("links".into(), job_links());
                 }
             }
-            if path == "/v1/jobs/{id}/stream" {
-                if let Some(ok) = responses.get_mut("200").and_then(Value::as_object_mut) {
+            if let Some(ok) = responses.get_mut("200").and_then(Value::as_object_mut) {
+                if path == "/v1/jobs/{id}/stream" {
                     ok.insert("content".into(), event_stream());
+                } else if let Some(sse) = ok
+                    .get_mut("content")
+                    .and_then(|c| c.get_mut("text/event-stream"))
+                {
+                    // Another tool's stream (OpenAI's `stream: true`): named
+                    // events whose `data` is JSON in that tool's shapes.
+                    sse["schema"] = foreign_event();
                 }
             }
         }
@@ -148,6 +156,21 @@ fn event_stream() -> Value {
     })
 }
 
+/// One Server-Sent Event of another tool's stream, as Open API 3.1 tools
+/// read it: a named event whose `data` holds JSON.
+fn foreign_event() -> Value {
+    json!({
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "id": {"type": "string"},
+            "event": {"type": "string"},
+            "retry": {"type": "integer"},
+            "data": {"type": "string", "contentMediaType": "application/json"}
+        }
+    })
+}
+
 /// Writes the loaded model's limits into the request schema's properties:
 /// steps, sizes (bounds and multiple), images, guidance, seed, prompt length,
 /// and the schedulers it takes. Only bounds the worker enforces; a property
@@ -192,6 +215,8 @@ mod tests {
         json!({"paths": {
             "/health": {"get": {"security": [{}], "responses": {"200": {"description": "ok"}}}},
             "/v1/jobs": {"post": {"responses": {"202": {"description": "accepted"}}}},
+            "/v1/images/generations": {"post": {"responses": {"200": {"description": "images",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}},
             "/v1/jobs/{id}/stream": {"get": {
                 "parameters": [{"name": "id", "in": "path"}],
                 "responses": {"200": {"description": "events", "content": {"text/event-stream": {
@@ -224,6 +249,14 @@ mod tests {
         complete(&mut d);
         let responses = |p: &str, m: &str| d["paths"][p][m]["responses"].clone();
         assert!(responses("/health", "get").get("401").is_none());
+        // Another tool's stream: each event an object with JSON `data`.
+        let openai = &responses("/v1/images/generations", "post")["200"]["content"];
+        let event = &openai["text/event-stream"]["schema"];
+        assert_eq!(event["type"], "object");
+        assert_eq!(
+            event["properties"]["data"]["contentMediaType"],
+            "application/json"
+        );
         assert!(responses("/v1/jobs", "post").get("401").is_some());
         assert!(responses("/v1/jobs", "post").get("415").is_some());
         assert!(responses("/v1/jobs", "post").get("400").is_none());
