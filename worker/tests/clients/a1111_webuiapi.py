@@ -15,12 +15,11 @@ import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 
 import webuiapi
 from PIL import Image
 
-from checks import run  # the runner beside this script
+import checks  # beside this script
 
 URL, TOKEN = sys.argv[1].rstrip("/"), sys.argv[2]
 _u = urllib.parse.urlparse(URL)
@@ -30,26 +29,13 @@ PROMPT = "a lighthouse on a cliff at dusk"
 SIZE = dict(width=64, height=64)
 
 
-def ours(method, path, body=None):
-    """Our own API, with the bearer token."""
-    req = urllib.request.Request(
-        URL + path,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=300) as r:
-        data = r.read()
-        return json.loads(data) if r.headers.get_content_type() == "application/json" else data
+def ours(method, path, body=None, token=TOKEN):
+    """The worker's own API, with the bearer token."""
+    return checks.ours(URL, method, path, body, token)
 
 
 def job_until_done(job_id):
-    for _ in range(3000):
-        snap = ours("GET", f"/v1/jobs/{job_id}")
-        if snap["status"] in ("completed", "failed", "cancelled"):
-            return snap
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not end")
+    return checks.job_until_done(URL, TOKEN, job_id)
 
 
 CHECKS = []
@@ -179,4 +165,4 @@ def a_wrong_password_is_refused():
         assert set(json.loads(e.args[1])) >= {"error", "detail", "body", "errors"}, e.args
 
 
-run(CHECKS, f"webuiapi {getattr(webuiapi, '__version__', '0.9.17')}")
+checks.run(CHECKS, f"webuiapi {getattr(webuiapi, '__version__', '0.9.17')}")

@@ -9,10 +9,8 @@ venv needs nothing but `openai`).
 """
 
 import base64
-import json
 import struct
 import sys
-import time
 import urllib.error
 import urllib.request
 import zlib
@@ -20,7 +18,7 @@ import zlib
 import openai
 from openai import OpenAI
 
-from checks import run  # the runner beside this script
+import checks  # beside this script
 
 URL, TOKEN = sys.argv[1].rstrip("/"), sys.argv[2]
 client = OpenAI(base_url=URL + "/v1", api_key=TOKEN, max_retries=0, timeout=300)
@@ -82,25 +80,12 @@ def png_decode(data):
 # --- the worker's own API, for cross-checks ---------------------------------
 
 def ours(method, path, body=None, token=TOKEN):
-    req = urllib.request.Request(URL + path, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, data, timeout=300) as res:
-        raw = res.read()
-        return json.loads(raw) if res.headers.get_content_type() == "application/json" else raw
+    """The worker's own API, with the bearer token."""
+    return checks.ours(URL, method, path, body, token)
 
 
 def job_until_done(job_id):
-    for _ in range(3000):
-        snap = ours("GET", f"/v1/jobs/{job_id}")
-        if snap["status"] in ("completed", "failed", "cancelled"):
-            return snap
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not end")
+    return checks.job_until_done(URL, TOKEN, job_id)
 
 
 INFO = ours("GET", "/v1/info")
@@ -277,4 +262,4 @@ def a_wrong_key_is_an_authentication_error():
         assert e.response.json()["error"]["type"] == "invalid_request_error"
 
 
-run(CHECKS, f"openai {openai.__version__}")
+checks.run(CHECKS, f"openai {openai.__version__}")
