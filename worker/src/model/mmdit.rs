@@ -10,11 +10,13 @@
 //! checked against diffusers (`pipeline/reference_tests.rs`).
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Module, Tensor};
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
 use candle_nn::{conv2d, linear, rms_norm, Conv2d, Conv2dConfig, LayerNorm, Linear, RmsNorm};
-use candle_nn::{ops::softmax_last_dim, VarBuilder};
 use candle_transformers::models::stable_diffusion::embeddings::Timesteps;
 use serde::{Deserialize, Serialize};
+
+use super::attention::{attention_in_groups, Upcast, SCORE_BUDGET};
 
 /// `transformer/config.json` (SD3Transformer2DModel).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -182,41 +184,11 @@ impl Projections {
     }
 }
 
-/// Bytes of attention scores computed at once (see [`attention`]).
-const SCORE_BUDGET: usize = 256 << 20;
-
-/// Scaled dot-product attention over [batch, heads, tokens, head], back to
-/// [batch, tokens, heads x head]. Heads go in groups so the f32 score matrix
-/// stays near [`SCORE_BUDGET`] (at 1024x1024, 4429 joint tokens, one head
-/// of a guided batch is 150 MiB).
+/// Attention with the softmax in f32 and the products in the model's dtype,
+/// by groups of heads ([`super::attention`]; at 1024x1024, 4429 joint
+/// tokens, one head of a guided batch is 150 MiB of scores).
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    attention_in_groups(q, k, v, SCORE_BUDGET)
-}
-
-fn attention_in_groups(q: &Tensor, k: &Tensor, v: &Tensor, budget: usize) -> Result<Tensor> {
-    let (b, heads, s, d) = q.dims4()?;
-    let scale = 1.0 / (d as f64).sqrt();
-    let per_head = b * s * k.dim(2)? * 4;
-    let group = (budget / per_head.max(1)).clamp(1, heads);
-    let mut outs = Vec::with_capacity(heads.div_ceil(group));
-    for start in (0..heads).step_by(group) {
-        let n = group.min(heads - start);
-        // A slice of heads is strided; the CPU matmul wants it contiguous.
-        let part = |t: &Tensor| -> Result<Tensor> {
-            Ok(if n == heads {
-                t.clone()
-            } else {
-                t.narrow(1, start, n)?.contiguous()?
-            })
-        };
-        let (q, k, v) = (part(q)?, part(k)?, part(v)?);
-        // Scaling q rather than the scores saves a pass over the largest tensor.
-        let scores = (q * scale)?.matmul(&k.t()?)?;
-        let probs = softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
-        outs.push(probs.matmul(&v)?);
-    }
-    let out = Tensor::cat(&outs, 1)?;
-    Ok(out.transpose(1, 2)?.reshape((b, s, heads * d))?)
+    attention_in_groups(q, k, v, SCORE_BUDGET, Upcast::Softmax)
 }
 
 /// One `JointTransformerBlock`: image and context tokens attend jointly, each
@@ -482,7 +454,7 @@ impl Mmdit {
 mod tests {
     use super::*;
     use crate::model::test_util::max_diff;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     fn tiny(dual: Vec<usize>, qk_norm: Option<&str>) -> TransformerConfig {
@@ -558,21 +530,6 @@ mod tests {
         let d = max_diff(&one, &out.narrow(0, 1, 1).unwrap());
         let scale = max_diff(&out, &out.zeros_like().unwrap());
         assert!(d < 1e-5 * scale.max(1.0), "{d} of {scale}");
-    }
-
-    #[test]
-    fn attention_by_groups_of_heads_equals_all_heads_at_once() {
-        let dev = Device::Cpu;
-        let q = Tensor::randn(0f32, 1.0, (2, 6, 5, 8), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (2, 6, 7, 8), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (2, 6, 7, 8), &dev).unwrap();
-        let all = attention_in_groups(&q, &k, &v, usize::MAX).unwrap();
-        assert_eq!(all.dims(), [2, 5, 48]);
-        // One head per group, and groups of 4 (6 heads: 4 + 2).
-        for budget in [1, 4 * 2 * 5 * 7 * 4] {
-            let grouped = attention_in_groups(&q, &k, &v, budget).unwrap();
-            assert!(max_diff(&grouped, &all) < 1e-6, "budget {budget}");
-        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! random-weight models in the same layout for tests, the bundled default and
 //! benchmarks.
 
+pub mod attention;
 pub mod bundled;
 pub mod config;
 pub mod generate;

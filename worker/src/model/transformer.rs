@@ -8,55 +8,20 @@
 //! loads as it is.
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Module, Tensor, D};
-use candle_nn::ops::softmax_last_dim;
+use candle_core::{Module, Tensor, D};
 use candle_nn::{
     conv2d, group_norm, layer_norm, linear, linear_no_bias, Conv2d, GroupNorm, LayerNorm, Linear,
     VarBuilder,
 };
 use candle_transformers::models::stable_diffusion::attention::CrossAttention;
 
-/// Bytes of f32 attention scores computed at once (see [`attention`]).
-const SCORE_BUDGET: usize = 256 << 20;
+use super::attention::{attention_in_groups, Upcast, SCORE_BUDGET};
 
-/// Scaled dot-product attention, `softmax(q k^T / sqrt(d)) v`, over
-/// [batch, heads, tokens, head], back to [batch, tokens, heads x head].
-///
-/// As diffusers' `Attention` with `upcast_attention` (and as Candle's UNet did),
-/// scores and softmax are in f32 whatever the model's dtype: SD 2.x's scores
-/// overflow f16. Heads go in groups so that the f32 score matrix stays near
-/// `budget` bytes (SD 1.5's 512x512 self-attention, guided: 128 MiB a head),
-/// where Candle computed every head at once; the result does not depend on
-/// the grouping.
-fn attention_in_groups(q: &Tensor, k: &Tensor, v: &Tensor, budget: usize) -> Result<Tensor> {
-    let (b, heads, s, d) = q.dims4()?;
-    let dtype = q.dtype();
-    let scale = 1.0 / (d as f64).sqrt();
-    let per_head = b * s * k.dim(2)? * 4;
-    let group = (budget / per_head.max(1)).clamp(1, heads);
-    let mut outs = Vec::with_capacity(heads.div_ceil(group));
-    for start in (0..heads).step_by(group) {
-        let n = group.min(heads - start);
-        let part = |t: &Tensor| -> Result<Tensor> {
-            let t = if n == heads {
-                t.clone()
-            } else {
-                t.narrow(1, start, n)?
-            };
-            // The CPU matmul wants a slice of heads contiguous.
-            Ok(t.to_dtype(DType::F32)?.contiguous()?)
-        };
-        let (q, k, v) = (part(q)?, part(k)?, part(v)?);
-        let scores = (q * scale)?.matmul(&k.t()?)?;
-        let probs = softmax_last_dim(&scores)?;
-        outs.push(probs.matmul(&v)?.to_dtype(dtype)?);
-    }
-    let out = Tensor::cat(&outs, 1)?;
-    Ok(out.transpose(1, 2)?.reshape((b, s, heads * d))?)
-}
-
+/// Attention with q, k, v and the scores in f32, as diffusers' `Attention`
+/// with `upcast_attention` (SD 2.x's scores overflow f16) and as Candle's
+/// UNet did; by groups of heads ([`super::attention`]).
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    attention_in_groups(q, k, v, SCORE_BUDGET)
+    attention_in_groups(q, k, v, SCORE_BUDGET, Upcast::All)
 }
 
 /// Diffusers' `Attention` as the UNet builds it: q/k/v without bias,
@@ -316,13 +281,8 @@ impl SpatialTransformer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_util::max_diff;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
     use candle_nn::VarMap;
-
-    fn randn(shape: &[usize]) -> Tensor {
-        Tensor::randn(0f32, 1f32, shape, &Device::Cpu).unwrap()
-    }
 
     /// diffusers' GEGLU: `h * F.gelu(gate)`, the exact GELU
     /// `x/2 (1 + erf(x/sqrt 2))`; the tanh form differs by up to ~5e-4.
@@ -388,21 +348,5 @@ mod tests {
             term *= -x * x / (n + 1) as f64;
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
-    }
-
-    #[test]
-    fn attention_by_groups_of_heads_equals_all_heads_at_once() {
-        let (q, k, v) = (
-            randn(&[2, 6, 10, 8]),
-            randn(&[2, 6, 7, 8]),
-            randn(&[2, 6, 7, 8]),
-        );
-        let all = attention_in_groups(&q, &k, &v, usize::MAX).unwrap();
-        assert_eq!(all.dims(), [2, 10, 48]);
-        // One head per group, and groups of 4 (6 heads: 4 + 2).
-        for budget in [1, 2 * 10 * 7 * 4 * 4] {
-            let grouped = attention_in_groups(&q, &k, &v, budget).unwrap();
-            assert!(max_diff(&grouped, &all) < 1e-6, "budget {budget}");
-        }
     }
 }
