@@ -29,6 +29,18 @@ pub struct TextTime {
     pub time_ids: Tensor,
 }
 
+/// What ControlNets add to the UNet's skip connections and mid-block output:
+/// diffusers' `down_block_additional_residuals` (one per skip state, in the
+/// order the down blocks produce them: `conv_in`'s output first, each
+/// [batch, channels, h, w] like the state it is added to) and
+/// `mid_block_additional_residual` (like the mid block's output). Several
+/// ControlNets' residuals are summed first (`MultiControlNetModel`).
+#[derive(Debug, Clone)]
+pub struct ControlResiduals {
+    pub down: Vec<Tensor>,
+    pub mid: Tensor,
+}
+
 /// `add_time_proj` + `add_embedding` of an SDXL UNet.
 #[derive(Debug)]
 struct AddEmbedding {
@@ -184,13 +196,19 @@ impl Unet {
     }
 
     /// Predicts noise (or v) for `xs` [batch, channels, h, w] at `timestep`,
-    /// cross-attending to `context` [batch, tokens, dim].
+    /// cross-attending to `context` [batch, tokens, dim]; with `residuals`,
+    /// adds them to the skip connections and the mid block's output as
+    /// diffusers' `UNet2DConditionModel.forward` does.
+    ///
+    /// Errors: SDXL conditioning missing or of the wrong width; residuals
+    /// that do not match the skip connections in number or shape.
     pub fn forward(
         &self,
         xs: &Tensor,
         timestep: f64,
         context: &Tensor,
         text_time: Option<&TextTime>,
+        residuals: Option<&ControlResiduals>,
     ) -> Result<Tensor> {
         let (batch, _, h, w) = xs.dims4()?;
         let dtype = xs.dtype();
@@ -232,6 +250,19 @@ impl Unet {
             xs = out;
         }
         xs = self.mid.forward(&xs, &emb, context)?;
+        if let Some(r) = residuals {
+            if r.down.len() != skips.len() {
+                bail!(
+                    "controlnet residuals: {} for {} unet skip connections",
+                    r.down.len(),
+                    skips.len()
+                );
+            }
+            for (skip, add) in skips.iter_mut().zip(&r.down) {
+                *skip = (&*skip + add)?;
+            }
+            xs = (xs + &r.mid)?;
+        }
 
         // Sizes that do not divide by every downsampling need explicit
         // upsample targets: the size of the skip connection that follows.
@@ -357,7 +388,7 @@ mod tests {
         let ctx = randn(&[1, 77, cfg.cross_attention_dim]);
         for (h, w) in [(9, 13), (5, 7), (16, 16)] {
             let out = unet
-                .forward(&randn(&[1, 4, h, w]), 981.0, &ctx, None)
+                .forward(&randn(&[1, 4, h, w]), 981.0, &ctx, None, None)
                 .unwrap();
             assert_eq!(out.dims(), [1, 4, h, w]);
         }
@@ -387,26 +418,26 @@ mod tests {
         };
         let text = randn(&[1, pooled]);
         let base = cond(&text, [64., 64., 0., 0., 64., 64.]);
-        let out = unet.forward(&x, 500.0, &ctx, Some(&base)).unwrap();
+        let out = unet.forward(&x, 500.0, &ctx, Some(&base), None).unwrap();
         // Deterministic: any difference below comes from the changed input
         // (random-init layers make it small, but never exactly zero).
-        let again = unet.forward(&x, 500.0, &ctx, Some(&base)).unwrap();
+        let again = unet.forward(&x, 500.0, &ctx, Some(&base), None).unwrap();
         assert_eq!(max_diff(&out, &again), 0.0);
         for i in 0..6 {
             let mut ids = [64., 64., 0., 0., 64., 64.];
             ids[i] += 16.0;
             let other = unet
-                .forward(&x, 500.0, &ctx, Some(&cond(&text, ids)))
+                .forward(&x, 500.0, &ctx, Some(&cond(&text, ids)), None)
                 .unwrap();
             let d = max_diff(&out, &other);
             assert!(d > 0.0, "time id {i} is ignored");
         }
         let other_text = cond(&randn(&[1, pooled]), [64., 64., 0., 0., 64., 64.]);
-        let other = unet.forward(&x, 500.0, &ctx, Some(&other_text)).unwrap();
+        let other = unet.forward(&x, 500.0, &ctx, Some(&other_text), None).unwrap();
         assert!(
             max_diff(&out, &other) > 0.0,
             "the pooled embedding is ignored"
         );
-        assert!(unet.forward(&x, 500.0, &ctx, None).is_err());
+        assert!(unet.forward(&x, 500.0, &ctx, None, None).is_err());
     }
 }

@@ -68,7 +68,7 @@ fn one_unet_call_matches_diffusers_closer_than_the_tanh_gelu_would() {
             let latents = wave(&[batch, 4, h, w], 1.0, 0.1, f64::sin);
             let context = wave(&[batch, 77, dim], 2.0, 0.37, f64::cos);
             let out = unet
-                .forward(&latents, reference.timestep, &context, None)
+                .forward(&latents, reference.timestep, &context, None, None)
                 .unwrap();
             assert_eq!(out.dims(), case.shape.as_slice());
             let got: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();

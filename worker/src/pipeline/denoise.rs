@@ -80,6 +80,7 @@ pub fn run(
                 timesteps[i],
                 &lp.cond.context,
                 lp.cond.text_time.as_ref(),
+                None,
             )?,
             Denoiser::Mmdit(mmdit) => {
                 let pooled = lp

@@ -135,6 +135,7 @@ fn sdxl_conditioning_unet_and_vae_match_diffusers() {
             reference.timestep,
             &cond.context,
             Some(&text_time),
+            None,
         )
         .unwrap();
     check("unet_output", &out, &reference.unet_output);
