@@ -18,6 +18,10 @@ pub struct WorkerInfo {
     pub schedulers: Vec<String>,
     /// Operations accepted in a request's `operation` field.
     pub operations: Vec<String>,
+    /// ControlNets a unit's `model` may name (those for the loaded model's family).
+    pub controlnets: Vec<crate::ControlNetInfo>,
+    /// Preprocessors a unit's or `POST /v1/preprocess`'s `preprocessor` may name.
+    pub preprocessors: Vec<crate::PreprocessorName>,
     pub limits: Limits,
     pub defaults: Defaults,
     pub queue_capacity: u32,

@@ -9,6 +9,7 @@
 //! class of the `sd_worker_sdk` module); its transport-free parts (the SSE
 //! parser and the retry policy) are plain Rust, tested natively.
 
+pub mod control;
 pub mod error;
 pub mod events;
 pub mod hive;
@@ -22,6 +23,9 @@ pub mod sse;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
+pub use control::{
+    ControlNetInfo, ControlNetUnit, PreprocessParams, PreprocessRequest, PreprocessorName,
+};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use events::{GeneratedImage, StreamEvent, DONE_SENTINEL};
 pub use hive::{Heartbeat, HeartbeatWorker, WorkerStatus};

@@ -203,6 +203,10 @@ pub struct GenerationParams {
     /// the same seed give the same picture as diffusers (and ComfyUI) on the CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rng: Option<Rng>,
+    /// ControlNet units (at most [`crate::control::MAX_CONTROLNET_UNITS`]),
+    /// for every operation; their residuals are summed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlnets: Option<Vec<crate::ControlNetUnit>>,
     /// Sent by the hive: when present it must name the loaded model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,

@@ -90,6 +90,9 @@ impl Profile {
                 .iter()
                 .map(|o| o.as_str().to_string())
                 .collect(),
+            // Filled in by the ControlNet registry once it is built.
+            controlnets: Vec::new(),
+            preprocessors: sd_worker_sdk::PreprocessorName::ALL.to_vec(),
             limits,
             defaults,
             queue_capacity: rt.queue_capacity,

@@ -433,7 +433,9 @@ mod tests {
             assert!(d > 0.0, "time id {i} is ignored");
         }
         let other_text = cond(&randn(&[1, pooled]), [64., 64., 0., 0., 64., 64.]);
-        let other = unet.forward(&x, 500.0, &ctx, Some(&other_text), None).unwrap();
+        let other = unet
+            .forward(&x, 500.0, &ctx, Some(&other_text), None)
+            .unwrap();
         assert!(
             max_diff(&out, &other) > 0.0,
             "the pooled embedding is ignored"
