@@ -11,7 +11,7 @@ use crate::device::{device_name, dtype_name, parse_device, resolve_dtype};
 use crate::model::generate::{write_model, WeightInit};
 use crate::model::shapes::{ModelShape, SHAPE_NAMES};
 use crate::model::{source, LoadedModel};
-use crate::pipeline::{generate, prompt, Observer, Outcome, Request, StageTimings};
+use crate::pipeline::{generate, Observer, Outcome, Request, StageTimings};
 use crate::scheduler::SchedulerKind;
 use sd_worker_sdk::ImageFormat;
 
@@ -122,14 +122,11 @@ fn measure(
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 
     // Text encoder alone, warm (second of two calls).
-    let tokens = prompt::tokenize(
-        &model,
-        "a photograph of an astronaut riding a horse",
-        "prompt",
-    )?;
-    let _ = prompt::encode(&model, &tokens, 1)?;
+    let conditioner = model.conditioner();
+    let tokens = conditioner.tokenize("a photograph of an astronaut riding a horse", "prompt")?;
+    let _ = conditioner.encode(&tokens, 1)?;
     let t0 = Instant::now();
-    let _ = prompt::encode(&model, &tokens, 1)?;
+    let _ = conditioner.encode(&tokens, 1)?;
     let text_ms = t0.elapsed().as_secs_f64() * 1000.0;
 
     let req = Request {
@@ -138,8 +135,8 @@ fn measure(
         steps: args.steps,
         guidance_scale: args.guidance_scale,
         seed: 0,
-        width: args.width.unwrap_or(model.meta.native_width),
-        height: args.height.unwrap_or(model.meta.native_height),
+        width: args.width.unwrap_or(model.meta().native_width),
+        height: args.height.unwrap_or(model.meta().native_height),
         scheduler: SchedulerKind::Euler,
         num_images: 1,
         output_format: ImageFormat::Png,

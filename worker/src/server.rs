@@ -286,13 +286,13 @@ fn spawn_model_load(
                 Ok(model) => {
                     let dev = device_name(&device);
                     let rt = Runtime { worker_id: &worker_id, device: &dev, dtype: dtype_name(dtype), queue_capacity, max_input_pixels, max_pixels, max_images };
-                    let profile = Profile::new(&model.meta, &rt);
+                    let profile = Profile::new(model.meta(), &rt);
                     let m = state.engine.metrics();
-                    m.model_load.set(model.meta.load_ms as f64 / 1000.0);
+                    m.model_load.set(model.meta().load_ms as f64 / 1000.0);
                     m.info
-                        .with_label_values(&[env!("CARGO_PKG_VERSION"), &model.meta.id, model.meta.family.name(), &dev, dtype_name(dtype)])
+                        .with_label_values(&[env!("CARGO_PKG_VERSION"), &model.meta().id, model.meta().family.name(), &dev, dtype_name(dtype)])
                         .set(1.0);
-                    info!(model = %model.meta.id, family = model.meta.family.name(), load_ms = model.meta.load_ms, "model ready");
+                    info!(model = %model.meta().id, family = model.meta().family.name(), load_ms = model.meta().load_ms, "model ready");
                     let _ = state.profile.set(profile);
                     if let Err(e) = state.engine.start(model) {
                         error!(error = %e, "could not start the generation thread");

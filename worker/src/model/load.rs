@@ -6,6 +6,10 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use std::path::{Path, PathBuf};
+
+use super::conditioner::{self, ClipEncoder, ConditionerKind, EncoderRole, Encoders};
+use super::denoiser::Denoiser;
+use super::vae::Vae;
 use std::time::Instant;
 
 use super::config::{read_json, ModelIndex, TextEncoderConfig, UNetConfig, VaeConfig};
@@ -17,7 +21,7 @@ use super::tokenizer::ClipTokenizer;
 use super::unet::Unet;
 use super::vae_encoder::VaeEncoder;
 use super::{bundled, memory, single_file};
-use super::{Denoiser, Family, LoadedModel, ModelMeta, ModelSpec};
+use super::{Family, LoadedModel, ModelMeta, ModelSpec};
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
 
 /// How to load: the compute dtype, and whether to leave SD 3's T5 out (it is
@@ -31,7 +35,9 @@ pub struct LoadOptions {
 
 /// The denoiser with what the rest of the model needs to know about it.
 struct DenoiserPart {
-    denoiser: Denoiser,
+    denoiser: Box<dyn Denoiser>,
+    /// The MMDiT's `joint_attention_dim` (SD 3's conditioner pads to it).
+    joint_dim: Option<usize>,
     family: Family,
     inpainting: bool,
     /// Native latent size (square).
@@ -223,19 +229,42 @@ impl LoadedModel {
             memory,
             load_ms: started.elapsed().as_millis() as u64,
         };
+        let (kind, first_role) = match part.family {
+            Family::StableDiffusion1 => (ConditionerKind::Single, EncoderRole::ClipL),
+            Family::StableDiffusion2 => (ConditionerKind::Single, EncoderRole::OpenClipH),
+            Family::StableDiffusionXl => (
+                ConditionerKind::Sdxl {
+                    zeros_for_empty_negative,
+                },
+                EncoderRole::ClipL,
+            ),
+            Family::StableDiffusion3 => (
+                ConditionerKind::Sd3 {
+                    joint_dim: part.joint_dim.context("SD 3 without a transformer")?,
+                },
+                EncoderRole::ClipL,
+            ),
+        };
+        let encoders = Encoders {
+            first: ClipEncoder::new(first_role, tokenizer, text_encoder, device),
+            second: text_encoder_2
+                .map(|(t, e)| ClipEncoder::new(EncoderRole::OpenClipG, t, e, device)),
+            t5: text_encoder_3,
+        };
         Ok(Self {
             meta,
-            tokenizer,
-            text_encoder,
-            text_encoder_2,
-            text_encoder_3,
+            conditioner: conditioner::build(kind, encoders)?,
             denoiser: part.denoiser,
-            vae,
-            vae_encoder,
+            vae: Vae::new(
+                vae,
+                vae_encoder,
+                vae_dtype,
+                vae_cfg.scaling_factor,
+                vae_cfg.shift_factor,
+            ),
             scheduler_config,
             device: device.clone(),
             dtype,
-            vae_dtype,
         })
     }
 }
@@ -298,7 +327,8 @@ fn unet_part(
     .context("building the unet from its weights")?;
     let latent_side = cfg.sample_size.unwrap_or(64);
     Ok(DenoiserPart {
-        denoiser: Denoiser::Unet(unet),
+        denoiser: Box::new(unet),
+        joint_dim: None,
         family: Family::detect_unet(&cfg, text_cfg),
         inpainting,
         latent_side,
@@ -375,7 +405,8 @@ fn mmdit_part(
     let context_tokens = 77 + t5::MAX_TOKENS;
     Ok(DenoiserPart {
         working_bytes: memory::mmdit_bytes(&cfg, context_tokens, workload(latent_side)),
-        denoiser: Denoiser::Mmdit(mmdit),
+        joint_dim: Some(cfg.joint_attention_dim),
+        denoiser: Box::new(mmdit),
         family: Family::StableDiffusion3,
         inpainting: false,
         latent_side,

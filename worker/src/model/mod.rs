@@ -6,7 +6,9 @@
 
 pub mod attention;
 pub mod bundled;
+pub mod conditioner;
 pub mod config;
+pub mod denoiser;
 pub mod generate;
 mod load;
 pub mod memory;
@@ -22,20 +24,17 @@ pub mod unet;
 pub mod unet_blocks;
 #[cfg(test)]
 mod unet_reference_tests;
+pub mod vae;
 pub mod vae_encoder;
 
 use candle_core::{DType, Device};
-use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use std::path::PathBuf;
 
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
+use conditioner::TextConditioner;
 use config::{TextEncoderConfig, UNetConfig};
-use mmdit::Mmdit;
-use t5::T5TextEncoder;
-use text_encoder::ClipTextEncoder;
-use tokenizer::ClipTokenizer;
-use unet::Unet;
-use vae_encoder::VaeEncoder;
+use denoiser::Denoiser;
+use vae::Vae;
 
 pub use load::LoadOptions;
 
@@ -94,23 +93,6 @@ impl Family {
     }
 }
 
-/// The network that predicts noise, v or velocity at each step. One is
-/// built per worker, so the size difference between the two does not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum Denoiser {
-    Unet(Unet),
-    Mmdit(Mmdit),
-}
-
-impl Denoiser {
-    pub fn as_unet(&self) -> Option<&Unet> {
-        match self {
-            Denoiser::Unet(u) => Some(u),
-            Denoiser::Mmdit(_) => None,
-        }
-    }
-}
-
 /// Which model to load, as given on the command line.
 #[derive(Debug, Clone)]
 pub enum ModelSpec {
@@ -164,22 +146,50 @@ pub struct ModelMeta {
     pub load_ms: u64,
 }
 
-/// Every network of a pipeline, ready on its device.
+/// Every network of a pipeline, ready on its device. The stages reach the
+/// networks through their seams: the family's [`TextConditioner`], the
+/// [`Denoiser`] and the [`Vae`].
 pub struct LoadedModel {
-    pub meta: ModelMeta,
-    pub tokenizer: ClipTokenizer,
-    pub text_encoder: ClipTextEncoder,
-    /// SDXL's and SD 3's second encoder (OpenCLIP bigG, with `text_projection`).
-    pub text_encoder_2: Option<(ClipTokenizer, ClipTextEncoder)>,
-    /// SD 3's T5, unless the folder has none or it was left out.
-    pub text_encoder_3: Option<T5TextEncoder>,
-    pub denoiser: Denoiser,
-    pub vae: AutoEncoderKL,
-    pub vae_encoder: VaeEncoder,
-    pub scheduler_config: SchedulerConfig,
-    pub device: Device,
-    pub dtype: DType,
-    /// f32 when the VAE asks to be upcast from f16 (`force_upcast`): the
-    /// SDXL VAE overflows f16 and decodes to black otherwise.
-    pub vae_dtype: DType,
+    meta: ModelMeta,
+    conditioner: Box<dyn TextConditioner>,
+    denoiser: Box<dyn Denoiser>,
+    vae: Vae,
+    scheduler_config: SchedulerConfig,
+    device: Device,
+    dtype: DType,
+}
+
+impl LoadedModel {
+    /// Facts requests are validated against.
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// Prompt text to the denoiser's conditioning, as this family does it.
+    pub fn conditioner(&self) -> &dyn TextConditioner {
+        &*self.conditioner
+    }
+
+    /// The UNet or MMDiT.
+    pub fn denoiser(&self) -> &dyn Denoiser {
+        &*self.denoiser
+    }
+
+    pub fn vae(&self) -> &Vae {
+        &self.vae
+    }
+
+    /// The model's `scheduler_config.json`, which every scheduler starts from.
+    pub fn scheduler_config(&self) -> &SchedulerConfig {
+        &self.scheduler_config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The denoiser's and text encoders' dtype (the VAE's may be wider: [`Vae::dtype`]).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
 }

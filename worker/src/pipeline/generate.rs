@@ -2,19 +2,20 @@
 //! (noise; or the input image's latents noised to the start step), denoise,
 //! decode with the VAE's own scale, paste the kept pixels back, encode.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{DType, IndexOp, Tensor};
 use image::RgbImage;
 use std::time::Instant;
 
-use super::denoise::{self, Conditioning, Inpaint, Loop};
+use super::denoise::{self, Loop};
 use super::encode::{encode_jpeg, encode_png, Parameters};
+use super::hooks::inpaint::{InpaintChannels, LatentBlend};
+use super::hooks::StepHook;
 use super::latents::{decode, encode, mask_to_latent, pixels_to_tensor};
 use super::noise::SeededNoise;
-use super::{prompt, Image, InitImage, Observer, Outcome, Request, StageTimings};
+use super::{conditioning, Image, InitImage, Observer, Outcome, Request, StageTimings};
 use crate::images::paste_back;
-use crate::model::unet::TextTime;
-use crate::model::{Denoiser, LoadedModel};
+use crate::model::LoadedModel;
 use crate::scheduler::{self, Scheduler};
 use sd_worker_sdk::ImageFormat;
 
@@ -39,28 +40,28 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
 
     // 1. Conditioning: [uncond x n, cond x n] when guided, else [cond x n].
     let t0 = Instant::now();
-    let cond = conditioning(model, req, guided, observer)?;
+    let cond = conditioning::for_batch(model, req, guided, observer)?;
     timings.text_encoder_ms = ms(t0);
 
     // 2. Starting latents. With ChaCha, noise is drawn first, so a seed gives
     //    the same starting noise whatever the operation; with torch's
     //    generator, in diffusers' order (see `prepare`).
     let t0 = Instant::now();
-    let mut sched = scheduler::build(req.scheduler, &model.scheduler_config, req.steps)?;
-    let f = model.meta.vae_scale_factor as usize;
+    let mut sched = scheduler::build(req.scheduler, model.scheduler_config(), req.steps)?;
+    let f = model.meta().vae_scale_factor as usize;
     let (lh, lw) = (req.height as usize / f, req.width as usize / f);
-    let mut noise = SeededNoise::with_rng(req.rng, req.seed, n, &model.device, model.dtype);
-    let (latents, inpaint) = prepare(model, req, &*sched, start, &mut noise, guided, (lh, lw))?;
+    let mut noise = SeededNoise::with_rng(req.rng, req.seed, n, model.device(), model.dtype());
+    let (latents, hooks) = prepare(model, req, &*sched, start, &mut noise, guided, (lh, lw))?;
 
     // 3. Denoising.
-    let lp = Loop {
+    let mut lp = Loop {
         cond: &cond,
         guided,
         guidance_scale: req.guidance_scale,
-        inpaint,
+        hooks,
         start,
     };
-    let Some(latents) = denoise::run(model, &mut *sched, &lp, latents, &mut noise, observer)?
+    let Some(latents) = denoise::run(model, &mut *sched, &mut lp, latents, &mut noise, observer)?
     else {
         return Ok(Outcome::Cancelled);
     };
@@ -96,84 +97,6 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
     Ok(Outcome::Completed { images, timings })
 }
 
-/// The denoiser's conditioning for the whole batch: [uncond x n, cond x n]
-/// when guided, else [cond x n]; for SDXL also the pooled embeddings and the
-/// time ids (original size = target size = the output size, no crop, as
-/// diffusers' defaults); for SD 3 the pooled embeddings.
-fn conditioning(
-    model: &LoadedModel,
-    req: &Request,
-    guided: bool,
-    observer: &mut dyn Observer,
-) -> Result<Conditioning> {
-    let n = req.num_images;
-    let cond = prompt::tokenize(model, &req.prompt, "prompt")?;
-    let uncond = if guided {
-        Some(prompt::tokenize(
-            model,
-            req.negative_prompt.as_deref().unwrap_or_default(),
-            "negative prompt",
-        )?)
-    } else {
-        None
-    };
-    let windows = cond
-        .windows()
-        .max(uncond.as_ref().map_or(0, |u| u.windows()));
-    for w in std::iter::once(&cond).chain(uncond.as_ref()) {
-        if let Some(w) = &w.warning {
-            observer.warning("prompt_truncated", w);
-        }
-    }
-    let cond = prompt::encode(model, &cond, windows)?;
-    let mut encoded = vec![cond];
-    if let Some(uncond) = &uncond {
-        let uncond = prompt::encode_negative(
-            model,
-            req.negative_prompt.as_deref(),
-            uncond,
-            &encoded[0],
-            windows,
-        )?;
-        encoded.insert(0, uncond);
-    }
-    let repeat = |parts: Vec<&Tensor>| -> Result<Tensor> {
-        let all: Vec<&Tensor> = parts
-            .into_iter()
-            .flat_map(|t| std::iter::repeat_n(t, n))
-            .collect();
-        Ok(Tensor::cat(&all, 0)?)
-    };
-    let context = repeat(encoded.iter().map(|e| &e.context).collect())?;
-    let pooled = || -> Result<Tensor> {
-        let pooled: Option<Vec<&Tensor>> = encoded.iter().map(|e| e.pooled.as_ref()).collect();
-        repeat(pooled.context("no pooled text embedding for the denoiser")?)
-    };
-    let text_time = match model.denoiser.as_unet().and_then(|u| u.text_time()) {
-        None => None,
-        Some(_) => {
-            let text_embeds = pooled()?;
-            let (h, w) = (req.height as f32, req.width as f32);
-            let ids = Tensor::new(&[h, w, 0.0, 0.0, h, w], &model.device)?
-                .unsqueeze(0)?
-                .repeat((text_embeds.dim(0)?, 1))?;
-            Some(TextTime {
-                text_embeds,
-                time_ids: ids,
-            })
-        }
-    };
-    let pooled = match &model.denoiser {
-        Denoiser::Mmdit(_) => Some(pooled()?),
-        Denoiser::Unet(_) => None,
-    };
-    Ok(Conditioning {
-        context,
-        text_time,
-        pooled,
-    })
-}
-
 /// Starting latents and inpainting conditioning, per operation:
 /// - text to image: noise x init sigma;
 /// - image to image: the input's latents noised to the start step;
@@ -193,9 +116,10 @@ fn prepare(
     noise: &mut SeededNoise,
     guided: bool,
     (lh, lw): (usize, usize),
-) -> Result<(Tensor, Inpaint)> {
+) -> Result<(Tensor, Vec<Box<dyn StepHook>>)> {
     let n = req.num_images;
-    let shape = [model.meta.latent_channels, lh, lw];
+    let meta = model.meta();
+    let shape = [meta.latent_channels, lh, lw];
     let pure_noise =
         |initial: &Tensor| -> Result<Tensor> { Ok((initial * sched.init_noise_sigma())?) };
     let batch_for_unet = |t: Tensor| -> Result<Tensor> {
@@ -207,22 +131,22 @@ fn prepare(
     };
     let Some(init) = &req.init else {
         let initial_noise = noise.sample(&shape)?;
-        if !model.meta.inpainting {
-            return Ok((pure_noise(&initial_noise)?, Inpaint::None));
+        if !meta.inpainting {
+            return Ok((pure_noise(&initial_noise)?, Vec::new()));
         }
         // Everything repainted: the masked image is all 0 (mid-grey in [-1, 1]).
         let masked = Tensor::zeros(
             (1, 3, req.height as usize, req.width as usize),
-            model.vae_dtype,
-            &model.device,
+            model.vae().dtype(),
+            model.device(),
         )?;
         let masked_latents = encode(model, &masked, n, noise)?;
-        let mask = Tensor::ones((n, 1, lh, lw), model.dtype, &model.device)?;
-        let inpaint = Inpaint::Concat {
+        let mask = Tensor::ones((n, 1, lh, lw), model.dtype(), model.device())?;
+        let inpaint = InpaintChannels {
             mask: batch_for_unet(mask)?,
             masked_latents: batch_for_unet(masked_latents)?,
         };
-        return Ok((pure_noise(&initial_noise)?, inpaint));
+        return Ok((pure_noise(&initial_noise)?, vec![Box::new(inpaint)]));
     };
     let pixels = pixels_to_tensor(model, &init.image)?;
     let (image_latents, initial_noise) = if noise.posterior_before_noise() {
@@ -238,27 +162,27 @@ fn prepare(
         sched.add_noise(&image_latents, &initial_noise, start)?
     };
     let Some(mask) = &init.mask else {
-        return Ok((latents, Inpaint::None));
+        return Ok((latents, Vec::new()));
     };
     let latent_mask = mask_to_latent(model, &mask.binary, lh, lw)?;
-    let inpaint = if model.meta.inpainting {
+    let inpaint: Box<dyn StepHook> = if meta.inpainting {
         // The masked image: the input where kept, 0 (mid-grey) where repainted.
         let pixel_mask =
             mask_to_latent(model, &mask.binary, req.height as usize, req.width as usize)?;
-        let masked = pixels.broadcast_mul(&(1.0 - pixel_mask.to_dtype(model.vae_dtype)?)?)?;
+        let masked = pixels.broadcast_mul(&(1.0 - pixel_mask.to_dtype(model.vae().dtype())?)?)?;
         let masked_latents = encode(model, &masked, n, noise)?;
-        Inpaint::Concat {
+        Box::new(InpaintChannels {
             mask: batch_for_unet(latent_mask.repeat((n, 1, 1, 1))?)?,
             masked_latents: batch_for_unet(masked_latents)?,
-        }
+        })
     } else {
-        Inpaint::Blend {
+        Box::new(LatentBlend {
             mask: latent_mask,
             image_latents,
             noise: initial_noise,
-        }
+        })
     };
-    Ok((latents, inpaint))
+    Ok((latents, vec![inpaint]))
 }
 
 /// Encodes the final pixels, with the parameters that reproduce each image.
@@ -284,7 +208,7 @@ fn encode_images(
                     seed,
                     width: w,
                     height: h,
-                    model: &model.meta.id,
+                    model: &model.meta().id,
                     denoising_strength: req.init.as_ref().map(|i| i.strength),
                     rng: req.rng,
                 };

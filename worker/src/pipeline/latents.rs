@@ -21,8 +21,8 @@ pub fn pixels_to_tensor(model: &LoadedModel, img: &RgbImage) -> Result<Tensor> {
         Tensor::from_vec(data, (h as usize, w as usize, 3), &Device::Cpu)?
             .permute((2, 0, 1))?
             .unsqueeze(0)?
-            .to_dtype(model.vae_dtype)?
-            .to_device(&model.device)?,
+            .to_dtype(model.vae().dtype())?
+            .to_device(model.device())?,
     )
 }
 
@@ -38,8 +38,8 @@ pub fn mask_to_latent(
 ) -> Result<Tensor> {
     let data = resize_mask(mask, lh, lw);
     Ok(Tensor::from_vec(data, (1, 1, lh, lw), &Device::Cpu)?
-        .to_dtype(model.dtype)?
-        .to_device(&model.device)?)
+        .to_dtype(model.dtype())?
+        .to_device(model.device())?)
 }
 
 /// A repaint mask (255 = repaint) resized to `h` x `w`, row by row, 1.0 =
@@ -89,27 +89,29 @@ pub fn encode(
     n: usize,
     noise: &mut SeededNoise,
 ) -> Result<Tensor> {
-    let (mean, logvar) = model.vae_encoder.posterior(pixels)?;
+    let (mean, logvar) = model.vae().posterior(pixels)?;
     let std = (logvar * 0.5)?.exp()?;
     let (_, c, h, w) = mean.dims4()?;
     let eps = noise.sample_posterior(&[c, h, w])?.to_dtype(mean.dtype())?;
     let sample = mean.broadcast_add(&eps.broadcast_mul(&std)?)?;
-    let shifted = match model.meta.vae_shift_factor {
+    let vae = model.vae();
+    let shifted = match vae.shift_factor {
         Some(shift) => (sample - shift)?,
         None => sample,
     };
     debug_assert_eq!(shifted.dim(0)?, n);
-    Ok((shifted * model.meta.vae_scaling_factor)?.to_dtype(model.dtype)?)
+    Ok((shifted * vae.scaling_factor)?.to_dtype(model.dtype())?)
 }
 
 /// Latents [1, c, h, w] to interleaved RGB8, as diffusers does:
 /// x / scaling_factor (+ shift), decode, (x / 2 + 0.5) clamped to [0, 1], x 255, rounded.
 pub fn decode(model: &LoadedModel, latents: &Tensor) -> Result<RgbImage> {
-    let mut x = (latents.to_dtype(model.vae_dtype)? / model.meta.vae_scaling_factor)?;
-    if let Some(shift) = model.meta.vae_shift_factor {
+    let vae = model.vae();
+    let mut x = (latents.to_dtype(vae.dtype())? / vae.scaling_factor)?;
+    if let Some(shift) = vae.shift_factor {
         x = (x + shift)?;
     }
-    let img = model.vae.decode(&x)?;
+    let img = vae.decode(&x)?;
     let img = ((img.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
     let img = (img * 255.0)?.round()?.to_dtype(DType::U8)?;
     let (_, _, h, w) = img.dims4()?;

@@ -3,13 +3,14 @@
 //! It takes a validated [`Request`] and a loaded model, reports each step to an
 //! [`Observer`], and returns encoded images. It knows nothing of HTTP, queues or jobs.
 
+pub mod conditioning;
 pub mod denoise;
 pub mod encode;
 pub mod generate;
+pub mod hooks;
 pub mod latents;
 pub mod noise;
 pub mod preview;
-pub mod prompt;
 #[cfg(test)]
 mod reference_tests;
 
@@ -26,7 +27,7 @@ pub struct Request {
     pub prompt: String,
     /// None when the request has no `negative_prompt` (or null), kept apart
     /// from an explicit "": SDXL pipelines with `force_zeros_for_empty_prompt`
-    /// condition on zeros only for an absent one ([`prompt::encode_negative`]).
+    /// condition on zeros only for an absent one (the SDXL conditioner's `encode_negative`).
     pub negative_prompt: Option<String>,
     pub steps: usize,
     pub guidance_scale: f64,

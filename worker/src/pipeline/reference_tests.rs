@@ -7,11 +7,11 @@
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
-use super::prompt;
+use crate::model::conditioner::EncoderRole;
+use crate::model::denoiser::Conditioning;
 use crate::model::generate::{write_model, WeightInit};
 use crate::model::shapes::ModelShape;
-use crate::model::unet::TextTime;
-use crate::model::{Denoiser, LoadOptions, LoadedModel, ModelSpec};
+use crate::model::{LoadOptions, LoadedModel, ModelSpec};
 
 #[derive(Deserialize)]
 struct Sampled {
@@ -92,26 +92,34 @@ fn sdxl_conditioning_unet_and_vae_match_diffusers() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), &ModelShape::tiny_sdxl(), WeightInit::Seeded(7)).unwrap();
     let model = load_f32(dir.path(), false);
-    assert!(model.meta.zeros_for_empty_negative);
+    assert!(model.meta().zeros_for_empty_negative);
 
-    let tokens = prompt::tokenize(&model, &reference.prompt, "prompt").unwrap();
-    let cond = prompt::encode(&model, &tokens, 1).unwrap();
+    let conditioner = model.conditioner();
+    assert_eq!(
+        conditioner.roles(),
+        [EncoderRole::ClipL, EncoderRole::OpenClipG]
+    );
+    let tokens = conditioner.tokenize(&reference.prompt, "prompt").unwrap();
+    let cond = conditioner.encode(&tokens, 1).unwrap();
     check("prompt_embeds", &cond.context, &reference.prompt_embeds);
-    let pooled = cond.pooled.unwrap();
+    let pooled = cond.pooled.clone().unwrap();
     check(
         "pooled_prompt_embeds",
         &pooled,
         &reference.pooled_prompt_embeds,
     );
-    // diffusers zeroes the unconditional embeddings (force_zeros_for_empty_prompt).
+    // diffusers zeroes the unconditional embeddings of an absent negative
+    // prompt (force_zeros_for_empty_prompt).
+    let empty = conditioner.tokenize("", "negative prompt").unwrap();
+    let uncond = conditioner.encode_negative(None, &empty, &cond, 1).unwrap();
     check(
         "negative_prompt_embeds",
-        &cond.context.zeros_like().unwrap(),
+        &uncond.context,
         &reference.negative_prompt_embeds,
     );
     check(
         "negative_pooled_prompt_embeds",
-        &pooled.zeros_like().unwrap(),
+        &uncond.pooled.unwrap(),
         &reference.negative_pooled_prompt_embeds,
     );
 
@@ -119,30 +127,24 @@ fn sdxl_conditioning_unet_and_vae_match_diffusers() {
         .map(|i| (i as f64 * 0.1).sin() as f32)
         .collect();
     let latents = Tensor::from_vec(latents, (1, 4, 6, 8), &Device::Cpu).unwrap();
-    let text_time = TextTime {
-        text_embeds: pooled,
-        time_ids: Tensor::new(reference.time_ids.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap(),
+    let time_ids = Tensor::new(reference.time_ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let unet_cond = Conditioning {
+        context: cond.context.clone(),
+        pooled: Some(pooled),
+        time_ids: Some(time_ids),
     };
     let out = model
-        .denoiser
-        .as_unet()
-        .unwrap()
-        .forward(
-            &latents,
-            reference.timestep,
-            &cond.context,
-            Some(&text_time),
-            None,
-        )
+        .denoiser()
+        .predict(&latents, reference.timestep, &unet_cond, None)
         .unwrap();
     check("unet_output", &out, &reference.unet_output);
 
     let decoded = model
-        .vae
-        .decode(&(latents / model.meta.vae_scaling_factor).unwrap())
+        .vae()
+        .decode(&(latents / model.meta().vae_scaling_factor).unwrap())
         .unwrap();
     check("vae_decoded", &decoded, &reference.vae_decoded);
 }
@@ -167,11 +169,18 @@ fn sd3_conditioning_transformer_and_vae_match_diffusers() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), &ModelShape::tiny_sd3(), WeightInit::Seeded(7)).unwrap();
     let model = load_f32(dir.path(), false);
-    assert!(model.text_encoder_3.is_some());
+    assert_eq!(
+        model.conditioner().roles(),
+        [
+            EncoderRole::ClipL,
+            EncoderRole::OpenClipG,
+            EncoderRole::T5Xxl
+        ]
+    );
 
     let encode = |model: &LoadedModel, text: &str| {
-        let tokens = prompt::tokenize(model, text, "prompt").unwrap();
-        prompt::encode(model, &tokens, 1).unwrap()
+        let tokens = model.conditioner().tokenize(text, "prompt").unwrap();
+        model.conditioner().encode(&tokens, 1).unwrap()
     };
     let cond = encode(&model, &reference.prompt);
     check("prompt_embeds", &cond.context, &reference.prompt_embeds);
@@ -198,24 +207,30 @@ fn sd3_conditioning_transformer_and_vae_match_diffusers() {
         .map(|i| (i as f64 * 0.1).sin() as f32)
         .collect();
     let latents = Tensor::from_vec(latents, (1, 16, 8, 12), &Device::Cpu).unwrap();
-    let Denoiser::Mmdit(mmdit) = &model.denoiser else {
-        panic!("tiny-sd3 loads an MMDiT");
+    let mmdit_cond = Conditioning {
+        context: cond.context.clone(),
+        pooled: Some(pooled),
+        time_ids: None,
     };
-    let out = mmdit
-        .forward(&latents, reference.timestep, &cond.context, &pooled)
+    let out = model
+        .denoiser()
+        .predict(&latents, reference.timestep, &mmdit_cond, None)
         .unwrap();
     check("transformer_output", &out, &reference.transformer_output);
 
-    let shift = model.meta.vae_shift_factor.expect("SD 3's VAE has a shift");
+    let shift = model
+        .meta()
+        .vae_shift_factor
+        .expect("SD 3's VAE has a shift");
     let decoded = model
-        .vae
-        .decode(&((latents / model.meta.vae_scaling_factor).unwrap() + shift).unwrap())
+        .vae()
+        .decode(&((latents / model.meta().vae_scaling_factor).unwrap() + shift).unwrap())
         .unwrap();
     check("vae_decoded", &decoded, &reference.vae_decoded);
 
     // Without T5 its tokens are zeros, as diffusers with text_encoder_3=None.
     let without = load_f32(dir.path(), true);
-    assert!(without.text_encoder_3.is_none());
+    assert!(!without.conditioner().roles().contains(&EncoderRole::T5Xxl));
     let cond = encode(&without, &reference.prompt);
     check(
         "prompt_embeds_without_t5",
@@ -244,19 +259,22 @@ fn sdxl_encodes_an_explicit_empty_negative_prompt_as_diffusers_does() {
     let dir = tempfile::tempdir().unwrap();
     write_model(dir.path(), &ModelShape::tiny_sdxl(), WeightInit::Seeded(7)).unwrap();
     let model = load_f32(dir.path(), false);
-    assert!(model.meta.zeros_for_empty_negative);
+    assert!(model.meta().zeros_for_empty_negative);
 
-    let tokens = prompt::tokenize(&model, &reference.prompt, "prompt").unwrap();
-    let cond = prompt::encode(&model, &tokens, 1).unwrap();
-    let negative = prompt::tokenize(&model, &reference.negative_prompt, "negative prompt").unwrap();
-    let explicit = prompt::encode_negative(
-        &model,
-        Some(reference.negative_prompt.as_str()),
-        &negative,
-        &cond,
-        1,
-    )
-    .unwrap();
+    let conditioner = model.conditioner();
+    let tokens = conditioner.tokenize(&reference.prompt, "prompt").unwrap();
+    let cond = conditioner.encode(&tokens, 1).unwrap();
+    let negative = conditioner
+        .tokenize(&reference.negative_prompt, "negative prompt")
+        .unwrap();
+    let explicit = conditioner
+        .encode_negative(
+            Some(reference.negative_prompt.as_str()),
+            &negative,
+            &cond,
+            1,
+        )
+        .unwrap();
     check(
         "negative_prompt_embeds",
         &explicit.context,
@@ -268,7 +286,9 @@ fn sdxl_encodes_an_explicit_empty_negative_prompt_as_diffusers_does() {
         &reference.negative_pooled_prompt_embeds,
     );
     // Absent: zeros, as sdxl_reference.json's negative embeddings.
-    let absent = prompt::encode_negative(&model, None, &negative, &cond, 1).unwrap();
+    let absent = conditioner
+        .encode_negative(None, &negative, &cond, 1)
+        .unwrap();
     let magnitude = |t: &Tensor| {
         t.abs()
             .unwrap()
