@@ -142,6 +142,7 @@ fn measure(
         output_format: ImageFormat::Png,
         rng: sd_worker_sdk::Rng::Chacha,
         init: None,
+        controls: Vec::new(),
     };
     let runs = args
         .num_images

@@ -63,6 +63,21 @@ pub struct ServeArgs {
     /// saves ~9.5 GB in f16 at some cost in prompt following).
     #[arg(long, env = "SD_WORKER_NO_T5", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub no_t5: bool,
+    /// A ControlNet to offer, loaded at start: a diffusers ControlNet folder,
+    /// a single-file `.safetensors` (converted once into the cache) or a hub
+    /// repository. Repeatable (or comma-separated in the variable); requests
+    /// name it by its folder name, file stem or repository name.
+    #[arg(long = "controlnet", env = "SD_WORKER_CONTROLNET", value_delimiter = ',')]
+    pub controlnets: Vec<String>,
+    /// A folder of ControlNets (diffusers folders and single files), listed
+    /// at start, each loaded on first use.
+    #[arg(long, env = "SD_WORKER_CONTROLNET_DIR")]
+    pub controlnet_dir: Option<PathBuf>,
+    /// The most memory the --controlnet-dir ControlNets kept loaded take
+    /// together, in MiB (the least recently used go first; the one in use
+    /// always stays).
+    #[arg(long, env = "SD_WORKER_CONTROLNET_CACHE_MB", default_value_t = 4096)]
+    pub controlnet_cache_mb: u64,
     /// Identifier reported to the hive and in /v1/info.
     #[arg(long, env = "SD_WORKER_ID")]
     pub worker_id: Option<String>,

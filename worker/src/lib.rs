@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod controlnet;
 pub mod device;
 pub mod engine;
 pub mod hive;

@@ -21,6 +21,10 @@ pub struct Profile {
     pub default_scheduler: SchedulerKind,
     /// `lcm` samples from a fixed grid of the model's original steps.
     pub lcm_max_steps: u32,
+    /// The ControlNets requests may name.
+    pub controlnets: std::sync::Arc<crate::controlnet::ControlNetRegistry>,
+    /// The control-map preprocessors requests may name.
+    pub preprocessors: std::sync::Arc<crate::preprocess::Preprocessors>,
 }
 
 pub struct Runtime<'a> {
@@ -90,9 +94,10 @@ impl Profile {
                 .iter()
                 .map(|o| o.as_str().to_string())
                 .collect(),
-            // Filled in by the ControlNet registry once it is built.
+            // Filled in by `with_controlnets`.
             controlnets: Vec::new(),
-            preprocessors: sd_worker_sdk::PreprocessorName::ALL.to_vec(),
+            // Filled in by `with_preprocessors`.
+            preprocessors: Vec::new(),
             limits,
             defaults,
             queue_capacity: rt.queue_capacity,
@@ -101,6 +106,22 @@ impl Profile {
             info,
             default_scheduler: meta.default_scheduler,
             lcm_max_steps: meta.lcm_max_steps,
+            controlnets: Default::default(),
+            preprocessors: Default::default(),
         }
+    }
+
+    /// With `preprocessors` on offer (and listed in `info`).
+    pub fn with_preprocessors(mut self, preprocessors: crate::preprocess::Preprocessors) -> Self {
+        self.info.preprocessors = preprocessors.names();
+        self.preprocessors = std::sync::Arc::new(preprocessors);
+        self
+    }
+
+    /// With `registry`'s ControlNets on offer (and listed in `info`).
+    pub fn with_controlnets(mut self, registry: crate::controlnet::ControlNetRegistry) -> Self {
+        self.info.controlnets = registry.infos();
+        self.controlnets = std::sync::Arc::new(registry);
+        self
     }
 }

@@ -277,6 +277,11 @@ fn spawn_model_load(
     let max_input_pixels = args.max_input_pixels;
     let (max_pixels, max_images) = (args.max_pixels, args.max_images);
     let skip_t5 = args.no_t5;
+    let controlnets = crate::controlnet::ControlNetOptions {
+        models: args.controlnets.clone(),
+        dir: args.controlnet_dir.clone(),
+        cache_bytes: args.controlnet_cache_mb.saturating_mul(1 << 20),
+    };
     std::thread::Builder::new()
         .name("model-load".into())
         .spawn(move || {
@@ -286,7 +291,17 @@ fn spawn_model_load(
                 Ok(model) => {
                     let dev = device_name(&device);
                     let rt = Runtime { worker_id: &worker_id, device: &dev, dtype: dtype_name(dtype), queue_capacity, max_input_pixels, max_pixels, max_images };
-                    let profile = Profile::new(model.meta(), &rt);
+                    let registry = match crate::controlnet::ControlNetRegistry::build(&controlnets, model.meta(), model.unet_config(), &device, dtype) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            error!(error = %format!("{e:#}"), "could not load the ControlNets");
+                            eprintln!("error: could not load the ControlNets: {e:#}");
+                            std::process::exit(2);
+                        }
+                    };
+                    let profile = Profile::new(model.meta(), &rt)
+                        .with_controlnets(registry)
+                        .with_preprocessors(crate::preprocess::Preprocessors::builtin());
                     let m = state.engine.metrics();
                     m.model_load.set(model.meta().load_ms as f64 / 1000.0);
                     m.info

@@ -43,7 +43,11 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 #[utoipa::path(get, path = "/v1/info", tag = "worker", responses(
     (status = 200, body = sdk::WorkerInfo), (status = 503, description = "The model is loading", body = sdk::ErrorBody)))]
 pub async fn info(State(state): State<AppState>) -> Result<Json<WorkerInfo>, HttpError> {
-    Ok(Json(state.ready_profile()?.info.clone()))
+    let profile = state.ready_profile()?;
+    let mut info = profile.info.clone();
+    // Which ControlNets are in memory changes as jobs load them.
+    info.controlnets = profile.controlnets.infos();
+    Ok(Json(info))
 }
 
 /// Prometheus text exposition; the queue gauges are read at scrape time.

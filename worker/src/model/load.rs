@@ -38,6 +38,7 @@ struct DenoiserPart {
     denoiser: Box<dyn Denoiser>,
     /// The MMDiT's `joint_attention_dim` (SD 3's conditioner pads to it).
     joint_dim: Option<usize>,
+    unet_config: Option<UNetConfig>,
     family: Family,
     inpainting: bool,
     /// Native latent size (square).
@@ -262,6 +263,7 @@ impl LoadedModel {
                 vae_cfg.scaling_factor,
                 vae_cfg.shift_factor,
             ),
+            unet_config: part.unet_config,
             scheduler_config,
             device: device.clone(),
             dtype,
@@ -329,6 +331,7 @@ fn unet_part(
     Ok(DenoiserPart {
         denoiser: Box::new(unet),
         joint_dim: None,
+        unet_config: Some(cfg.clone()),
         family: Family::detect_unet(&cfg, text_cfg),
         inpainting,
         latent_side,
@@ -406,6 +409,7 @@ fn mmdit_part(
     Ok(DenoiserPart {
         working_bytes: memory::mmdit_bytes(&cfg, context_tokens, workload(latent_side)),
         joint_dim: Some(cfg.joint_attention_dim),
+        unet_config: None,
         denoiser: Box::new(mmdit),
         family: Family::StableDiffusion3,
         inpainting: false,

@@ -154,6 +154,8 @@ pub struct LoadedModel {
     conditioner: Box<dyn TextConditioner>,
     denoiser: Box<dyn Denoiser>,
     vae: Vae,
+    /// The UNet's config (None for an MMDiT): what its ControlNets must match.
+    unet_config: Option<UNetConfig>,
     scheduler_config: SchedulerConfig,
     device: Device,
     dtype: DType,
@@ -177,6 +179,11 @@ impl LoadedModel {
 
     pub fn vae(&self) -> &Vae {
         &self.vae
+    }
+
+    /// The UNet's `config.json` (None for SD 3's transformer).
+    pub fn unet_config(&self) -> Option<&UNetConfig> {
+        self.unet_config.as_ref()
     }
 
     /// The model's `scheduler_config.json`, which every scheduler starts from.

@@ -236,6 +236,27 @@ pub fn hub_tokenizer(repo_id: &str, folder: &str) -> Result<PathBuf> {
         .with_context(|| format!("`{repo_id}` has no vocab.json and merges.txt in `{folder}`"))
 }
 
+/// A diffusers ControlNet repository (`config.json` and
+/// `diffusion_pytorch_model[.fp16].safetensors` at its top level) from the
+/// hub: the folder of its files in the Hugging Face cache.
+///
+/// Errors: the repository cannot be reached or has no ControlNet files.
+pub fn hub_controlnet(repo_id: &str, want_half: bool) -> Result<PathBuf> {
+    let store = hub_store(repo_id, "main")?;
+    let config = store
+        .get("config.json")
+        .with_context(|| format!("`{repo_id}` has no config.json at its top level"))?;
+    let files = weights(&store, "", "diffusion_pytorch_model", want_half)?;
+    let folder = config
+        .parent()
+        .context("the hub cache gave a file without a folder")?
+        .to_path_buf();
+    if files.iter().any(|f| f.parent() != Some(folder.as_path())) {
+        bail!("`{repo_id}`: its weights are not beside its config.json");
+    }
+    Ok(folder)
+}
+
 fn collect(
     store: &dyn FileStore,
     id: String,
@@ -318,10 +339,16 @@ fn weights(
     base: &str,
     want_half: bool,
 ) -> Result<Vec<PathBuf>> {
-    let full = format!("{component}/{base}.safetensors");
-    let half = format!("{component}/{base}.fp16.safetensors");
-    let full_index = format!("{component}/{base}.safetensors.index.json");
-    let half_index = format!("{component}/{base}.safetensors.index.fp16.json");
+    // An empty component: the repository's top level.
+    let prefix = if component.is_empty() {
+        String::new()
+    } else {
+        format!("{component}/")
+    };
+    let full = format!("{prefix}{base}.safetensors");
+    let half = format!("{prefix}{base}.fp16.safetensors");
+    let full_index = format!("{prefix}{base}.safetensors.index.json");
+    let half_index = format!("{prefix}{base}.safetensors.index.fp16.json");
     let order: [&String; 4] = if want_half {
         [&half, &half_index, &full, &full_index]
     } else {
@@ -343,7 +370,7 @@ fn weights(
             .collect();
         return shards
             .iter()
-            .map(|s| store.get(&format!("{component}/{s}")))
+            .map(|s| store.get(&format!("{prefix}{s}")))
             .collect();
     }
     bail!("no safetensors weights for `{component}` (looked for {full} and {half}; .bin checkpoints are not supported)")

@@ -26,6 +26,8 @@ pub struct Parameters<'a> {
     /// Written as A1111 names its random sources (`RNG: CPU` for torch's CPU
     /// generator); nothing for ChaCha, which A1111 does not have.
     pub rng: Rng,
+    /// Written as A1111's ControlNet extension writes its units.
+    pub controlnets: &'a [super::ControlUnit],
 }
 
 impl Parameters<'_> {
@@ -58,8 +60,46 @@ impl Parameters<'_> {
             Rng::TorchCpu => text.push_str(", RNG: CPU"),
             Rng::Nv => text.push_str(", RNG: NV"),
         }
+        for (i, unit) in self.controlnets.iter().enumerate() {
+            text.push_str(&format!(", ControlNet {i}: \"{}\"", controlnet_infotext(unit)));
+        }
         text
     }
+}
+
+/// One unit as A1111's ControlNet extension writes it (quoted, inside the
+/// parameters line): `Module: canny, Model: name, Weight: 1.0, Guidance
+/// Start: 0.0, Guidance End: 1.0`, with canny's thresholds as its
+/// `Threshold A`/`Threshold B` and scribble's as `Threshold A`.
+fn controlnet_infotext(unit: &super::ControlUnit) -> String {
+    use sd_worker_sdk::control::{
+        DEFAULT_CANNY_HIGH, DEFAULT_CANNY_LOW, DEFAULT_SCRIBBLE_THRESHOLD,
+    };
+    use sd_worker_sdk::PreprocessorName;
+    let p = &unit.preprocess;
+    let mut text = format!(
+        "Module: {}, Model: {}, Weight: {:?}",
+        p.name().as_str(),
+        unit.net.name(),
+        unit.conditioning_scale
+    );
+    match p.name() {
+        PreprocessorName::Canny => text.push_str(&format!(
+            ", Threshold A: {}, Threshold B: {}",
+            p.low_threshold.unwrap_or(DEFAULT_CANNY_LOW),
+            p.high_threshold.unwrap_or(DEFAULT_CANNY_HIGH)
+        )),
+        PreprocessorName::Scribble => text.push_str(&format!(
+            ", Threshold A: {}",
+            p.threshold.unwrap_or(DEFAULT_SCRIBBLE_THRESHOLD)
+        )),
+        _ => {}
+    }
+    text.push_str(&format!(
+        ", Guidance Start: {:?}, Guidance End: {:?}",
+        unit.guidance_start, unit.guidance_end
+    ));
+    text
 }
 
 /// RGB8 pixels to PNG, with `parameters` as tEXt (Latin-1) or iTXt (UTF-8).
@@ -130,6 +170,7 @@ mod tests {
             model: "tiny-sd",
             denoising_strength: None,
             rng: Rng::Chacha,
+            controlnets: &[],
         }
         .to_a1111()
     }
@@ -156,6 +197,7 @@ mod tests {
             model: "m",
             denoising_strength: Some(0.75),
             rng: Rng::TorchCpu,
+            controlnets: &[],
         }
         .to_a1111();
         assert_eq!(
@@ -187,6 +229,7 @@ mod tests {
                     model: "tiny-sd",
                     denoising_strength: strength,
                     rng: Rng::Chacha,
+                    controlnets: &[],
                 }
                 .to_a1111();
                 let png = encode_png(&[200u8; 2 * 2 * 3], 2, 2, Some(&text)).unwrap();

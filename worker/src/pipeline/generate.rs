@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::denoise::{self, Loop};
 use super::encode::{encode_jpeg, encode_png, Parameters};
+use super::hooks::controlnet::{ControlInput, ControlNetHook};
 use super::hooks::inpaint::{InpaintChannels, LatentBlend};
 use super::hooks::StepHook;
 use super::latents::{decode, encode, mask_to_latent, pixels_to_tensor};
@@ -51,7 +52,11 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
     let f = model.meta().vae_scale_factor as usize;
     let (lh, lw) = (req.height as usize / f, req.width as usize / f);
     let mut noise = SeededNoise::with_rng(req.rng, req.seed, n, model.device(), model.dtype());
-    let (latents, hooks) = prepare(model, req, &*sched, start, &mut noise, guided, (lh, lw))?;
+    let (latents, mut hooks) = prepare(model, req, &*sched, start, &mut noise, guided, (lh, lw))?;
+    if !req.controls.is_empty() {
+        let batch = if guided { 2 * n } else { n };
+        hooks.push(Box::new(control_hook(model, req, batch)?));
+    }
 
     // 3. Denoising.
     let mut lp = Loop {
@@ -185,6 +190,25 @@ fn prepare(
     Ok((latents, vec![inpaint]))
 }
 
+/// The job's ControlNet units: each network loaded (if it is not in memory)
+/// and each control map computed by its preprocessor.
+fn control_hook(model: &LoadedModel, req: &Request, batch: usize) -> Result<ControlNetHook> {
+    let inputs = req
+        .controls
+        .iter()
+        .map(|u| {
+            Ok(ControlInput {
+                net: u.net.load()?,
+                map: u.preprocessors.run(&u.image, &u.preprocess)?,
+                conditioning_scale: u.conditioning_scale,
+                guidance_start: u.guidance_start,
+                guidance_end: u.guidance_end,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    ControlNetHook::new(model, inputs, batch)
+}
+
 /// Encodes the final pixels, with the parameters that reproduce each image.
 fn encode_images(
     model: &LoadedModel,
@@ -211,6 +235,7 @@ fn encode_images(
                     model: &model.meta().id,
                     denoising_strength: req.init.as_ref().map(|i| i.strength),
                     rng: req.rng,
+                    controlnets: &req.controls,
                 };
                 encode_png(rgb.as_raw(), w, h, Some(&params.to_a1111()))?
             }

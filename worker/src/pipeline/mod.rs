@@ -41,6 +41,38 @@ pub struct Request {
     pub rng: Rng,
     /// Image to image and inpainting: the input, already at the output size.
     pub init: Option<InitImage>,
+    /// ControlNet units, their residuals summed at each step.
+    pub controls: Vec<ControlUnit>,
+}
+
+/// One ControlNet applied to a job, validated.
+#[derive(Debug, Clone)]
+pub struct ControlUnit {
+    /// The ControlNet, loaded when the job runs.
+    pub net: crate::controlnet::ControlNetHandle,
+    /// The control image at the output size (before its preprocessor).
+    pub image: RgbImage,
+    /// How `image` becomes the control map (run when the job runs).
+    pub preprocess: sd_worker_sdk::PreprocessParams,
+    /// The worker's preprocessors (`preprocess` names one of them).
+    pub preprocessors: std::sync::Arc<crate::preprocess::Preprocessors>,
+    /// Weight of the residuals, 0..=2.
+    pub conditioning_scale: f64,
+    /// Fractions of the job's steps between which the unit acts.
+    pub guidance_start: f64,
+    pub guidance_end: f64,
+}
+
+impl PartialEq for ControlUnit {
+    /// Everything the request said (the worker's preprocessors aside).
+    fn eq(&self, o: &Self) -> bool {
+        self.net == o.net
+            && self.image == o.image
+            && self.preprocess == o.preprocess
+            && self.conditioning_scale == o.conditioning_scale
+            && self.guidance_start == o.guidance_start
+            && self.guidance_end == o.guidance_end
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -8,6 +8,7 @@
 //! per-step extension is one more module implementing [`StepHook`], added
 //! to the list where the job's hooks are made (`generate::prepare`).
 
+pub mod controlnet;
 pub mod inpaint;
 
 use anyhow::Result;

@@ -1,6 +1,8 @@
 //! Request body -> validated pipeline request. Every rejection names the field
 //! at fault; nothing here can panic on any input.
 
+mod control;
+
 use image::DynamicImage;
 use rand::Rng;
 use sd_worker_sdk::{
@@ -32,7 +34,11 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
                 ("mask", input.mask.is_some()),
                 ("strength", input.strength.is_some()),
                 ("mask_blur", input.mask_blur.is_some()),
-                ("resize_mode", input.resize_mode.is_some()),
+                // Text to image resizes only control images.
+                (
+                    "resize_mode",
+                    input.resize_mode.is_some() && params.controlnets.is_none(),
+                ),
             ] {
                 if present {
                     return Err(invalid(field, format!("`{field}` belongs to image_transform and image_inpaint, not image_generation")));
@@ -59,6 +65,14 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
     let mut request = validate_params(&params, profile, default_size)?;
     if let Some(image) = image {
         request.init = Some(init_image(operation, &input, image, &request, profile)?);
+    }
+    if let Some(units) = &params.controlnets {
+        request.controls = control::control_units(
+            units,
+            (request.width, request.height),
+            input.resize_mode.unwrap_or(ResizeMode::Stretch),
+            profile,
+        )?;
     }
     Ok(Validated {
         operation,
@@ -156,7 +170,7 @@ fn missing_field(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_string())
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidValue, message).with_field(field)
 }
 
@@ -330,6 +344,7 @@ fn validate_params(
         output_format: p.output_format.unwrap_or(ImageFormat::Png),
         rng: p.rng.unwrap_or_default(),
         init: None,
+        controls: Vec::new(),
     })
 }
 
