@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod bundled;
 pub mod config;
+pub mod controlnet;
 pub mod generate;
 mod load;
 pub mod memory;
