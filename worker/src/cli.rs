@@ -29,6 +29,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Write a random-weight model of a named shape in the diffusers layout.
     GenerateModel(GenerateArgs),
+    /// Write a random-weight ControlNet for a named shape's UNet in the diffusers layout.
+    GenerateControlnet(GenerateArgs),
 }
 
 #[derive(Debug, Clone, Args)]

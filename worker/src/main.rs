@@ -1,6 +1,6 @@
 use clap::Parser;
 use sd_worker::cli::{Cli, Command, LogFormat, ServeArgs};
-use sd_worker::model::{generate, shapes};
+use sd_worker::model::{controlnet, generate, shapes};
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -37,6 +37,20 @@ fn generate_model(args: &sd_worker::cli::GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn generate_controlnet(args: &sd_worker::cli::GenerateArgs) -> anyhow::Result<()> {
+    let shape = shapes::ModelShape::by_name(&args.shape)
+        .ok_or_else(|| anyhow::anyhow!("unknown shape `{}`", args.shape))?;
+    let cfg = controlnet::ControlNetConfig::for_shape(&shape)?;
+    let init = generate::WeightInit::Seeded(args.seed);
+    controlnet::generate::write_controlnet(&args.out, &cfg, init)?;
+    println!(
+        "wrote a ControlNet for the `{}` shape to {}",
+        args.shape,
+        args.out.display()
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     sd_worker::device::pin_cpu_threads();
     let cli = Cli::parse();
@@ -46,6 +60,7 @@ fn main() -> std::process::ExitCode {
             sd_worker::bench::run(&args)
         }
         Some(Command::GenerateModel(args)) => generate_model(&args),
+        Some(Command::GenerateControlnet(args)) => generate_controlnet(&args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };

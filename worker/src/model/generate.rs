@@ -144,7 +144,7 @@ pub fn write_model(dir: &Path, shape: &ModelShape, init: WeightInit) -> Result<(
 
 /// Builds a network against an empty VarMap (which records every weight it
 /// asks for, under diffusers' names), then fills the weights.
-fn build(
+pub(crate) fn build(
     init: WeightInit,
     stream: u64,
     make: impl Fn(VarBuilder) -> Result<()>,
@@ -244,12 +244,12 @@ fn modern_vae_attention_names(tensors: HashMap<String, Tensor>) -> HashMap<Strin
         .collect()
 }
 
-fn save(tensors: HashMap<String, Tensor>, path: &Path) -> Result<()> {
+pub(crate) fn save(tensors: HashMap<String, Tensor>, path: &Path) -> Result<()> {
     candle_core::safetensors::save(&tensors, path)
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))

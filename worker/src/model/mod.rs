@@ -8,6 +8,7 @@ pub mod attention;
 pub mod bundled;
 pub mod conditioner;
 pub mod config;
+pub mod controlnet;
 pub mod denoiser;
 pub mod generate;
 mod load;
