@@ -32,9 +32,26 @@ pub(super) fn infer_unet(
     pooled: Option<usize>,
     native_latent: usize,
 ) -> Result<UNetConfig> {
-    let p = |k: &str| format!("{UNET}{k}");
+    let mut cfg = infer_down_path(names, shape, UNET, kind, pooled)?;
+    cfg.out_channels = shape(&format!("{UNET}out.2.weight"))?[0];
+    cfg.sample_size = Some(native_latent);
+    cfg.to_candle().context("the checkpoint's UNet")?;
+    Ok(cfg)
+}
+
+/// The part of a UNet config its encoder half (time and SDXL `label_emb`
+/// embeddings, `input_blocks`, `middle_block`) under `prefix` determines; a
+/// ControlNet is that half. Up blocks mirror the down blocks; `out_channels`
+/// and `sample_size` are left at SD 1.5's.
+pub(super) fn infer_down_path(
+    names: &BTreeSet<String>,
+    shape: &ShapeOf,
+    prefix: &str,
+    kind: Kind,
+    pooled: Option<usize>,
+) -> Result<UNetConfig> {
+    let p = |k: &str| format!("{prefix}{k}");
     let conv_in = shape(&p("input_blocks.0.0.weight"))?;
-    let conv_out = shape(&p("out.2.weight"))?;
     let inputs = indices(names, &p("input_blocks."), "");
     let downsamplers: Vec<usize> = indices(names, &p("input_blocks."), "0.op.")
         .into_iter()
@@ -94,7 +111,6 @@ pub(super) fn infer_unet(
         cfg.projection_class_embeddings_input_dim = Some(input);
     }
     cfg.in_channels = conv_in[1];
-    cfg.out_channels = conv_out[0];
     cfg.block_out_channels = channels;
     cfg.up_block_types = down_types
         .iter()
@@ -106,8 +122,6 @@ pub(super) fn infer_unet(
     cfg.cross_attention_dim = PerBlock::All(cross);
     cfg.transformer_layers_per_block = PerBlock::Each(depth);
     cfg.use_linear_projection = linear_proj;
-    cfg.sample_size = Some(native_latent);
-    cfg.to_candle().context("the checkpoint's UNet")?;
     Ok(cfg)
 }
 

@@ -7,17 +7,20 @@
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
+/// LDM's `ResBlock` tensor names and diffusers' `ResnetBlock2D` ones.
+pub(super) const RESNET_RENAMES: &[(&str, &str)] = &[
+    ("in_layers.0.", "norm1."),
+    ("in_layers.2.", "conv1."),
+    ("emb_layers.1.", "time_emb_proj."),
+    ("out_layers.0.", "norm2."),
+    ("out_layers.3.", "conv2."),
+    ("skip_connection.", "conv_shortcut."),
+];
+
 /// The ResNet names of LDM's `ResBlock` in diffusers' `ResnetBlock2D`.
 fn resnet(rest: &str) -> Option<String> {
-    const MAP: &[(&str, &str)] = &[
-        ("in_layers.0.", "norm1."),
-        ("in_layers.2.", "conv1."),
-        ("emb_layers.1.", "time_emb_proj."),
-        ("out_layers.0.", "norm2."),
-        ("out_layers.3.", "conv2."),
-        ("skip_connection.", "conv_shortcut."),
-    ];
-    MAP.iter()
+    RESNET_RENAMES
+        .iter()
         .find_map(|(from, to)| rest.strip_prefix(from).map(|r| format!("{to}{r}")))
 }
 

@@ -9,6 +9,9 @@
 //! A checkpoint carries no tokenizer: it comes from `--tokenizer DIR`, or else
 //! from the hub repository of the family's diffusers release.
 
+pub mod controlnet;
+#[cfg(test)]
+mod controlnet_tests;
 mod infer;
 mod keys;
 
@@ -128,13 +131,23 @@ pub fn converted_folder(file: &Path, tokenizer: Option<&Path>, cache: &Path) -> 
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "checkpoint".into());
     let parent = cache.join("converted").join(fingerprint(file)?);
-    let target = parent.join(&stem);
+    convert_once(&parent, &stem, |staged| convert(file, tokenizer, staged))
+}
+
+/// `parent/stem`, written by `convert` into a staging folder and moved into
+/// place on first use (concurrent first uses each convert, one wins).
+fn convert_once(
+    parent: &Path,
+    stem: &str,
+    convert: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let target = parent.join(stem);
     if target.join(".complete").is_file() {
         return Ok(target);
     }
     let staging = parent.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
-    let staged = staging.join(&stem);
-    convert(file, tokenizer, &staged)?;
+    let staged = staging.join(stem);
+    convert(&staged)?;
     std::fs::write(staged.join(".complete"), b"")?;
     if std::fs::rename(&staged, &target).is_err() && !target.join(".complete").is_file() {
         bail!(
