@@ -69,7 +69,11 @@ pub struct ServeArgs {
     /// a single-file `.safetensors` (converted once into the cache) or a hub
     /// repository. Repeatable (or comma-separated in the variable); requests
     /// name it by its folder name, file stem or repository name.
-    #[arg(long = "controlnet", env = "SD_WORKER_CONTROLNET", value_delimiter = ',')]
+    #[arg(
+        long = "controlnet",
+        env = "SD_WORKER_CONTROLNET",
+        value_delimiter = ','
+    )]
     pub controlnets: Vec<String>,
     /// A folder of ControlNets (diffusers folders and single files), listed
     /// at start, each loaded on first use.

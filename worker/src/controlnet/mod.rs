@@ -139,7 +139,8 @@ impl ControlNetRegistry {
         for spec in &opts.models {
             let (name, folder) = source::resolve(spec, dtype != DType::F32)
                 .with_context(|| format!("--controlnet {spec}"))?;
-            let folder = source::folder(&folder).with_context(|| format!("--controlnet {spec}"))?;
+            let folder =
+                source::folder(&folder, unet).with_context(|| format!("--controlnet {spec}"))?;
             let entry = registry.add(name, folder, meta, unet)?;
             if let Some(why) = &entry.incompatible {
                 bail!("--controlnet {spec}: {why}");
@@ -149,7 +150,7 @@ impl ControlNetRegistry {
         }
         if let Some(dir) = &opts.dir {
             for (name, path) in source::list_dir(dir)? {
-                let added = source::folder(&path)
+                let added = source::folder(&path, unet)
                     .and_then(|folder| registry.add(name.clone(), folder, meta, unet));
                 match added {
                     Ok(entry) => {
@@ -262,7 +263,9 @@ impl ControlNetRegistry {
             });
         };
         if let Some(why) = &entry.incompatible {
-            return Err(format!("ControlNet `{name}` does not fit this model: {why}"));
+            return Err(format!(
+                "ControlNet `{name}` does not fit this model: {why}"
+            ));
         }
         Ok(ControlNetHandle {
             entry: entry.clone(),

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
+use crate::model::config::UNetConfig;
 use crate::model::{bundled, single_file, source};
 
 /// `--controlnet SPEC`: its name and its path (a folder or a single file);
@@ -46,12 +47,14 @@ pub fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// The diffusers folder of a ControlNet at `path`: the folder itself, or a
-/// single file's conversion in the cache (made on first use).
-pub fn folder(path: &Path) -> Result<PathBuf> {
+/// single file's conversion in the cache (made on first use; what the file
+/// does not say, such as attention heads, is taken from `unet`, the loaded
+/// model's UNet config).
+pub fn folder(path: &Path, unet: Option<&UNetConfig>) -> Result<PathBuf> {
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
-    single_file::controlnet::converted_controlnet_folder(path, &bundled::cache_root())
+    single_file::controlnet::converted_controlnet_folder(path, unet, &bundled::cache_root())
 }
 
 /// A folder's name, or a file's name without its extension.

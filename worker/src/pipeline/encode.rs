@@ -61,7 +61,10 @@ impl Parameters<'_> {
             Rng::Nv => text.push_str(", RNG: NV"),
         }
         for (i, unit) in self.controlnets.iter().enumerate() {
-            text.push_str(&format!(", ControlNet {i}: \"{}\"", controlnet_infotext(unit)));
+            text.push_str(&format!(
+                ", ControlNet {i}: \"{}\"",
+                controlnet_infotext(unit)
+            ));
         }
         text
     }

@@ -60,7 +60,13 @@ fn tiny_controlnet(shape: &ModelShape, seed: u64, dir: &Path) -> Result<()> {
         base.path().join("unet/diffusion_pytorch_model.safetensors"),
         &Device::Cpu,
     )?;
-    let shared = ["conv_in.", "time_embedding.", "add_embedding.", "down_blocks.", "mid_block."];
+    let shared = [
+        "conv_in.",
+        "time_embedding.",
+        "add_embedding.",
+        "down_blocks.",
+        "mid_block.",
+    ];
     let mut t: HashMap<String, Tensor> = unet
         .into_iter()
         .filter(|(k, _)| shared.iter().any(|s| k.starts_with(s)))
@@ -72,13 +78,33 @@ fn tiny_controlnet(shape: &ModelShape, seed: u64, dir: &Path) -> Result<()> {
         }
     };
     let c = &shape.unet.block_out_channels;
-    conv("controlnet_cond_embedding.conv_in".into(), COND_OUT[0], 3, 3);
+    conv(
+        "controlnet_cond_embedding.conv_in".into(),
+        COND_OUT[0],
+        3,
+        3,
+    );
     for j in 0..COND_OUT.len() - 1 {
         let (a, b) = (COND_OUT[j], COND_OUT[j + 1]);
-        conv(format!("controlnet_cond_embedding.blocks.{}", 2 * j), a, a, 3);
-        conv(format!("controlnet_cond_embedding.blocks.{}", 2 * j + 1), b, a, 3);
+        conv(
+            format!("controlnet_cond_embedding.blocks.{}", 2 * j),
+            a,
+            a,
+            3,
+        );
+        conv(
+            format!("controlnet_cond_embedding.blocks.{}", 2 * j + 1),
+            b,
+            a,
+            3,
+        );
     }
-    conv("controlnet_cond_embedding.conv_out".into(), c[0], COND_OUT[3], 3);
+    conv(
+        "controlnet_cond_embedding.conv_out".into(),
+        c[0],
+        COND_OUT[3],
+        3,
+    );
     // Skip states: conv_in's, each resnet's, each downsampler's.
     let mut skips = vec![c[0]];
     for (b, &ch) in c.iter().enumerate() {
@@ -90,7 +116,12 @@ fn tiny_controlnet(shape: &ModelShape, seed: u64, dir: &Path) -> Result<()> {
     for (i, ch) in skips.into_iter().enumerate() {
         conv(format!("controlnet_down_blocks.{i}"), ch, ch, 1);
     }
-    conv("controlnet_mid_block".into(), c[c.len() - 1], c[c.len() - 1], 1);
+    conv(
+        "controlnet_mid_block".into(),
+        c[c.len() - 1],
+        c[c.len() - 1],
+        1,
+    );
     std::fs::create_dir_all(dir)?;
     let cfg = super::controlnet::config_json(&shape.unet, 3, &COND_OUT);
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
@@ -227,7 +258,10 @@ fn diffusers_folder_to_ldm_file_and_back_is_identical() {
         let read = |p: PathBuf| -> serde_json::Value {
             serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
         };
-        let (want, got) = (read(dir.path().join("cn/config.json")), read(out.join("config.json")));
+        let (want, got) = (
+            read(dir.path().join("cn/config.json")),
+            read(out.join("config.json")),
+        );
         let n = shape.unet.block_out_channels.len();
         assert_config(&want, &got, n, shape.name);
         assert_eq!(got["_class_name"], "ControlNetModel");
@@ -240,11 +274,17 @@ fn the_base_unet_must_fit_and_tiny_sdxl_needs_it() {
     let shape = ModelShape::tiny_sdxl();
     let file = write_case("cn", &shape, 6, true, dir.path());
     let err = convert_controlnet(&file, &dir.path().join("a")).unwrap_err();
-    assert!(format!("{err:#}").contains("addition_time_embed_dim"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("addition_time_embed_dim"),
+        "{err:#}"
+    );
     let mut other = shape.unet.clone();
     other.block_out_channels = vec![32, 64];
     let err = convert_controlnet_for(&file, Some(&other), &dir.path().join("b")).unwrap_err();
-    assert!(format!("{err:#}").contains("does not fit the base UNet"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("does not fit the base UNet"),
+        "{err:#}"
+    );
 }
 
 #[test]
@@ -255,7 +295,10 @@ fn converted_once_into_the_cache_per_base() {
     let first = converted_controlnet_folder(&file, None, &cache).unwrap();
     assert!(first.join(".complete").is_file() && first.join("config.json").is_file());
     assert!(first.ends_with("cn"));
-    assert_eq!(converted_controlnet_folder(&file, None, &cache).unwrap(), first);
+    assert_eq!(
+        converted_controlnet_folder(&file, None, &cache).unwrap(),
+        first
+    );
     let base = sd15_shape().unet;
     let with_base = converted_controlnet_folder(&file, Some(&base), &cache).unwrap();
     assert_ne!(with_base, first);
@@ -265,11 +308,20 @@ fn converted_once_into_the_cache_per_base() {
 fn other_files_are_refused_with_what_they_are() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("lora_unet_down_blocks_0_attentions_0.lora_down.weight", "LoRA"),
-        ("model.diffusion_model.input_blocks.0.0.weight", "full Stable Diffusion checkpoint"),
+        (
+            "lora_unet_down_blocks_0_attentions_0.lora_down.weight",
+            "LoRA",
+        ),
+        (
+            "model.diffusion_model.input_blocks.0.0.weight",
+            "full Stable Diffusion checkpoint",
+        ),
         ("adapter.body.0.resnets.0.block1.weight", "T2I-Adapter"),
         ("body.0.block1.weight", "T2I-Adapter"),
-        ("controlnet_cond_embedding.conv_in.weight", "diffusers' layout"),
+        (
+            "controlnet_cond_embedding.conv_in.weight",
+            "diffusers' layout",
+        ),
         ("lora_controlnet", "Control-LoRA"),
         ("something.else", "not a ControlNet"),
     ];
@@ -278,7 +330,11 @@ fn other_files_are_refused_with_what_they_are() {
         let t = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
         let mut tensors = HashMap::from([(name.to_string(), t.clone())]);
         if *name == "lora_controlnet" {
-            for n in ["input_hint_block.0.weight", "zero_convs.0.0.weight", "time_embed.0.weight"] {
+            for n in [
+                "input_hint_block.0.weight",
+                "zero_convs.0.0.weight",
+                "time_embed.0.weight",
+            ] {
                 tensors.insert(n.into(), t.clone());
             }
         }
@@ -341,7 +397,11 @@ fn conversion_matches_diffusers_from_single_file() {
         let ours = load(&out.join("diffusion_pytorch_model.safetensors"));
         let mut keys: Vec<&String> = ours.keys().collect();
         keys.retain(|k| !want.missing_in_diffusers.contains(k));
-        assert_eq!(keys, want.tensors.keys().collect::<Vec<_>>(), "{name}: key set");
+        assert_eq!(
+            keys,
+            want.tensors.keys().collect::<Vec<_>>(),
+            "{name}: key set"
+        );
         let (mut max_sum, mut max_sample) = (0f64, 0f64);
         for (k, stats) in &want.tensors {
             let t = &ours[k];
