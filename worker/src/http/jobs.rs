@@ -216,7 +216,7 @@ pub(crate) async fn discard(body: Body, limit: usize) {
 /// A decoding slot, for a body that may carry input images (one that
 /// certainly carries none is validated without one: it is cheap). All slots
 /// taken: 429 `queue_full` with `Retry-After: 1`.
-fn decode_slot(state: &AppState) -> Result<OwnedSemaphorePermit, HttpError> {
+pub(crate) fn decode_slot(state: &AppState) -> Result<OwnedSemaphorePermit, HttpError> {
     state
         .decode_slots
         .clone()
@@ -236,8 +236,17 @@ fn decode_slot(state: &AppState) -> Result<OwnedSemaphorePermit, HttpError> {
 /// reads them) absent or null. A body this cannot read (not JSON, a field
 /// given twice, a wrong type) counts as having one.
 fn may_carry_images(body: &[u8]) -> bool {
-    serde_json::from_slice::<sdk::ImageInput>(body)
-        .map_or(true, |input| input.image.is_some() || input.mask.is_some())
+    /// The image fields, and ControlNet units (each has a control image).
+    #[derive(serde::Deserialize)]
+    struct Carried {
+        #[serde(flatten)]
+        input: sdk::ImageInput,
+        #[serde(default)]
+        controlnets: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Carried>(body).map_or(true, |c| {
+        c.input.image.is_some() || c.input.mask.is_some() || c.controlnets.is_some()
+    })
 }
 
 /// Counts a validation with input images as in flight while it lives, and

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod openai;
 pub mod openapi;
 pub mod origin;
+pub mod preprocess;
 pub mod stream;
 pub mod studio;
 
@@ -108,6 +109,7 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
         .route("/openapi.json", get(openapi::spec))
         .route("/v1/info", get(info::info))
         .route("/v1/jobs", post(jobs::submit))
+        .route("/v1/preprocess", post(preprocess::preprocess))
         .route("/v1/jobs/{id}", get(jobs::status).delete(jobs::cancel))
         .route("/v1/jobs/{id}/stream", get(stream::stream))
         .route("/v1/jobs/{id}/images/{index}", get(jobs::image))

@@ -81,6 +81,25 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
     })
 }
 
+/// Reads a JSON object body as the contract's `T`, `null` fields as absent,
+/// refusals naming the field as [`validate_body`]'s do.
+pub fn read_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(mut map) = value else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            "the body must be a JSON object",
+        ));
+    };
+    map.retain(|_, v| !v.is_null());
+    typed(Value::Object(map))
+}
+
 fn parse(body: &[u8]) -> Result<(Operation, GenerationParams, ImageInput), ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
