@@ -82,8 +82,9 @@ pub struct ControlNetConfig {
     pub num_attention_heads: Option<PerBlock<usize>>,
     #[serde(default)]
     pub use_linear_projection: bool,
-    #[serde(default)]
-    pub upcast_attention: bool,
+    /// Some published configs write `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upcast_attention: Option<bool>,
     /// SDXL: "text_time".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addition_embed_type: Option<String>,
@@ -149,7 +150,7 @@ impl ControlNetConfig {
             attention_head_dim: unet.attention_head_dim.clone(),
             num_attention_heads: unet.num_attention_heads.clone(),
             use_linear_projection: unet.use_linear_projection,
-            upcast_attention: false,
+            upcast_attention: Some(false),
             addition_embed_type: unet.addition_embed_type.clone(),
             addition_time_embed_dim: unet.addition_time_embed_dim,
             projection_class_embeddings_input_dim: unet.projection_class_embeddings_input_dim,
@@ -457,4 +458,109 @@ fn one_per_block() -> PerBlock<usize> {
 }
 fn heads() -> PerBlock<usize> {
     PerBlock::All(8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // lllyasviel/control_v11p_sd15_canny's config.json, verbatim in the fields that matter.
+    const SD15_CANNY: &str = r#"{
+      "_class_name": "ControlNetModel", "_diffusers_version": "0.16.0.dev0",
+      "_name_or_path": "/home/patrick/controlnet_v1_1/control_v11p_sd15_canny",
+      "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+      "class_embed_type": null, "conditioning_embedding_out_channels": [16, 32, 96, 256],
+      "controlnet_conditioning_channel_order": "rgb", "cross_attention_dim": 768,
+      "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+      "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "global_pool_conditions": false,
+      "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05,
+      "norm_num_groups": 32, "num_class_embeds": null, "only_cross_attention": false,
+      "projection_class_embeddings_input_dim": null, "resnet_time_scale_shift": "default",
+      "upcast_attention": false, "use_linear_projection": false
+    }"#;
+
+    // diffusers/controlnet-canny-sdxl-1.0's config.json, likewise.
+    const SDXL_CANNY: &str = r#"{
+      "_class_name": "ControlNetModel", "_diffusers_version": "0.20.0.dev0",
+      "act_fn": "silu", "addition_embed_type": "text_time", "addition_embed_type_num_heads": 64,
+      "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+      "block_out_channels": [320, 640, 1280], "class_embed_type": null, "conditioning_channels": 3,
+      "conditioning_embedding_out_channels": [16, 32, 96, 256],
+      "controlnet_conditioning_channel_order": "rgb", "cross_attention_dim": 2048,
+      "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+      "downsample_padding": 1, "encoder_hid_dim": null, "encoder_hid_dim_type": null,
+      "flip_sin_to_cos": true, "freq_shift": 0, "global_pool_conditions": false, "in_channels": 4,
+      "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32,
+      "num_attention_heads": null, "num_class_embeds": null, "only_cross_attention": false,
+      "projection_class_embeddings_input_dim": 2816, "resnet_time_scale_shift": "default",
+      "transformer_layers_per_block": [1, 2, 10], "upcast_attention": null,
+      "use_linear_projection": true
+    }"#;
+
+    fn parse(text: &str) -> ControlNetConfig {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn reads_published_configs_and_fits_their_unets() {
+        let sd15 = parse(SD15_CANNY);
+        sd15.validate().unwrap();
+        assert_eq!(sd15.pixels_per_latent(), 8);
+        assert_eq!(sd15.family(), Family::StableDiffusion1);
+        sd15.check_compatible(&ModelShape::sd15().unet).unwrap();
+        // What `from_unet` derives is what was published, up to versions.
+        let mut derived = ControlNetConfig::for_shape(&ModelShape::sd15()).unwrap();
+        derived.diffusers_version = sd15.diffusers_version.clone();
+        assert_eq!(derived, sd15);
+
+        let xl = parse(SDXL_CANNY);
+        xl.validate().unwrap();
+        assert_eq!(xl.family(), Family::StableDiffusionXl);
+        assert!(xl.to_candle().unwrap().1.is_some());
+        xl.check_compatible(&ModelShape::sdxl().unet).unwrap();
+    }
+
+    #[test]
+    fn bgr_is_read_other_orders_and_unsupported_fields_are_refused() {
+        let bgr = parse(&SD15_CANNY.replace("\"rgb\"", "\"bgr\""));
+        bgr.validate().unwrap();
+        for (from, to, field) in [
+            (
+                "\"rgb\"",
+                "\"brg\"",
+                "controlnet_conditioning_channel_order",
+            ),
+            (
+                "\"only_cross_attention\": false",
+                "\"only_cross_attention\": true",
+                "only_cross_attention",
+            ),
+            (
+                "\"class_embed_type\": null",
+                "\"class_embed_type\": \"timestep\"",
+                "class",
+            ),
+            ("\"default\"", "\"scale_shift\"", "resnet_time_scale_shift"),
+            (
+                "\"norm_num_groups\": 32",
+                "\"norm_num_groups\": 16",
+                "norm_num_groups",
+            ),
+            (
+                "\"_class_name\": \"ControlNetModel\"",
+                "\"_class_name\": \"ControlNetXSAdapter\"",
+                "ControlNetXSAdapter",
+            ),
+            (
+                "\"down_block_types\"",
+                "\"mid_block_type\": \"UNetMidBlock2D\", \"down_block_types\"",
+                "UNetMidBlock2D",
+            ),
+        ] {
+            let text = SD15_CANNY.replace(from, to);
+            assert_ne!(text, SD15_CANNY, "{field}");
+            let err = parse(&text).validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
 }

@@ -300,3 +300,50 @@ fn working_memory_is_the_unets_plus_the_conditioning_embedding() {
     // 2 x 2 x 16 channels x 512^2 x 4 bytes = 64 MiB over the UNet's.
     assert_eq!(ours - unet, 64 << 20);
 }
+
+/// In f16 (the GPU default) the residuals stay close to f32's: the time
+/// embedding is computed in f32 and cast, as the UNet's.
+#[test]
+fn half_precision_stays_close_to_f32() {
+    let shape = ModelShape::tiny_sdxl();
+    let cfg = ControlNetConfig::for_shape(&shape).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    generate::write_controlnet(dir.path(), &cfg, WeightInit::Seeded(5)).unwrap();
+    let tt_cfg = cfg.to_candle().unwrap().1.unwrap();
+    let x = randn(&[1, 4, 6, 6]);
+    let ctx = randn(&[1, 77, cfg.cross_attention_dim]);
+    let control = rand01(&[1, 3, 24, 24]);
+    let tt = TextTime {
+        text_embeds: randn(&[1, tt_cfg.input_dim - 6 * tt_cfg.time_embed_dim]),
+        time_ids: Tensor::new(&[[1024f32, 1024., 0., 0., 1024., 1024.]], &Device::Cpu).unwrap(),
+    };
+    let run = |dtype: DType| {
+        let (_, net) = load(dir.path(), dtype, &Device::Cpu, false).unwrap();
+        let tt = TextTime {
+            text_embeds: tt.text_embeds.to_dtype(dtype).unwrap(),
+            time_ids: tt.time_ids.clone(),
+        };
+        let r = net
+            .forward(
+                &x.to_dtype(dtype).unwrap(),
+                999.0,
+                &ctx.to_dtype(dtype).unwrap(),
+                Some(&tt),
+                &control.to_dtype(dtype).unwrap(),
+                1.0,
+            )
+            .unwrap();
+        assert_eq!(r.mid.dtype(), dtype);
+        r.mid.to_dtype(DType::F32).unwrap()
+    };
+    let (full, half) = (run(DType::F32), run(DType::F16));
+    let scale = full
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let d = max_diff(&full, &half);
+    assert!(d < 2e-2 * scale, "f16 off by {d} (values up to {scale})");
+}
