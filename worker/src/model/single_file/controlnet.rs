@@ -199,7 +199,7 @@ fn infer_controlnet(
     // `ControlNetConditioningEmbedding`).
     let hint = indices(names, &p("input_hint_block."), "");
     let convs = hint.len();
-    if convs < 2 || convs % 2 != 0 || hint.iter().enumerate().any(|(k, &i)| i != 2 * k) {
+    if convs < 2 || !convs.is_multiple_of(2) || hint.iter().enumerate().any(|(k, &i)| i != 2 * k) {
         bail!("the ControlNet's input_hint_block convolutions sit at {hint:?}, not at 0, 2, 4, .. (an even number of them)");
     }
     let hint_shape = |k: usize| shape(&p(&format!("input_hint_block.{}.weight", 2 * k)));
@@ -236,12 +236,20 @@ fn controlnet_key(key: &str, layers: usize, hint_last: usize) -> Option<String> 
     }
     if let Some(s) = key.strip_prefix("zero_convs.") {
         let (i, rest) = index(s)?;
-        return Some(format!("controlnet_down_blocks.{i}.{}", rest.strip_prefix("0.")?));
+        return Some(format!(
+            "controlnet_down_blocks.{i}.{}",
+            rest.strip_prefix("0.")?
+        ));
     }
     if let Some(rest) = key.strip_prefix("middle_block_out.0.") {
         return Some(format!("controlnet_mid_block.{rest}"));
     }
-    let shared = ["time_embed.", "label_emb.", "input_blocks.", "middle_block."];
+    let shared = [
+        "time_embed.",
+        "label_emb.",
+        "input_blocks.",
+        "middle_block.",
+    ];
     if shared.iter().any(|s| key.starts_with(s)) {
         return unet_key(key, layers);
     }
@@ -279,12 +287,12 @@ pub fn convert_controlnet_for(file: &Path, base: Option<&UNetConfig>, out: &Path
     for name in names.iter().filter(|n| n.starts_with(prefix)) {
         let key = &name[prefix.len()..];
         let Some(to) = controlnet_key(key, cfg.layers_per_block, hint_last) else {
-            bail!(
-                "{}: unexpected ControlNet tensor `{name}`",
-                file.display()
-            );
+            bail!("{}: unexpected ControlNet tensor `{name}`", file.display());
         };
-        if tensors.insert(to.clone(), st.load(name, &Device::Cpu)?).is_some() {
+        if tensors
+            .insert(to.clone(), st.load(name, &Device::Cpu)?)
+            .is_some()
+        {
             bail!("two ControlNet tensors map to `{to}`");
         }
     }

@@ -60,7 +60,13 @@ fn tiny_controlnet(shape: &ModelShape, seed: u64, dir: &Path) -> Result<()> {
         base.path().join("unet/diffusion_pytorch_model.safetensors"),
         &Device::Cpu,
     )?;
-    let shared = ["conv_in.", "time_embedding.", "add_embedding.", "down_blocks.", "mid_block."];
+    let shared = [
+        "conv_in.",
+        "time_embedding.",
+        "add_embedding.",
+        "down_blocks.",
+        "mid_block.",
+    ];
     let mut t: HashMap<String, Tensor> = unet
         .into_iter()
         .filter(|(k, _)| shared.iter().any(|s| k.starts_with(s)))
@@ -72,13 +78,33 @@ fn tiny_controlnet(shape: &ModelShape, seed: u64, dir: &Path) -> Result<()> {
         }
     };
     let c = &shape.unet.block_out_channels;
-    conv("controlnet_cond_embedding.conv_in".into(), COND_OUT[0], 3, 3);
+    conv(
+        "controlnet_cond_embedding.conv_in".into(),
+        COND_OUT[0],
+        3,
+        3,
+    );
     for j in 0..COND_OUT.len() - 1 {
         let (a, b) = (COND_OUT[j], COND_OUT[j + 1]);
-        conv(format!("controlnet_cond_embedding.blocks.{}", 2 * j), a, a, 3);
-        conv(format!("controlnet_cond_embedding.blocks.{}", 2 * j + 1), b, a, 3);
+        conv(
+            format!("controlnet_cond_embedding.blocks.{}", 2 * j),
+            a,
+            a,
+            3,
+        );
+        conv(
+            format!("controlnet_cond_embedding.blocks.{}", 2 * j + 1),
+            b,
+            a,
+            3,
+        );
     }
-    conv("controlnet_cond_embedding.conv_out".into(), c[0], COND_OUT[3], 3);
+    conv(
+        "controlnet_cond_embedding.conv_out".into(),
+        c[0],
+        COND_OUT[3],
+        3,
+    );
     // Skip states: conv_in's, each resnet's, each downsampler's.
     let mut skips = vec![c[0]];
     for (b, &ch) in c.iter().enumerate() {
@@ -90,7 +116,12 @@ fn tiny_controlnet(shape: &ModelShape, seed: u64, dir: &Path) -> Result<()> {
     for (i, ch) in skips.into_iter().enumerate() {
         conv(format!("controlnet_down_blocks.{i}"), ch, ch, 1);
     }
-    conv("controlnet_mid_block".into(), c[c.len() - 1], c[c.len() - 1], 1);
+    conv(
+        "controlnet_mid_block".into(),
+        c[c.len() - 1],
+        c[c.len() - 1],
+        1,
+    );
     std::fs::create_dir_all(dir)?;
     let cfg = super::controlnet::config_json(&shape.unet, 3, &COND_OUT);
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
@@ -227,7 +258,10 @@ fn diffusers_folder_to_ldm_file_and_back_is_identical() {
         let read = |p: PathBuf| -> serde_json::Value {
             serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
         };
-        let (want, got) = (read(dir.path().join("cn/config.json")), read(out.join("config.json")));
+        let (want, got) = (
+            read(dir.path().join("cn/config.json")),
+            read(out.join("config.json")),
+        );
         let n = shape.unet.block_out_channels.len();
         assert_config(&want, &got, n, shape.name);
         assert_eq!(got["_class_name"], "ControlNetModel");
@@ -240,11 +274,17 @@ fn the_base_unet_must_fit_and_tiny_sdxl_needs_it() {
     let shape = ModelShape::tiny_sdxl();
     let file = write_case("cn", &shape, 6, true, dir.path());
     let err = convert_controlnet(&file, &dir.path().join("a")).unwrap_err();
-    assert!(format!("{err:#}").contains("addition_time_embed_dim"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("addition_time_embed_dim"),
+        "{err:#}"
+    );
     let mut other = shape.unet.clone();
     other.block_out_channels = vec![32, 64];
     let err = convert_controlnet_for(&file, Some(&other), &dir.path().join("b")).unwrap_err();
-    assert!(format!("{err:#}").contains("does not fit the base UNet"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("does not fit the base UNet"),
+        "{err:#}"
+    );
 }
 
 #[test]
@@ -255,7 +295,10 @@ fn converted_once_into_the_cache_per_base() {
     let first = converted_controlnet_folder(&file, None, &cache).unwrap();
     assert!(first.join(".complete").is_file() && first.join("config.json").is_file());
     assert!(first.ends_with("cn"));
-    assert_eq!(converted_controlnet_folder(&file, None, &cache).unwrap(), first);
+    assert_eq!(
+        converted_controlnet_folder(&file, None, &cache).unwrap(),
+        first
+    );
     let base = sd15_shape().unet;
     let with_base = converted_controlnet_folder(&file, Some(&base), &cache).unwrap();
     assert_ne!(with_base, first);
@@ -265,11 +308,20 @@ fn converted_once_into_the_cache_per_base() {
 fn other_files_are_refused_with_what_they_are() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("lora_unet_down_blocks_0_attentions_0.lora_down.weight", "LoRA"),
-        ("model.diffusion_model.input_blocks.0.0.weight", "full Stable Diffusion checkpoint"),
+        (
+            "lora_unet_down_blocks_0_attentions_0.lora_down.weight",
+            "LoRA",
+        ),
+        (
+            "model.diffusion_model.input_blocks.0.0.weight",
+            "full Stable Diffusion checkpoint",
+        ),
         ("adapter.body.0.resnets.0.block1.weight", "T2I-Adapter"),
         ("body.0.block1.weight", "T2I-Adapter"),
-        ("controlnet_cond_embedding.conv_in.weight", "diffusers' layout"),
+        (
+            "controlnet_cond_embedding.conv_in.weight",
+            "diffusers' layout",
+        ),
         ("lora_controlnet", "Control-LoRA"),
         ("something.else", "not a ControlNet"),
     ];
@@ -278,7 +330,11 @@ fn other_files_are_refused_with_what_they_are() {
         let t = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
         let mut tensors = HashMap::from([(name.to_string(), t.clone())]);
         if *name == "lora_controlnet" {
-            for n in ["input_hint_block.0.weight", "zero_convs.0.0.weight", "time_embed.0.weight"] {
+            for n in [
+                "input_hint_block.0.weight",
+                "zero_convs.0.0.weight",
+                "time_embed.0.weight",
+            ] {
                 tensors.insert(n.into(), t.clone());
             }
         }
@@ -293,9 +349,12 @@ fn other_files_are_refused_with_what_they_are() {
 #[derive(Deserialize)]
 struct Stats {
     shape: Vec<usize>,
+    /// SHA-256 of the little-endian f32 values, row-major.
+    sha256: String,
     sum: f64,
     weighted: f64,
-    samples: Vec<(usize, f64)>,
+    /// (flat index, value, its f32 bits)
+    samples: Vec<(usize, f64, u32)>,
 }
 
 #[derive(Deserialize)]
@@ -313,10 +372,12 @@ struct Reference {
     cases: Vec<Case>,
 }
 
-fn sha256(path: &Path) -> String {
+fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let h = Sha256::digest(std::fs::read(path).unwrap());
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -332,7 +393,7 @@ fn conversion_matches_diffusers_from_single_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = write_case(name, &shape, seed, prefix, dir.path());
         assert_eq!(
-            sha256(&file),
+            hex_sha256(&std::fs::read(&file).unwrap()),
             want.fixture_sha256,
             "{name}: the fixture changed; rerun controlnet_single_file_reference.py"
         );
@@ -341,27 +402,37 @@ fn conversion_matches_diffusers_from_single_file() {
         let ours = load(&out.join("diffusion_pytorch_model.safetensors"));
         let mut keys: Vec<&String> = ours.keys().collect();
         keys.retain(|k| !want.missing_in_diffusers.contains(k));
-        assert_eq!(keys, want.tensors.keys().collect::<Vec<_>>(), "{name}: key set");
-        let (mut max_sum, mut max_sample) = (0f64, 0f64);
+        assert_eq!(
+            keys,
+            want.tensors.keys().collect::<Vec<_>>(),
+            "{name}: key set"
+        );
+        let mut max_sum = 0f64;
         for (k, stats) in &want.tensors {
             let t = &ours[k];
             assert_eq!(t.dims(), stats.shape.as_slice(), "{name} {k}");
             let v = values(t);
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            assert_eq!(
+                hex_sha256(&bytes),
+                stats.sha256,
+                "{name} {k}: values differ"
+            );
             let sum: f64 = v.iter().map(|&x| x as f64).sum();
             let weighted: f64 = v
                 .iter()
                 .enumerate()
                 .map(|(i, &x)| x as f64 * ((i % 7) + 1) as f64)
                 .sum();
-            for (i, x) in &stats.samples {
-                max_sample = max_sample.max((v[*i] as f64 - x).abs());
+            for &(i, x, bits) in &stats.samples {
+                assert_eq!(v[i].to_bits(), bits, "{name} {k}[{i}] (diffusers: {x})");
             }
             max_sum = max_sum
                 .max((sum - stats.sum).abs())
                 .max((weighted - stats.weighted).abs());
         }
-        // Sums differ by summation order only; samples are the same f32s.
-        assert_eq!(max_sample, 0.0, "{name}: sampled values differ");
+        // Values are bit-identical (hashes above); sums differ by summation
+        // order only.
         assert!(max_sum < 1e-9, "{name}: sums differ by {max_sum}");
         let got: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
@@ -369,7 +440,7 @@ fn conversion_matches_diffusers_from_single_file() {
         let n = shape.unet.block_out_channels.len();
         assert_config(&want.config, &got, n, name);
         eprintln!(
-            "{name}: {} tensors, max |sum difference| {max_sum:e}, max |sample difference| {max_sample:e}",
+            "{name}: {} tensors bit-identical, max |sum difference| {max_sum:e}",
             want.tensors.len()
         );
     }
