@@ -164,7 +164,7 @@ pub(crate) fn config_json(
 /// family from the tensors (SDXL: `label_emb`; SD 2.x: 1024-wide
 /// cross-attention or linear projections; else SD 1.x), and the hint encoder:
 /// `(config, conditioning_channels, conditioning_embedding_out_channels)`.
-fn infer_controlnet(
+pub(super) fn infer_controlnet(
     names: &BTreeSet<String>,
     shape: &dyn Fn(&str) -> Result<Vec<usize>>,
     prefix: &str,

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::controlnet::*;
@@ -443,5 +443,121 @@ fn conversion_matches_diffusers_from_single_file() {
             "{name}: {} tensors bit-identical, max |sum difference| {max_sum:e}",
             want.tensors.len()
         );
+    }
+}
+
+/// The tensor names and shapes the config inference reads, for a ControlNet
+/// of published size: `depth[b]` transformer layers in block b (0: none),
+/// `adm`: SDXL's `label_emb` input width.
+fn published(
+    channels: &[usize],
+    depth: &[usize],
+    cross: usize,
+    linear: bool,
+    adm: Option<usize>,
+) -> (BTreeSet<String>, HashMap<String, Vec<usize>>) {
+    let mut s: HashMap<String, Vec<usize>> = HashMap::new();
+    let p = LDM_CONTROLNET_PREFIX;
+    let c0 = channels[0];
+    s.insert(format!("{p}time_embed.0.weight"), vec![4 * c0, c0]);
+    if let Some(adm) = adm {
+        s.insert(format!("{p}label_emb.0.0.weight"), vec![4 * c0, adm]);
+    }
+    s.insert(format!("{p}input_blocks.0.0.weight"), vec![c0, 4, 3, 3]);
+    let mut i = 1;
+    for (b, (&c, &d)) in channels.iter().zip(depth).enumerate() {
+        for _ in 0..2 {
+            s.insert(
+                format!("{p}input_blocks.{i}.0.out_layers.3.weight"),
+                vec![c, c, 3, 3],
+            );
+            if d > 0 {
+                let proj = if linear { vec![c, c] } else { vec![c, c, 1, 1] };
+                s.insert(format!("{p}input_blocks.{i}.1.proj_in.weight"), proj);
+                for j in 0..d {
+                    let k =
+                        format!("{p}input_blocks.{i}.1.transformer_blocks.{j}.attn2.to_k.weight");
+                    s.insert(k, vec![c, cross]);
+                }
+            }
+            i += 1;
+        }
+        if b + 1 < channels.len() {
+            s.insert(format!("{p}input_blocks.{i}.0.op.weight"), vec![c, c, 3, 3]);
+            i += 1;
+        }
+    }
+    for z in 0..i {
+        s.insert(format!("{p}zero_convs.{z}.0.weight"), vec![1, 1, 1, 1]);
+    }
+    s.insert(format!("{p}middle_block_out.0.weight"), vec![1, 1, 1, 1]);
+    let hint = [16, 16, 32, 32, 96, 96, 256];
+    let mut from = 3;
+    for (k, &to) in hint.iter().chain([c0].iter()).enumerate() {
+        s.insert(
+            format!("{p}input_hint_block.{}.weight", 2 * k),
+            vec![to, from, 3, 3],
+        );
+        from = to;
+    }
+    (s.keys().cloned().collect(), s)
+}
+
+/// The configs inferred for ControlNets of published sizes are those of
+/// lllyasviel/control_v11p_sd15_canny, thibaud/controlnet-sd21 and
+/// diffusers/controlnet-canny-sdxl-1.0 (their config.json on the hub).
+#[test]
+fn published_controlnet_shapes_give_their_published_configs() {
+    let sd = [320, 640, 1280, 1280];
+    let runs = [
+        (
+            published(&sd, &[1, 1, 1, 0], 768, false, None),
+            "8",
+            "768",
+            false,
+            None,
+        ),
+        (
+            published(&sd, &[1, 1, 1, 0], 1024, true, None),
+            "[5,10,20,20]",
+            "1024",
+            true,
+            None,
+        ),
+        (
+            published(&[320, 640, 1280], &[0, 2, 10], 2048, true, Some(2816)),
+            "[5,10,20]",
+            "2048",
+            true,
+            Some(256),
+        ),
+    ];
+    for ((names, shapes), heads, cross, linear, time) in runs {
+        let shape = |n: &str| {
+            shapes
+                .get(n)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no {n}"))
+        };
+        let (cfg, cond, cond_out) =
+            super::controlnet::infer_controlnet(&names, &shape, LDM_CONTROLNET_PREFIX, None)
+                .unwrap();
+        let json = super::controlnet::config_json(&cfg, cond, &cond_out);
+        assert_eq!(
+            json["attention_head_dim"].to_string().replace(' ', ""),
+            heads
+        );
+        assert_eq!(json["cross_attention_dim"].to_string(), cross);
+        assert_eq!(cfg.use_linear_projection, linear);
+        assert_eq!(cfg.addition_time_embed_dim, time);
+        assert_eq!((cond, cond_out), (3, vec![16, 32, 96, 256]));
+        assert_eq!(cfg.layers_per_block, 2);
+        if time.is_some() {
+            assert_eq!(cfg.projection_class_embeddings_input_dim, Some(2816));
+            assert_eq!(json["transformer_layers_per_block"].to_string(), "[1,2,10]");
+            assert_eq!(json["down_block_types"][0], "DownBlock2D");
+        } else {
+            assert_eq!(json["down_block_types"][3], "DownBlock2D");
+        }
     }
 }
