@@ -164,7 +164,7 @@ pub(crate) fn config_json(
 /// family from the tensors (SDXL: `label_emb`; SD 2.x: 1024-wide
 /// cross-attention or linear projections; else SD 1.x), and the hint encoder:
 /// `(config, conditioning_channels, conditioning_embedding_out_channels)`.
-fn infer_controlnet(
+pub(super) fn infer_controlnet(
     names: &BTreeSet<String>,
     shape: &dyn Fn(&str) -> Result<Vec<usize>>,
     prefix: &str,
@@ -199,7 +199,7 @@ fn infer_controlnet(
     // `ControlNetConditioningEmbedding`).
     let hint = indices(names, &p("input_hint_block."), "");
     let convs = hint.len();
-    if convs < 2 || convs % 2 != 0 || hint.iter().enumerate().any(|(k, &i)| i != 2 * k) {
+    if convs < 2 || !convs.is_multiple_of(2) || hint.iter().enumerate().any(|(k, &i)| i != 2 * k) {
         bail!("the ControlNet's input_hint_block convolutions sit at {hint:?}, not at 0, 2, 4, .. (an even number of them)");
     }
     let hint_shape = |k: usize| shape(&p(&format!("input_hint_block.{}.weight", 2 * k)));

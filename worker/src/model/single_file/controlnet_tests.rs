@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::controlnet::*;
@@ -349,9 +349,12 @@ fn other_files_are_refused_with_what_they_are() {
 #[derive(Deserialize)]
 struct Stats {
     shape: Vec<usize>,
+    /// SHA-256 of the little-endian f32 values, row-major.
+    sha256: String,
     sum: f64,
     weighted: f64,
-    samples: Vec<(usize, f64)>,
+    /// (flat index, value, its f32 bits)
+    samples: Vec<(usize, f64, u32)>,
 }
 
 #[derive(Deserialize)]
@@ -369,10 +372,12 @@ struct Reference {
     cases: Vec<Case>,
 }
 
-fn sha256(path: &Path) -> String {
+fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let h = Sha256::digest(std::fs::read(path).unwrap());
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -388,7 +393,7 @@ fn conversion_matches_diffusers_from_single_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = write_case(name, &shape, seed, prefix, dir.path());
         assert_eq!(
-            sha256(&file),
+            hex_sha256(&std::fs::read(&file).unwrap()),
             want.fixture_sha256,
             "{name}: the fixture changed; rerun controlnet_single_file_reference.py"
         );
@@ -402,26 +407,32 @@ fn conversion_matches_diffusers_from_single_file() {
             want.tensors.keys().collect::<Vec<_>>(),
             "{name}: key set"
         );
-        let (mut max_sum, mut max_sample) = (0f64, 0f64);
+        let mut max_sum = 0f64;
         for (k, stats) in &want.tensors {
             let t = &ours[k];
             assert_eq!(t.dims(), stats.shape.as_slice(), "{name} {k}");
             let v = values(t);
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            assert_eq!(
+                hex_sha256(&bytes),
+                stats.sha256,
+                "{name} {k}: values differ"
+            );
             let sum: f64 = v.iter().map(|&x| x as f64).sum();
             let weighted: f64 = v
                 .iter()
                 .enumerate()
                 .map(|(i, &x)| x as f64 * ((i % 7) + 1) as f64)
                 .sum();
-            for (i, x) in &stats.samples {
-                max_sample = max_sample.max((v[*i] as f64 - x).abs());
+            for &(i, x, bits) in &stats.samples {
+                assert_eq!(v[i].to_bits(), bits, "{name} {k}[{i}] (diffusers: {x})");
             }
             max_sum = max_sum
                 .max((sum - stats.sum).abs())
                 .max((weighted - stats.weighted).abs());
         }
-        // Sums differ by summation order only; samples are the same f32s.
-        assert_eq!(max_sample, 0.0, "{name}: sampled values differ");
+        // Values are bit-identical (hashes above); sums differ by summation
+        // order only.
         assert!(max_sum < 1e-9, "{name}: sums differ by {max_sum}");
         let got: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
@@ -429,8 +440,124 @@ fn conversion_matches_diffusers_from_single_file() {
         let n = shape.unet.block_out_channels.len();
         assert_config(&want.config, &got, n, name);
         eprintln!(
-            "{name}: {} tensors, max |sum difference| {max_sum:e}, max |sample difference| {max_sample:e}",
+            "{name}: {} tensors bit-identical, max |sum difference| {max_sum:e}",
             want.tensors.len()
         );
+    }
+}
+
+/// The tensor names and shapes the config inference reads, for a ControlNet
+/// of published size: `depth[b]` transformer layers in block b (0: none),
+/// `adm`: SDXL's `label_emb` input width.
+fn published(
+    channels: &[usize],
+    depth: &[usize],
+    cross: usize,
+    linear: bool,
+    adm: Option<usize>,
+) -> (BTreeSet<String>, HashMap<String, Vec<usize>>) {
+    let mut s: HashMap<String, Vec<usize>> = HashMap::new();
+    let p = LDM_CONTROLNET_PREFIX;
+    let c0 = channels[0];
+    s.insert(format!("{p}time_embed.0.weight"), vec![4 * c0, c0]);
+    if let Some(adm) = adm {
+        s.insert(format!("{p}label_emb.0.0.weight"), vec![4 * c0, adm]);
+    }
+    s.insert(format!("{p}input_blocks.0.0.weight"), vec![c0, 4, 3, 3]);
+    let mut i = 1;
+    for (b, (&c, &d)) in channels.iter().zip(depth).enumerate() {
+        for _ in 0..2 {
+            s.insert(
+                format!("{p}input_blocks.{i}.0.out_layers.3.weight"),
+                vec![c, c, 3, 3],
+            );
+            if d > 0 {
+                let proj = if linear { vec![c, c] } else { vec![c, c, 1, 1] };
+                s.insert(format!("{p}input_blocks.{i}.1.proj_in.weight"), proj);
+                for j in 0..d {
+                    let k =
+                        format!("{p}input_blocks.{i}.1.transformer_blocks.{j}.attn2.to_k.weight");
+                    s.insert(k, vec![c, cross]);
+                }
+            }
+            i += 1;
+        }
+        if b + 1 < channels.len() {
+            s.insert(format!("{p}input_blocks.{i}.0.op.weight"), vec![c, c, 3, 3]);
+            i += 1;
+        }
+    }
+    for z in 0..i {
+        s.insert(format!("{p}zero_convs.{z}.0.weight"), vec![1, 1, 1, 1]);
+    }
+    s.insert(format!("{p}middle_block_out.0.weight"), vec![1, 1, 1, 1]);
+    let hint = [16, 16, 32, 32, 96, 96, 256];
+    let mut from = 3;
+    for (k, &to) in hint.iter().chain([c0].iter()).enumerate() {
+        s.insert(
+            format!("{p}input_hint_block.{}.weight", 2 * k),
+            vec![to, from, 3, 3],
+        );
+        from = to;
+    }
+    (s.keys().cloned().collect(), s)
+}
+
+/// The configs inferred for ControlNets of published sizes are those of
+/// lllyasviel/control_v11p_sd15_canny, thibaud/controlnet-sd21 and
+/// diffusers/controlnet-canny-sdxl-1.0 (their config.json on the hub).
+#[test]
+fn published_controlnet_shapes_give_their_published_configs() {
+    let sd = [320, 640, 1280, 1280];
+    let runs = [
+        (
+            published(&sd, &[1, 1, 1, 0], 768, false, None),
+            "8",
+            "768",
+            false,
+            None,
+        ),
+        (
+            published(&sd, &[1, 1, 1, 0], 1024, true, None),
+            "[5,10,20,20]",
+            "1024",
+            true,
+            None,
+        ),
+        (
+            published(&[320, 640, 1280], &[0, 2, 10], 2048, true, Some(2816)),
+            "[5,10,20]",
+            "2048",
+            true,
+            Some(256),
+        ),
+    ];
+    for ((names, shapes), heads, cross, linear, time) in runs {
+        let shape = |n: &str| {
+            shapes
+                .get(n)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no {n}"))
+        };
+        let (cfg, cond, cond_out) =
+            super::controlnet::infer_controlnet(&names, &shape, LDM_CONTROLNET_PREFIX, None)
+                .unwrap();
+        let json = super::controlnet::config_json(&cfg, cond, &cond_out);
+        assert_eq!(
+            json["attention_head_dim"].to_string().replace(' ', ""),
+            heads
+        );
+        assert_eq!(json["cross_attention_dim"].to_string(), cross);
+        assert_eq!(cfg.use_linear_projection, linear);
+        assert_eq!(cfg.addition_time_embed_dim, time);
+        assert_eq!((cond, cond_out), (3, vec![16, 32, 96, 256]));
+        assert_eq!(cfg.layers_per_block, 2);
+        if time.is_some() {
+            assert_eq!(cfg.projection_class_embeddings_input_dim, Some(2816));
+            assert_eq!(json["transformer_layers_per_block"].to_string(), "[1,2,10]");
+            assert_eq!(json["down_block_types"][0], "DownBlock2D");
+        } else {
+            assert_eq!(json["down_block_types"][3], "DownBlock2D");
+        }
     }
 }

@@ -6,6 +6,10 @@
 //! the cache (keyed by the file's content fingerprint); the worker then loads
 //! that folder like any other, so there is one loading path.
 //!
+//! Single-file ControlNets (the original ControlNet repository's layout) are
+//! converted the same way, into a diffusers `ControlNetModel` folder
+//! ([`controlnet`]).
+//!
 //! A checkpoint carries no tokenizer: it comes from `--tokenizer DIR`, or else
 //! from the hub repository of the family's diffusers release.
 
