@@ -14,6 +14,7 @@ pub mod images;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod preprocess;
 pub mod profile;
 pub mod scheduler;
 pub mod server;
