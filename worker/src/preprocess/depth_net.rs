@@ -389,7 +389,11 @@ impl DepthNet {
 
     /// The position embedding for a ph x pw grid: the class position, then the
     /// patch positions resized bicubically (A = -0.75, align_corners = False,
-    /// in f32) as transformers' `Dinov2Embeddings.interpolate_pos_encoding`.
+    /// in f32) to exactly ph x pw as transformers'
+    /// `Dinov2Embeddings.interpolate_pos_encoding` (`size=`). The original
+    /// DINOv2 passes `scale_factor=(ph + 0.1) / grid` instead, which samples
+    /// at slightly different positions; at the 37x37 grid (518x518) both are
+    /// the identity.
     fn position_embedding(
         &self,
         ph: usize,

@@ -336,3 +336,19 @@ fn depth_cost() {
         }
     }
 }
+
+#[test]
+fn lazy_estimator_loads_once_and_retries_after_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let lazy = super::depth::LazyDepthEstimator::new(
+        DepthSource::Local(dir.path().join("later")),
+        Device::Cpu,
+        DType::F32,
+    );
+    let err = lazy.get().err().unwrap();
+    assert!(format!("{err:#}").contains("later"), "{err:#}");
+    write_tiny_depth_model(&dir.path().join("later"), 2).unwrap();
+    let a = lazy.get().unwrap();
+    let b = lazy.get().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+}

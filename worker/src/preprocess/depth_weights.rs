@@ -95,7 +95,7 @@ impl DepthSource {
                     .into_iter()
                     .find(|f| store.has(f))
                     .with_context(|| {
-                        format!("`{repo}` has neither model.safetensors nor {DEFAULT_DEPTH_FILE}")
+                        format!("`{repo}` (revision {rev}) has neither model.safetensors nor {DEFAULT_DEPTH_FILE} (under HF_HUB_OFFLINE: neither is in the Hugging Face cache)")
                     })?;
                 let config = store
                     .has("config.json")
