@@ -100,7 +100,7 @@ pub struct EncoderFiles {
 }
 
 /// A place files can be asked for by their path inside the repository.
-trait FileStore {
+pub(crate) trait FileStore {
     /// Whether `rel` exists (without downloading it, where possible).
     fn has(&self, rel: &str) -> bool;
     /// A local path of `rel`, downloading it when needed.
@@ -122,7 +122,7 @@ impl FileStore for LocalDir {
     }
 }
 
-enum Hub {
+pub(crate) enum Hub {
     Online {
         repo: hf_hub::api::sync::ApiRepo,
         files: BTreeSet<String>,
@@ -193,7 +193,7 @@ pub fn hub(repo_or_alias: &str, revision: Option<&str>, wanted: Wanted) -> Resul
 
 /// A hub repository as a file store: online (listing its files), or under
 /// HF_HUB_OFFLINE only what the cache holds.
-fn hub_store(repo_id: &str, revision: &str) -> Result<Hub> {
+pub(crate) fn hub_store(repo_id: &str, revision: &str) -> Result<Hub> {
     let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
     let cache = Cache::from_env();
     let offline = std::env::var("HF_HUB_OFFLINE")

@@ -6,7 +6,8 @@
 //! - `invert` ([`simple::Invert`]): `255 - v` per channel.
 //! - `scribble` ([`simple::Scribble`]): BT.601 grey below `threshold` ->
 //!   white, anything else black.
-//! - `depth`: Depth Anything V2, in `depth.rs` (another branch): one more
+//! - `depth` ([`depth::DepthPreprocessor`]): Depth Anything V2
+//!   ([`depth_net`]), its weights loaded on first use; one more
 //!   [`Preprocessor`], added to [`Preprocessors`] with [`Preprocessors::with`].
 //! - `none`: the image is the map; [`Preprocessors::run`] returns it as is.
 //!
@@ -28,6 +29,12 @@ use sd_worker_sdk::control::{DEFAULT_CANNY_HIGH, DEFAULT_CANNY_LOW, DEFAULT_SCRI
 use sd_worker_sdk::{ApiError, ErrorCode, PreprocessParams, PreprocessorName};
 
 pub mod canny;
+pub mod depth;
+pub mod depth_net;
+#[cfg(test)]
+mod depth_reference_tests;
+pub mod depth_tiny;
+pub mod depth_weights;
 pub mod simple;
 
 #[cfg(test)]
