@@ -41,12 +41,48 @@ pub struct ControlNetUnit {
     /// `guidance_start`, up to 1 (1.0 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance_end: Option<f64>,
+    // The preprocessor's fields are written out (not flattened from
+    // `PreprocessParams`) so that a refusal names the exact field.
     /// How `image` becomes the control map (`none` when absent: the image is the map).
-    #[serde(flatten)]
-    pub preprocess: PreprocessParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessor: Option<PreprocessorName>,
+    /// `canny`: the lower hysteresis threshold on the gradient magnitude, 0..=255 (100).
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub low_threshold: Option<u32>,
+    /// `canny`: the upper threshold, at least `low_threshold`, up to 255 (200).
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub high_threshold: Option<u32>,
+    /// `scribble`: pixels darker than this (0..=255, 128) become white strokes.
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub threshold: Option<u32>,
 }
 
-/// A preprocessor and its parameters, as a unit or `POST /v1/preprocess` sends them.
+impl ControlNetUnit {
+    /// The unit's preprocessor and its parameters.
+    pub fn preprocess(&self) -> PreprocessParams {
+        PreprocessParams {
+            preprocessor: self.preprocessor,
+            low_threshold: self.low_threshold,
+            high_threshold: self.high_threshold,
+            threshold: self.threshold,
+        }
+    }
+}
+
+/// A preprocessor and its parameters, as a unit or `POST /v1/preprocess`
+/// sends them (their fields of the same names).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
@@ -134,8 +170,42 @@ impl PreprocessorName {
 pub struct PreprocessRequest {
     /// base64 PNG, JPEG or WebP (a `data:` URL prefix is accepted).
     pub image: String,
-    #[serde(flatten)]
-    pub preprocess: PreprocessParams,
+    /// The preprocessor (`none` when absent: the map is the image itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessor: Option<PreprocessorName>,
+    /// `canny`: the lower hysteresis threshold on the gradient magnitude, 0..=255 (100).
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub low_threshold: Option<u32>,
+    /// `canny`: the upper threshold, at least `low_threshold`, up to 255 (200).
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub high_threshold: Option<u32>,
+    /// `scribble`: pixels darker than this (0..=255, 128) become white strokes.
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub threshold: Option<u32>,
+}
+
+impl PreprocessRequest {
+    /// The preprocessor and its parameters.
+    pub fn preprocess(&self) -> PreprocessParams {
+        PreprocessParams {
+            preprocessor: self.preprocessor,
+            low_threshold: self.low_threshold,
+            high_threshold: self.high_threshold,
+            threshold: self.threshold,
+        }
+    }
 }
 
 /// A ControlNet this worker can apply, as `GET /v1/info` lists it.

@@ -84,6 +84,15 @@ pub struct ServeArgs {
     /// always stays).
     #[arg(long, env = "SD_WORKER_CONTROLNET_CACHE_MB", default_value_t = 4096)]
     pub controlnet_cache_mb: u64,
+    /// Depth Anything V2 weights for the `depth` preprocessor, loaded on its
+    /// first use: a `.safetensors` file or folder (the original layout or
+    /// transformers' `-hf` one), or a hub repository `owner/name[@revision]`.
+    #[arg(
+        long,
+        env = "SD_WORKER_DEPTH_MODEL",
+        default_value = "jeroenvlek/depth-anything-v2-safetensors"
+    )]
+    pub depth_model: String,
     /// Identifier reported to the hive and in /v1/info.
     #[arg(long, env = "SD_WORKER_ID")]
     pub worker_id: Option<String>,

@@ -277,6 +277,7 @@ fn spawn_model_load(
     let max_input_pixels = args.max_input_pixels;
     let (max_pixels, max_images) = (args.max_pixels, args.max_images);
     let skip_t5 = args.no_t5;
+    let depth = crate::preprocess::depth_weights::DepthSource::parse(&args.depth_model);
     let controlnets = crate::controlnet::ControlNetOptions {
         models: args.controlnets.clone(),
         dir: args.controlnet_dir.clone(),
@@ -301,7 +302,7 @@ fn spawn_model_load(
                     };
                     let profile = Profile::new(model.meta(), &rt)
                         .with_controlnets(registry)
-                        .with_preprocessors(crate::preprocess::Preprocessors::builtin());
+                        .with_preprocessors(preprocessors(depth, &device, dtype));
                     let m = state.engine.metrics();
                     m.model_load.set(model.meta().load_ms as f64 / 1000.0);
                     m.info
@@ -324,6 +325,23 @@ fn spawn_model_load(
             }
         })
         .expect("spawning the model-load thread");
+}
+
+/// The built-in preprocessors and `depth`, whose model loads on first use
+/// (f32 on the CPU, where half precision is slow; the model's dtype elsewhere).
+fn preprocessors(
+    depth: crate::preprocess::depth_weights::DepthSource,
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+) -> crate::preprocess::Preprocessors {
+    use crate::preprocess::depth::{DepthPreprocessor, LazyDepthEstimator};
+    let dtype = if device.is_cpu() {
+        candle_core::DType::F32
+    } else {
+        dtype
+    };
+    let estimator = LazyDepthEstimator::new(depth, device.clone(), dtype);
+    crate::preprocess::Preprocessors::builtin().with(Arc::new(DepthPreprocessor::new(estimator)))
 }
 
 /// Drops jobs whose results outlived --job-ttl, every ten seconds.

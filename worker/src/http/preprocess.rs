@@ -47,11 +47,12 @@ pub async fn preprocess(
         let _slot = slot;
         let profile = st.ready_profile()?;
         let r: PreprocessRequest = read_object(&body)?;
-        profile.preprocessors.validate(&r.preprocess, "")?;
+        let params = r.preprocess();
+        profile.preprocessors.validate(&params, "")?;
         let image = images::decode("image", &r.image, profile.info.limits.max_input_pixels)?;
         let map = profile
             .preprocessors
-            .run(&control_rgb(&image), &r.preprocess)
+            .run(&control_rgb(&image), &params)
             .map_err(|e| HttpError::new(ErrorCode::Internal, format!("{e:#}")))?;
         let (w, h) = map.dimensions();
         encode_png(map.as_raw(), w, h, None)

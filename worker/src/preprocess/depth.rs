@@ -314,3 +314,26 @@ pub fn to_map(depth: &[f32], w: usize, h: usize) -> GrayImage {
         .collect();
     GrayImage::from_raw(w as u32, h as u32, px).expect("w x h pixels")
 }
+
+/// The `depth` preprocessor: Depth Anything V2's relative depth, near =
+/// bright, in the three channels; its weights loaded on first use.
+pub struct DepthPreprocessor {
+    estimator: LazyDepthEstimator,
+}
+
+impl DepthPreprocessor {
+    pub fn new(estimator: LazyDepthEstimator) -> Self {
+        Self { estimator }
+    }
+}
+
+impl super::Preprocessor for DepthPreprocessor {
+    fn name(&self) -> sd_worker_sdk::PreprocessorName {
+        sd_worker_sdk::PreprocessorName::Depth
+    }
+
+    fn run(&self, image: &RgbImage, _params: &sd_worker_sdk::PreprocessParams) -> Result<RgbImage> {
+        let depth = self.estimator.get()?.estimate(image)?;
+        Ok(super::grey_to_rgb(&depth))
+    }
+}

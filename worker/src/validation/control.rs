@@ -76,7 +76,7 @@ fn control_unit(
     }
     profile
         .preprocessors
-        .validate(&unit.preprocess, &format!("controlnets[{i}]."))?;
+        .validate(&unit.preprocess(), &format!("controlnets[{i}]."))?;
     if unit.image.is_empty() {
         return Err(ApiError::new(
             ErrorCode::MissingField,
@@ -94,7 +94,7 @@ fn control_unit(
         net,
         // Transparent pixels over white, as lllyasviel's annotators read images.
         image: preprocess::control_rgb(&image::DynamicImage::ImageRgba8(resized)),
-        preprocess: unit.preprocess,
+        preprocess: unit.preprocess(),
         preprocessors: profile.preprocessors.clone(),
         conditioning_scale: scale,
         guidance_start: start,
