@@ -76,7 +76,7 @@ describe('ControlNet', () => {
     expect(info.preprocessors).toContain('canny');
   });
 
-  it('adds a unit, previews its canny map, and generates with it in text to image and image to image', async () => {
+  it('adds a unit, previews its canny map, and generates with it in text to image, image to image and inpainting', async () => {
     const page = await open();
     const section = page.getByRole('group', { name: 'ControlNet', exact: true });
     await section.waitFor();
@@ -152,6 +152,25 @@ describe('ControlNet', () => {
     expect(second.controlnets).toHaveLength(1);
     await results(page).first().waitFor({ timeout: 120_000 });
     expect(await page.getByTestId('job-error').count()).toBe(0);
+    await screenshot(page, 'controlnet-image-to-image');
+
+    // And with inpainting, on the same input image and a painted mask.
+    await page.getByRole('button', { name: 'Inpainting' }).click();
+    const canvas = page.getByTestId('mask-canvas');
+    await canvas.waitFor();
+    const box = (await canvas.boundingBox())!;
+    await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.3);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.6, { steps: 8 });
+    await page.mouse.up();
+    const inpaint = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/v1/jobs'));
+    await page.getByTestId('generate').click();
+    const third = JSON.parse((await inpaint).postData() ?? '{}') as { operation: string; controlnets?: unknown[] };
+    expect(third.operation).toBe('image_inpaint');
+    expect(third.controlnets).toHaveLength(1);
+    await results(page).first().waitFor({ timeout: 120_000 });
+    expect(await page.getByTestId('job-error').count()).toBe(0);
+    await screenshot(page, 'controlnet-inpainting');
 
     // The unit survives a reload (IndexedDB), image and all.
     await page.reload();
