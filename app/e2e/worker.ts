@@ -1,10 +1,14 @@
 // Starts the real worker binary on an ephemeral loopback port, serving the
 // built studio (app/dist), and waits until its model is ready (or only until
-// it listens, for tests of the loading state).
+// it listens, for tests of the loading state). Extra arguments pick another
+// model or add ControlNets; `generateTinyControlNetWorker` makes both.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { createInterface } from 'node:readline';
 import { workerBinary } from '../../packages/sdk/test/global-setup.js';
 import { APP_DIR } from './paths.js';
@@ -16,13 +20,14 @@ export interface RunningWorker {
   stop: () => Promise<void>;
 }
 
-export async function startWorker(env: Record<string, string> = {}): Promise<RunningWorker> {
+/** `env` is added to the worker's environment, `args` to its command line (after the studio's). */
+export async function startWorker(env: Record<string, string> = {}, args: string[] = []): Promise<RunningWorker> {
   const bin = workerBinary();
   if (!existsSync(bin)) throw new Error(`sd-worker binary not found at ${bin}: cargo build -p sd-worker, or set SD_WORKER_BIN`);
   const dist = join(APP_DIR, 'dist');
   if (!existsSync(join(dist, 'index.html'))) throw new Error(`${dist}/index.html missing: build the studio first (pnpm build)`);
 
-  const child: ChildProcess = spawn(bin, ['--host', '127.0.0.1', '--port', '0', '--studio-dir', dist], {
+  const child: ChildProcess = spawn(bin, ['--host', '127.0.0.1', '--port', '0', '--studio-dir', dist, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...env },
   });
@@ -70,4 +75,21 @@ export async function startWorker(env: Record<string, string> = {}): Promise<Run
     await stop();
     throw e;
   }
+}
+
+/**
+ * Writes the tiny random-weight model (`generate-model --shape tiny`) and a
+ * tiny ControlNet of its shape (`generate-controlnet --shape tiny --seed 1`)
+ * into a temporary folder, and returns the worker arguments that load them.
+ * The ControlNet's folder is `name`: /v1/info lists it under that name.
+ */
+export async function generateTinyControlNetWorker(name: string): Promise<{ dir: string; args: string[] }> {
+  const bin = workerBinary();
+  const dir = await mkdtemp(join(tmpdir(), 'sd-studio-e2e-controlnet-'));
+  const model = join(dir, 'model');
+  const controlnet = join(dir, name);
+  const run = promisify(execFile);
+  await run(bin, ['generate-model', '--shape', 'tiny', '--out', model]);
+  await run(bin, ['generate-controlnet', '--shape', 'tiny', '--seed', '1', '--out', controlnet]);
+  return { dir, args: ['--model-path', model, '--controlnet', controlnet] };
 }

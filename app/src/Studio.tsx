@@ -4,6 +4,7 @@
 import { useImageToImage, useInpainting, useTextToImage, type JobState } from '@sd-worker/react';
 import type { WorkerInfo } from '@sd-worker/sdk';
 import { useCallback, useEffect, useEffectEvent, useRef, useState, type FormEvent, type ReactNode } from 'react';
+import { ControlNetSection } from './components/ControlNetSection.js';
 import { errorId, fieldId, FieldError, controlProps } from './components/Field.js';
 import { Gallery } from './components/Gallery.js';
 import { ImageInput } from './components/ImageInput.js';
@@ -12,6 +13,7 @@ import { MaskEditor, type MaskEditorHandle } from './components/MaskEditor.js';
 import { ParamsPanel } from './components/ParamsPanel.js';
 import { ProgressView } from './components/ProgressView.js';
 import { revokeBlobUrl } from './components/thumbs.js';
+import { buildControlNets, normalizeUnitField, withoutUnitErrors } from './controlnet.js';
 import {
   buildRequest,
   formFromParams,
@@ -31,6 +33,7 @@ import { addImage, deleteImage, getValue, listImages, setValue, type GalleryEntr
 import { blobBytes, dataUrlToBlob, downloadBlob, loadImage, type LoadedImage } from './lib/images.js';
 import { readPngParameters } from './lib/png-text.js';
 import { clearPrompts, loadPrompts, rememberPrompt } from './lib/prompt-history.js';
+import { useControlUnits } from './use-control-units.js';
 
 const MODES: [Mode, string][] = [
   ['txt2img', 'Text to image'],
@@ -137,6 +140,8 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
       .catch(() => {});
   }, []);
 
+  const controls = useControlUnits(info);
+
   const [gallery, setGallery] = useState<GalleryEntry[]>([]);
   const refreshGallery = useCallback(async () => {
     setGallery(await listImages().catch(() => []));
@@ -176,7 +181,7 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
 
   const job = jobs[mode];
   const rawField = job.error?.field;
-  const serverField = rawField ? (FIELD_ALIASES[rawField] ?? rawField) : null;
+  const serverField = rawField ? normalizeUnitField(FIELD_ALIASES[rawField] ?? rawField) : null;
   const errors: FieldErrors = { ...clientErrors };
   if (serverField && job.error) errors[serverField] = job.error.message;
   const generalError = job.status === 'failed' && job.error && !serverField ? errorText(job.error, workerUrl) : null;
@@ -247,6 +252,9 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
   const generate = async (e?: FormEvent) => {
     e?.preventDefault();
     const { params, errors: found } = buildRequest(form, mode, lastSeed);
+    // ControlNet units go with every operation (the gallery keeps the request without them).
+    const control = buildControlNets(controls.units);
+    Object.assign(found, control.errors);
     if (mode !== 'txt2img' && !input) found.image = 'Choose an input image first.';
     let maskUrl: string | null = null;
     if (mode === 'inpaint' && input) {
@@ -261,7 +269,8 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
     setNotice('');
     setPrompts((list) => rememberPrompt(list, form.prompt, form.negative_prompt));
     setPending(mode, params);
-    const { operation: _, ...request } = params;
+    const { operation: _, ...rest } = params;
+    const request = control.controlnets ? { ...rest, controlnets: control.controlnets } : rest;
     let id: string | null;
     if (mode === 'txt2img') id = await txt2img.generate(request);
     else if (mode === 'img2img') id = await img2img.generate({ ...request, image: input!.url });
@@ -407,6 +416,14 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
                 </div>
               </>
             )}
+
+            <ControlNetSection
+              info={info}
+              controls={controls}
+              errors={errors}
+              workerUrl={workerUrl}
+              onEdited={(index) => setClientErrors((e) => withoutUnitErrors(e, index))}
+            />
 
             <div className="actions">
               <button type="submit" className="primary" disabled={job.isLoading} data-testid="generate">

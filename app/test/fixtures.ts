@@ -18,3 +18,31 @@ export const INFO = {
   },
   defaults: { steps: 20, guidance_scale: 7.5, width: 64, height: 64, scheduler: 'euler', num_images: 1 },
 } as unknown as WorkerInfo;
+
+/** The same worker started with one ControlNet (`--controlnet`), as /v1/info lists it. */
+export const CN_INFO = {
+  ...INFO,
+  controlnets: [
+    {
+      name: 'tiny-canny',
+      family: 'sd15',
+      loaded: true,
+      memory: { weights_bytes: 1_000_000, activations_bytes: 2_000_000, total_bytes: 3_000_000 },
+    },
+    {
+      name: 'tiny-scribble',
+      family: 'sd15',
+      loaded: false,
+      memory: { weights_bytes: 1_000_000, activations_bytes: 2_000_000, total_bytes: 3_000_000 },
+    },
+  ],
+  preprocessors: ['none', 'canny', 'depth', 'invert', 'scribble'],
+} as unknown as WorkerInfo;
+
+/** A 1x1 PNG as the studio holds a loaded image. */
+export const DOT = {
+  url: 'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC',
+  width: 1,
+  height: 1,
+  name: 'dot.png',
+};

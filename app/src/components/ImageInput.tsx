@@ -1,4 +1,5 @@
-// The input image of image to image and inpainting: drop it or pick a file.
+// An image to drop or pick: the input image of image to image and inpainting,
+// and each ControlNet unit's control image.
 
 import { useRef, useState, type DragEvent, type ReactNode } from 'react';
 import type { LoadedImage } from '../lib/images.js';
@@ -11,8 +12,13 @@ export function ImageInput(props: {
   error: string | undefined;
   /** The mask editor replaces the preview in inpainting. */
   showPreview: boolean;
+  /** The field's name (its id and errors): `image` unless given. */
+  name?: string;
+  label?: string;
+  /** The preview's alternative text. */
+  alt?: string;
 }): ReactNode {
-  const { image, onFile, onClear, error } = props;
+  const { image, onFile, onClear, error, name = 'image', label = 'Input image', alt = 'The input image' } = props;
   const input = useRef<HTMLInputElement>(null);
   const [over, setOver] = useState(false);
 
@@ -37,8 +43,8 @@ export function ImageInput(props: {
         onDragLeave={() => setOver(false)}
         onDrop={drop}
       >
-        <label htmlFor={fieldId('image')}>Input image</label>
-        {image && props.showPreview && <img src={image.url} alt="The input image" className="input-preview" />}
+        <label htmlFor={fieldId(name)}>{label}</label>
+        {image && props.showPreview && <img src={image.url} alt={alt} className="input-preview" />}
         {image ? (
           <p className="muted">
             {image.name} · {image.width}×{image.height}
@@ -57,7 +63,7 @@ export function ImageInput(props: {
           )}
         </div>
         <input
-          {...controlProps('image', error)}
+          {...controlProps(name, error)}
           ref={input}
           className="visually-hidden"
           type="file"
@@ -69,7 +75,7 @@ export function ImageInput(props: {
           }}
         />
       </div>
-      <FieldError name="image" error={error} />
+      <FieldError name={name} error={error} />
     </div>
   );
 }

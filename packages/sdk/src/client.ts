@@ -8,6 +8,8 @@ import type {
   JobAccepted,
   JobRequest,
   JobSnapshot,
+  PreprocessOptions,
+  PreprocessRequest,
   StreamEnd,
   StreamEvent,
   StreamOptions,
@@ -58,6 +60,17 @@ export class Client {
   /** `GET /v1/info`: the model, limits and defaults. */
   info(): Promise<WorkerInfo> {
     return this.#call((raw) => raw.info());
+  }
+
+  /**
+   * `POST /v1/preprocess`: the control map of `request.image` as a ControlNet
+   * unit with the same `preprocessor` and thresholds would compute it, as the
+   * worker's PNG (a `Blob` of type `image/png`; `URL.createObjectURL` shows it).
+   * Rejects with an `SdError` (422 naming the field at fault, such as
+   * `preprocessor` or `low_threshold`; 413 for an image over the input limits).
+   */
+  preprocess(request: PreprocessRequest, options: PreprocessOptions = {}): Promise<Blob> {
+    return this.#call((raw) => raw.preprocess(request, options));
   }
 
   /** `GET /health`. */

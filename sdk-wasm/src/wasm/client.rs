@@ -108,6 +108,28 @@ impl SdClient {
         })
     }
 
+    /// The control map of an image (`POST /v1/preprocess`), as a ControlNet
+    /// unit with the same `preprocessor` and thresholds would compute it.
+    /// Resolves with the worker's PNG as a `Blob` (`image/png`); rejects with
+    /// an `SdError` (422 naming the field at fault, 413 for an image over the
+    /// worker's input limits). `options.signal` aborting rejects with code
+    /// "aborted".
+    #[wasm_bindgen(unchecked_return_type = "Promise<Blob>")]
+    pub fn preprocess(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "PreprocessRequest")] request: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "PreprocessOptions")] options: Option<
+            JsValue,
+        >,
+    ) -> Promise {
+        let config = self.config.clone();
+        future_to_promise(async move {
+            let options = options.unwrap_or(JsValue::UNDEFINED);
+            let signal = signal_of(&options);
+            Ok(preprocess(&config, &request, signal.as_ref()).await?)
+        })
+    }
+
     /// Follows a job's stream, calling `onEvent(event, id)` once per event, in
     /// order. Resolves with `{ lastEventId, terminal }` after `[DONE]`. A
     /// dropped connection (network error, stream ending before `[DONE]`, 45 s
@@ -244,19 +266,34 @@ async fn call(
     json_body: Option<&str>,
     signal: Option<&AbortSignal>,
 ) -> Result<String, SdError> {
+    let answer = answer(config, method, path, "application/json", json_body, signal).await?;
+    answer.text().await.map_err(|e| read_failure(&e, signal))
+}
+
+/// A body that could not be read: the caller's abort, or the connection.
+fn read_failure(cause: &JsValue, signal: Option<&AbortSignal>) -> SdError {
+    if is_aborted(signal) {
+        SdError::aborted()
+    } else {
+        SdError::network(cause)
+    }
+}
+
+/// The 2xx answer of one request, with the retries of [`call`]; its body is
+/// left to the caller (text, or bytes for an image).
+async fn answer(
+    config: &Config,
+    method: &'static str,
+    path: &str,
+    accept: &'static str,
+    json_body: Option<&str>,
+    signal: Option<&AbortSignal>,
+) -> Result<transport::HttpResponse, SdError> {
     let mut attempt = 0;
     loop {
-        let request = config.request(method, path, "application/json", json_body, signal);
+        let request = config.request(method, path, accept, json_body, signal);
         let failure = match transport::send(&request).await {
-            Ok(answer) if (200..300).contains(&answer.status()) => {
-                return answer.text().await.map_err(|e| {
-                    if is_aborted(signal) {
-                        SdError::aborted()
-                    } else {
-                        SdError::network(&e)
-                    }
-                });
-            }
+            Ok(answer) if (200..300).contains(&answer.status()) => return Ok(answer),
             Ok(answer) => {
                 let status = answer.status();
                 let retry_after = answer.header("retry-after");
@@ -290,6 +327,41 @@ async fn call(
     }
 }
 
+/// The JSON text of a request body the caller built (a JS object).
+fn json_object_body(request: &JsValue, what: &str) -> Result<String, SdError> {
+    Some(request)
+        .filter(|r| r.is_object())
+        .and_then(|r| JSON::stringify(r).ok())
+        .and_then(|body| body.as_string())
+        .ok_or_else(|| {
+            SdError::new(
+                error::INVALID_REQUEST,
+                format!("the {what} must be an object that JSON.stringify accepts"),
+            )
+        })
+}
+
+/// `POST /v1/preprocess`: the control map as the worker's PNG bytes, in a
+/// `Blob` of the answer's type (`image/png`). Not retried after a network
+/// error (the rule of every POST); retried on 429/502/503/504.
+async fn preprocess(
+    config: &Config,
+    request: &JsValue,
+    signal: Option<&AbortSignal>,
+) -> Result<JsValue, SdError> {
+    let body = json_object_body(request, "preprocess request")?;
+    let answer = answer(
+        config,
+        "POST",
+        "/v1/preprocess",
+        "image/png",
+        Some(&body),
+        signal,
+    )
+    .await?;
+    answer.blob().await.map_err(|e| read_failure(&e, signal))
+}
+
 /// `POST /v1/jobs`. The request is sent as the caller built it (the worker
 /// validates it and names the field at fault); it must be a JSON object.
 async fn submit(
@@ -297,16 +369,7 @@ async fn submit(
     request: &JsValue,
     signal: Option<&AbortSignal>,
 ) -> Result<JsValue, SdError> {
-    let body = Some(request)
-        .filter(|r| r.is_object())
-        .and_then(|r| JSON::stringify(r).ok())
-        .and_then(|body| body.as_string())
-        .ok_or_else(|| {
-            SdError::new(
-                error::INVALID_REQUEST,
-                "the job request must be an object that JSON.stringify accepts",
-            )
-        })?;
+    let body = json_object_body(request, "job request")?;
     let text = call(config, "POST", "/v1/jobs", Some(&body), signal).await?;
     parse(&text)
 }

@@ -3,7 +3,7 @@
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`client`] | `SdClient`: the JS API, requests, following a stream, `generate` |
+//! | [`client`] | `SdClient`: the JS API, requests, following a stream, `generate`, `preprocess` |
 //! | [`transport`] | `fetch`, reading a body as byte chunks, abortable sleeps |
 //! | [`error`] | `SdError`, the one kind of rejection |
 //! | [`crate::sse`] | SSE bytes to events (plain Rust, tested natively) |
@@ -95,6 +95,12 @@ export interface StreamOptions {
   /** Resume after this event id (events up to it are not delivered again). Default 0: from the start. */
   lastEventId?: number;
   /** Aborting it stops listening (the promise rejects with code "aborted"); the job is NOT cancelled. */
+  signal?: AbortSignal;
+}
+
+/** Options of `SdClient.preprocess`. */
+export interface PreprocessOptions {
+  /** Aborting it abandons the request (the promise rejects with code "aborted"). */
   signal?: AbortSignal;
 }
 

@@ -33,8 +33,8 @@ pub(crate) struct HttpRequest<'a> {
     pub signal: Option<&'a AbortSignal>,
 }
 
-/// An answer's status line and headers; its body is read with [`HttpResponse::text`]
-/// or [`HttpResponse::into_byte_stream`].
+/// An answer's status line and headers; its body is read with [`HttpResponse::text`],
+/// [`HttpResponse::blob`] or [`HttpResponse::into_byte_stream`].
 pub(crate) struct HttpResponse {
     inner: Response,
 }
@@ -52,6 +52,11 @@ impl HttpResponse {
     pub async fn text(&self) -> Result<String, JsValue> {
         let text = JsFuture::from(self.inner.text()?).await?;
         Ok(text.as_string().unwrap_or_default())
+    }
+
+    /// The whole body as a `Blob` (of the answer's `content-type`).
+    pub async fn blob(&self) -> Result<JsValue, JsValue> {
+        JsFuture::from(self.inner.blob()?).await
     }
 
     /// The body as a stream of byte chunks (`None` for a response without body).
