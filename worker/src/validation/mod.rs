@@ -164,7 +164,12 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        if let Some(field) = missing_field(&inner) {
+        // Inside an object of the body (a ControlNet unit), the field's path.
+        let within = |field: String| match path.as_str() {
+            "." | "" => field,
+            at => format!("{at}.{field}"),
+        };
+        if let Some(field) = missing_field(&inner).map(within) {
             ApiError::new(ErrorCode::MissingField, format!("`{field}` is required"))
                 .with_field(field)
         } else if let Some(field) = duplicate_field(&inner) {
