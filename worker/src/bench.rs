@@ -44,6 +44,11 @@ pub struct BenchArgs {
     /// SD 3 shapes: leave the T5 encoder out.
     #[arg(long)]
     pub no_t5: bool,
+    /// Also time the job with one ControlNet unit (a random-weight ControlNet
+    /// derived from the model's UNet, as diffusers' `from_unet`), and print
+    /// its step time beside the plain one.
+    #[arg(long)]
+    pub controlnet: bool,
     /// Also print the figures as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -161,6 +166,19 @@ fn measure(
         anyhow::bail!("--num-images needs at least one batch size");
     };
     let step_ms = timings.denoise_ms / timings.unet_steps.max(1) as f64;
+    let controlnet_step_ms = if args.controlnet {
+        let req = Request {
+            num_images,
+            controls: vec![bench_control_unit(&model, &req, device, dtype)?],
+            ..req.clone()
+        };
+        let timed = time_job(&model, &req);
+        let _ = std::fs::remove_dir_all(controlnet_dir());
+        let (_, _, t) = timed?;
+        Some(t.denoise_ms / t.unet_steps.max(1) as f64)
+    } else {
+        None
+    };
     let peak = rss_mib("VmHWM:");
     let guidance_batch = if args.guidance_scale > 1.0 { 2 } else { 1 };
     let batch = num_images * guidance_batch;
@@ -177,6 +195,13 @@ fn measure(
     println!("  load                  {:>10.2} s", load_s);
     println!("  text encoder (1 pass) {:>10.1} ms", text_ms);
     println!("  denoiser step (mean)  {:>10.1} ms", step_ms);
+    if let Some(cn) = controlnet_step_ms {
+        println!(
+            "  step with 1 ControlNet{:>10.1} ms  ({:.2}x the plain step)",
+            cn,
+            cn / step_ms
+        );
+    }
     println!("  VAE decode            {:>10.1} ms", timings.vae_decode_ms);
     println!("  end to end            {:>10.1} ms", e2e_ms);
     println!("  peak RSS loading      {:>10} MiB", fmt_mib(load_peak));
@@ -211,6 +236,7 @@ fn measure(
                 "vae_decode_ms": timings.vae_decode_ms, "end_to_end_ms": e2e_ms,
                 "peak_rss_mib_loading": load_peak, "rss_mib_after_load": rss_after_load,
                 "peak_rss_mib_generating": peak,
+                "controlnet_step_ms": controlnet_step_ms,
                 "batch_scaling": runs.iter().map(|(n, e2e, t)| serde_json::json!({
                     "num_images": n, "unet_step_ms": t.denoise_ms / t.unet_steps.max(1) as f64,
                     "vae_decode_ms": t.vae_decode_ms, "end_to_end_ms": e2e,
@@ -221,6 +247,52 @@ fn measure(
     Ok(())
 }
 
+/// One ControlNet unit for `req`: a random-weight ControlNet derived from the
+/// model's UNet (written to a temporary folder, loaded as `--controlnet`
+/// would), a gradient control image at the output size, no preprocessor.
+fn bench_control_unit(
+    model: &LoadedModel,
+    req: &Request,
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+) -> Result<crate::pipeline::ControlUnit> {
+    use crate::controlnet::{ControlNetOptions, ControlNetRegistry};
+    use crate::model::controlnet::{generate::write_controlnet, ControlNetConfig};
+    let unet = model
+        .unet_config()
+        .context("--controlnet needs a UNet model (SD 1.x, 2.x, XL)")?;
+    let meta = model.meta();
+    let stages = meta.vae_scale_factor.trailing_zeros() as usize + 1;
+    let widths: &[usize] = if unet.block_out_channels[0] >= 256 {
+        &[16, 32, 96, 256]
+    } else {
+        &[8, 16, 32, 64]
+    };
+    let cfg = ControlNetConfig::from_unet(unet, meta.latent_channels, &widths[..stages.min(4)])?;
+    let dir = controlnet_dir();
+    write_controlnet(&dir, &cfg, WeightInit::Fast)?;
+    let opts = ControlNetOptions {
+        models: vec![dir.display().to_string()],
+        ..Default::default()
+    };
+    let registry = ControlNetRegistry::build(&opts, meta, Some(unet), device, dtype)?;
+    let net = registry
+        .resolve("controlnet")
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let (w, h) = (req.width, req.height);
+    Ok(crate::pipeline::ControlUnit {
+        net,
+        image: image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128])
+        }),
+        preprocess: Default::default(),
+        preprocessors: Default::default(),
+        conditioning_scale: 1.0,
+        guidance_start: 0.0,
+        guidance_end: 1.0,
+    })
+}
+
 /// Runs one job; returns its batch size, end-to-end time in ms and stage timings.
 fn time_job(model: &LoadedModel, req: &Request) -> Result<(usize, f64, StageTimings)> {
     let t0 = Instant::now();
@@ -228,6 +300,13 @@ fn time_job(model: &LoadedModel, req: &Request) -> Result<(usize, f64, StageTimi
         anyhow::bail!("the benchmark run was cancelled");
     };
     Ok((req.num_images, t0.elapsed().as_secs_f64() * 1000.0, timings))
+}
+
+/// Where `--controlnet` writes its random-weight ControlNet (named `controlnet`).
+fn controlnet_dir() -> PathBuf {
+    std::env::temp_dir()
+        .join(format!("sd-worker-bench-cn-{}", std::process::id()))
+        .join("controlnet")
 }
 
 fn tempdir_in_cache() -> Result<PathBuf> {
