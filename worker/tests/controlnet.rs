@@ -37,6 +37,7 @@ impl Nets {
             let dir = root.join("dir");
             std::fs::create_dir_all(&dir).unwrap();
             write_ldm_controlnet(&canny, &dir.join("single-canny.safetensors")).unwrap();
+            write_controlnet(&dir.join("second-canny"), &cfg, WeightInit::Seeded(7)).unwrap();
             let xl = ControlNetConfig::for_shape(&ModelShape::tiny_sdxl()).unwrap();
             write_controlnet(&dir.join("xl-net"), &xl, WeightInit::Seeded(6)).unwrap();
             Nets { root }
@@ -113,7 +114,11 @@ async fn info_lists_the_controlnets_of_the_models_family_and_the_preprocessors()
     assert_eq!(status, 200);
     let nets = info["controlnets"].as_array().unwrap();
     let names: Vec<&str> = nets.iter().map(|n| n["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["single-canny", "tiny-canny"], "{info}");
+    assert_eq!(
+        names,
+        ["second-canny", "single-canny", "tiny-canny"],
+        "{info}"
+    );
     for n in nets {
         assert_eq!(n["family"], "stable-diffusion-1");
         let m = &n["memory"];
@@ -248,6 +253,44 @@ async fn units_steer_image_to_image_and_inpainting() {
     fit["resize_mode"] = json!("fit");
     fit["controlnets"][0]["image"] = json!(control_image(96, 48));
     w.run_job(fit).await;
+}
+
+fn loaded(info: &Value) -> Vec<&str> {
+    info["controlnets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["loaded"] == true)
+        .map(|n| n["name"].as_str().unwrap())
+        .collect()
+}
+
+/// With no room in the cache, a `--controlnet-dir` ControlNet stays loaded
+/// only while it is the last one used; `--controlnet` ones always stay.
+#[tokio::test]
+async fn the_cache_keeps_the_most_recently_used_dir_controlnets_within_its_budget() {
+    let nets = Nets::get();
+    let w = Worker::start(&[
+        "--controlnet",
+        &nets.path("tiny-canny"),
+        "--controlnet-dir",
+        &nets.path("dir"),
+        "--controlnet-cache-mb",
+        "0",
+    ])
+    .await;
+    let (_, info) = w.get_json("/v1/info").await;
+    assert_eq!(loaded(&info), ["tiny-canny"]);
+    for (net, want) in [
+        ("single-canny", ["single-canny", "tiny-canny"]),
+        ("second-canny", ["second-canny", "tiny-canny"]),
+        ("tiny-canny", ["second-canny", "tiny-canny"]),
+        ("single-canny", ["single-canny", "tiny-canny"]),
+    ] {
+        w.run_job(text_job(json!([unit(net, json!({}))]))).await;
+        let (_, info) = w.get_json("/v1/info").await;
+        assert_eq!(loaded(&info), want, "after a job with {net}");
+    }
 }
 
 async fn refused(w: &Worker, units: Value) -> (u16, Value) {
@@ -385,7 +428,7 @@ async fn preprocess_answers_the_control_map_as_a_png() {
     let want = sd_worker::preprocess::canny_edges(&input.to_rgb8(), 50, 200);
     let edges: Vec<u8> = map.pixels().map(|p| p[0]).collect();
     assert_eq!(edges, want.into_raw());
-    assert!(edges.iter().any(|&v| v == 255) && edges.iter().any(|&v| v == 0));
+    assert!(edges.contains(&255) && edges.contains(&0));
 
     let r = preprocess(&w, json!({"image": image, "preprocessor": "invert"})).await;
     let inverted = pixels(&r.bytes().await.unwrap());
