@@ -19,7 +19,12 @@ eval "$(scripts/setup-fuzz.sh | grep '^SD_WORKER_ST=')"
 source scripts/lib/workers.sh
 setup_workers fuzz
 TOKEN="fuzz-token"
-start_worker fuzz "$WORK/model" --api-token "$TOKEN" --queue-size 4
+# A ControlNet and a depth model of our own, so every preprocessor and unit
+# runs without the network.
+"$WORKER" generate-controlnet --shape tiny --out "$WORK/tiny-canny" >/dev/null
+"$WORKER" generate-depth-model --out "$WORK/depth" >/dev/null
+start_worker fuzz "$WORK/model" --api-token "$TOKEN" --queue-size 4 \
+    --controlnet "$WORK/tiny-canny" --depth-model "$WORK/depth"
 URL="$(cat "$WORK/fuzz.url")"
 
 echo "==> schemathesis against $URL/openapi.json"

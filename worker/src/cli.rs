@@ -31,6 +31,9 @@ pub enum Command {
     GenerateModel(GenerateArgs),
     /// Write a random-weight ControlNet for a named shape's UNet in the diffusers layout.
     GenerateControlnet(GenerateArgs),
+    /// Write a random-weight Depth Anything V2 model (tiny) for the `depth`
+    /// preprocessor, in the released checkpoint's layout (`--shape` is ignored).
+    GenerateDepthModel(GenerateArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -61,6 +61,16 @@ fn main() -> std::process::ExitCode {
         }
         Some(Command::GenerateModel(args)) => generate_model(&args),
         Some(Command::GenerateControlnet(args)) => generate_controlnet(&args),
+        Some(Command::GenerateDepthModel(args)) => {
+            sd_worker::preprocess::depth_tiny::write_tiny_depth_model(&args.out, args.seed).map(
+                |()| {
+                    println!(
+                        "wrote a tiny Depth Anything V2 model to {}",
+                        args.out.display()
+                    )
+                },
+            )
+        }
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };

@@ -40,6 +40,8 @@ impl Nets {
             write_controlnet(&dir.join("second-canny"), &cfg, WeightInit::Seeded(7)).unwrap();
             let xl = ControlNetConfig::for_shape(&ModelShape::tiny_sdxl()).unwrap();
             write_controlnet(&dir.join("xl-net"), &xl, WeightInit::Seeded(6)).unwrap();
+            sd_worker::preprocess::depth_tiny::write_tiny_depth_model(&root.join("depth"), 9)
+                .unwrap();
             Nets { root }
         })
     }
@@ -56,6 +58,8 @@ async fn worker() -> Worker {
         &nets.path("tiny-canny"),
         "--controlnet-dir",
         &nets.path("dir"),
+        "--depth-model",
+        &nets.path("depth"),
     ])
     .await
 }
@@ -249,6 +253,12 @@ async fn units_steer_image_to_image_and_inpainting() {
             "{op}: the unit changed nothing"
         );
     }
+    // A depth unit beside a canny one.
+    w.run_job(text_job(json!([
+        unit("tiny-canny", json!({})),
+        unit("single-canny", json!({"preprocessor": "depth"}))
+    ])))
+    .await;
     let mut fit = text_job(json!([unit("tiny-canny", json!({}))]));
     fit["resize_mode"] = json!("fit");
     fit["controlnets"][0]["image"] = json!(control_image(96, 48));
