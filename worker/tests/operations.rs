@@ -404,6 +404,7 @@ async fn the_openapi_document_covers_every_route_and_the_docs_do_too() {
         "/openapi.json",
         "/v1/info",
         "/v1/jobs",
+        "/v1/preprocess",
         "/v1/jobs/{id}",
         "/v1/jobs/{id}/stream",
         "/v1/jobs/{id}/images/{index}",
