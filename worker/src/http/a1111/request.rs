@@ -363,6 +363,8 @@ impl SdRequest {
             Some(Value::Number(n)) => n.as_f64().is_some_and(|x| x != 0.0),
             _ => false,
         };
+        // A1111 reads `inpaint_full_res` ("only masked") only when inpainting.
+        let masked = self.mask.is_some();
         for key in [
             "enable_hr",
             "restore_faces",
@@ -373,7 +375,7 @@ impl SdRequest {
             "inpaint_full_res",
             "refiner_checkpoint",
         ] {
-            if on(key) {
+            if on(key) && (masked || key != "inpaint_full_res") {
                 out.push(format!("{key} ignored: not supported by this worker"));
             }
         }
@@ -582,5 +584,9 @@ mod tests {
         assert!(off.ignored().is_empty(), "{:?}", off.ignored());
         let on = req(json!({"subseed_strength": " 0.5 "}));
         assert_eq!(on.ignored().len(), 1, "{:?}", on.ignored());
+        // "Only masked" means nothing without a mask (webuiapi sends it by default).
+        assert!(req(json!({"inpaint_full_res": 1})).ignored().is_empty());
+        let masked = req(json!({"inpaint_full_res": 1, "mask": "AAAA"}));
+        assert_eq!(masked.ignored().len(), 1, "{:?}", masked.ignored());
     }
 }
