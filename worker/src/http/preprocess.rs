@@ -39,7 +39,7 @@ pub async fn preprocess(
         let _slot = slot;
         let profile = st.ready_profile()?;
         let r: PreprocessRequest = read_object(&body)?;
-        control_map_png(&profile, "image", &r.image, &r.preprocess(), "")
+        control_map_png(profile, "image", &r.image, &r.preprocess(), "")
     })
     .await
     .map_err(|e| HttpError::new(ErrorCode::Internal, format!("preprocessing failed: {e}")))??;

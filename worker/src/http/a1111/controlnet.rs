@@ -246,16 +246,12 @@ impl Plan {
             unit["guidance_end"] = json!(e);
         }
         let (a, b) = (num("threshold_a")?, num("threshold_b")?);
-        let prefix = format!("{origin}: ");
-        match ours {
-            PreprocessorName::Canny => {
-                let (low, high, warnings) = canny_thresholds(a, b, &prefix);
-                self.warnings.extend(warnings);
-                unit["low_threshold"] = json!(low);
-                unit["high_threshold"] = json!(high);
-            }
-            // The extension's other modules here have no sliders: thresholds are ignored, as there.
-            _ => {}
+        // The extension's other modules here have no sliders: thresholds are ignored, as there.
+        if ours == PreprocessorName::Canny {
+            let (low, high, warnings) = canny_thresholds(a, b, &format!("{origin}: "));
+            self.warnings.extend(warnings);
+            unit["low_threshold"] = json!(low);
+            unit["high_threshold"] = json!(high);
         }
         // Canny runs at `processor_res` in the extension (its `resize_image_with_pad`),
         // here at the output size; depth_anything_v2 has no resolution slider there.
@@ -553,8 +549,8 @@ pub fn lax_bool(v: Option<&Value>, field: &str) -> Result<Option<bool>, HttpErro
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Bool(b)) => Some(*b),
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(x) if x == 0.0 => Some(false),
-            Some(x) if x == 1.0 => Some(true),
+            Some(0.0) => Some(false),
+            Some(1.0) => Some(true),
             _ => None,
         },
         Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
