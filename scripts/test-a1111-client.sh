@@ -3,6 +3,8 @@
 # from PyPI, pinned, installed idempotently into a venv of its own; it needs
 # requests and Pillow, not torch), unmodified: only its host, port and
 # credentials are set (HTTP Basic, any user, the API token as password).
+# The worker runs with a tiny ControlNet (`tiny-canny`) and a tiny depth
+# model, for the ControlNet extension's units and routes.
 # worker/tests/clients/a1111_webuiapi.py holds the checks; it prints
 # `N passed, N failed` and exits non-zero on any failure.
 #
@@ -27,7 +29,10 @@ fi
 source scripts/lib/workers.sh
 setup_workers a1111
 TOKEN="a1111-client-token"
-start_worker a1111 "$WORK/model" --api-token "$TOKEN"
+"$WORKER" generate-controlnet --shape tiny --out "$WORK/tiny-canny" >/dev/null
+"$WORKER" generate-depth-model --out "$WORK/depth" >/dev/null
+start_worker a1111 "$WORK/model" --api-token "$TOKEN" \
+    --controlnet "$WORK/tiny-canny" --depth-model "$WORK/depth"
 URL="$(cat "$WORK/a1111.url")"
 
 echo "==> webuiapi $WEBUIAPI_VERSION (Python) against $URL"

@@ -422,6 +422,11 @@ async fn the_openapi_document_covers_every_route_and_the_docs_do_too() {
         "/sdapi/v1/interrupt",
         "/sdapi/v1/skip",
         "/sdapi/v1/png-info",
+        "/v1/preprocess",
+        "/controlnet/version",
+        "/controlnet/model_list",
+        "/controlnet/module_list",
+        "/controlnet/detect",
     ];
     for p in expected {
         assert!(paths.contains(&p.to_string()), "{p} missing from {paths:?}");

@@ -1,7 +1,8 @@
 //! Bearer-token authentication. With `--api-token` set, every route but
 //! `/health` and `/ready` requires `Authorization: Bearer <token>`, compared in
 //! constant time so response timing reveals nothing about the token. On
-//! AUTOMATIC1111's routes (`/sdapi/`), whose clients know only A1111's
+//! AUTOMATIC1111's routes (`/sdapi/`, and its ControlNet extension's
+//! `/controlnet/`), whose clients know only A1111's
 //! `--api-auth user:pass`, HTTP Basic with any user name and the token as the
 //! password is accepted too.
 
@@ -26,7 +27,7 @@ pub async fn require_token(State(token): State<Token>, req: Request, next: Next)
     if OPEN_PATHS.contains(&req.uri().path()) || req.method() == axum::http::Method::OPTIONS {
         return next.run(req).await;
     }
-    let a1111 = req.uri().path().starts_with("/sdapi/");
+    let a1111 = super::a1111::error::is_a1111(req.uri().path());
     let header = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -151,6 +151,19 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
             "/sdapi/v1/png-info",
             post(a1111::misc::png_info).layer(same_site),
         )
+        .route(
+            "/controlnet/version",
+            get(a1111::controlnet_routes::version),
+        )
+        .route(
+            "/controlnet/model_list",
+            get(a1111::controlnet_routes::model_list),
+        )
+        .route(
+            "/controlnet/module_list",
+            get(a1111::controlnet_routes::module_list),
+        )
+        .route("/controlnet/detect", post(a1111::controlnet_routes::detect))
         .method_not_allowed_fallback(|| async {
             let mut res = axum::response::IntoResponse::into_response(HttpError::new(
                 ErrorCode::InvalidRequest,

@@ -74,7 +74,7 @@ impl Parameters<'_> {
 /// parameters line): `Module: canny, Model: name, Weight: 1.0, Guidance
 /// Start: 0.0, Guidance End: 1.0`, with canny's thresholds as its
 /// `Threshold A`/`Threshold B` and scribble's as `Threshold A`.
-fn controlnet_infotext(unit: &super::ControlUnit) -> String {
+pub fn controlnet_infotext(unit: &super::ControlUnit) -> String {
     use sd_worker_sdk::control::{
         DEFAULT_CANNY_HIGH, DEFAULT_CANNY_LOW, DEFAULT_SCRIBBLE_THRESHOLD,
     };

@@ -165,4 +165,102 @@ def a_wrong_password_is_refused():
         assert set(json.loads(e.args[1])) >= {"error", "detail", "body", "errors"}, e.args
 
 
+def control_image():
+    """A bright square on a dark ground, wider than the output (the resize mode matters)."""
+    img = Image.new("RGB", (96, 64), (20, 30, 60))
+    img.paste((230, 220, 40), (24, 16, 72, 48))
+    return img
+
+
+def b64(img):
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@check
+def txt2img_with_a_controlnet_unit_gives_the_same_png_as_the_same_controlnets_through_v1_jobs():
+    ctrl = control_image()
+    unit = webuiapi.ControlNetUnit(image=ctrl, module="canny", model="tiny-canny", weight=0.8,
+                                   resize_mode="Crop and Resize", threshold_a=50, threshold_b=150,
+                                   guidance_start=0.1, guidance_end=0.9, pixel_perfect=True)
+    # webuiapi 0.9.17 writes the units into its default `alwayson_scripts` dict, which Python
+    # shares between calls: later calls without units would resend them. Pass a fresh one.
+    r = api.txt2img(prompt=PROMPT, seed=99, steps=4, cfg_scale=6.0, sampler_name="Euler a",
+                    controlnet_units=[unit], alwayson_scripts={}, **SIZE)
+    assert r.info["warnings"] == [], r.info["warnings"]
+    entry = ("Module: canny, Model: tiny-canny, Weight: 0.8, Threshold A: 50, Threshold B: 150, "
+             "Guidance Start: 0.1, Guidance End: 0.9")
+    assert r.info["extra_generation_params"] == {"ControlNet 0": entry}, r.info
+    assert f'ControlNet 0: "{entry}"' in r.info["infotexts"][0], r.info["infotexts"]
+    job = ours("POST", "/v1/jobs", {"operation": "image_generation", "prompt": PROMPT, "seed": 99,
+                                    "steps": 4, "guidance_scale": 6.0, "scheduler": "euler_a",
+                                    "rng": "nv", "resize_mode": "crop", "width": 64, "height": 64,
+                                    "controlnets": [{"model": "tiny-canny", "image": b64(ctrl),
+                                                     "preprocessor": "canny", "low_threshold": 50,
+                                                     "high_threshold": 150, "conditioning_scale": 0.8,
+                                                     "guidance_start": 0.1, "guidance_end": 0.9}]})
+    assert job_until_done(job["job_id"])["status"] == "completed"
+    theirs = base64.b64decode(r.json["images"][0])
+    assert ours("GET", f"/v1/jobs/{job['job_id']}/images/0") == theirs, "the mapping is not exact"
+    # A disabled unit, or one without a model, changes nothing.
+    plain = api.txt2img(prompt=PROMPT, seed=99, steps=4, cfg_scale=6.0, sampler_name="Euler a",
+                        alwayson_scripts={}, **SIZE)
+    assert plain.image.tobytes() != r.image.tobytes(), "the unit did not matter"
+    for idle in (webuiapi.ControlNetUnit(image=ctrl, module="canny", model="tiny-canny", enabled=False),
+                 webuiapi.ControlNetUnit(image=ctrl, module="canny")):  # model "None"
+        same = api.txt2img(prompt=PROMPT, seed=99, steps=4, cfg_scale=6.0, sampler_name="Euler a",
+                           controlnet_units=[idle], alwayson_scripts={}, **SIZE)
+        assert same.json["images"][0] == plain.json["images"][0], same.info
+
+
+@check
+def img2img_with_a_unit_without_image_controls_with_the_init_image():
+    src = gradient()
+    unit = webuiapi.ControlNetUnit(module="invert (from white bg & black line)", model="tiny-canny",
+                                   resize_mode="Just Resize")
+    r = api.img2img(images=[src], denoising_strength=0.6, prompt=PROMPT, seed=8, steps=4,
+                    cfg_scale=6.0, sampler_name="Euler a", controlnet_units=[unit],
+                    alwayson_scripts={}, **SIZE)
+    assert r.info["warnings"] == [], r.info["warnings"]
+    job = ours("POST", "/v1/jobs", {"operation": "image_transform", "prompt": PROMPT, "seed": 8,
+                                    "steps": 4, "guidance_scale": 6.0, "scheduler": "euler_a",
+                                    "rng": "nv", "image": b64(src), "strength": 0.6,
+                                    "width": 64, "height": 64,
+                                    "controlnets": [{"model": "tiny-canny", "image": b64(src),
+                                                     "preprocessor": "invert"}]})
+    assert job_until_done(job["job_id"])["status"] == "completed"
+    theirs = base64.b64decode(r.json["images"][0])
+    assert ours("GET", f"/v1/jobs/{job['job_id']}/images/0") == theirs
+
+
+@check
+def a_bad_module_is_refused_naming_the_units_field():
+    unit = webuiapi.ControlNetUnit(image=control_image(), module="openpose", model="tiny-canny")
+    try:
+        api.txt2img(prompt=PROMPT, steps=2, controlnet_units=[unit], alwayson_scripts={}, **SIZE)
+        raise AssertionError("accepted a module the worker lacks")
+    except RuntimeError as e:
+        assert e.args[0] == 422, e.args
+        body = json.loads(e.args[1])
+        assert body["field"] == "alwayson_scripts.ControlNet.args[0].module", body
+        assert "canny" in body["detail"], body
+
+
+@check
+def the_controlnet_extensions_routes_list_and_detect():
+    assert api.controlnet_version() == 3
+    assert api.controlnet_model_list() == ["tiny-canny"]
+    assert webuiapi.ControlNetInterface(api, show_deprecation_warning=False).model_list() == ["tiny-canny"]
+    assert api.controlnet_module_list() == ["none", "canny", "invert", "depth_anything_v2"]
+    ctrl = control_image()
+    r = api.controlnet_detect([ctrl, ctrl], module="canny", threshold_a=60, threshold_b=160).json
+    assert r["info"] == "Success" and len(r["images"]) == 2, r.keys()
+    edges = ours("POST", "/v1/preprocess", {"image": b64(ctrl), "preprocessor": "canny",
+                                            "low_threshold": 60, "high_threshold": 160})
+    assert base64.b64decode(r["images"][0]) == edges
+    depth = api.controlnet_detect([ctrl], module="depth_anything_v2")
+    assert depth.image.size == (96, 64), depth.image
+
+
 checks.run(CHECKS, f"webuiapi {getattr(webuiapi, '__version__', '0.9.17')}")

@@ -13,8 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::http::adapter::rewrite_error;
 use crate::http::error::HttpError;
 
-/// The paths whose errors are A1111-shaped.
-pub const PREFIX: &str = "/sdapi/v1/";
+/// The paths whose errors are A1111-shaped: A1111's API and its ControlNet
+/// extension's routes (A1111's middleware shapes every route's errors).
+pub const PREFIXES: [&str; 2] = ["/sdapi/", "/controlnet/"];
+
+/// Whether `path` is one of A1111's (errors in its shape, HTTP Basic accepted).
+pub fn is_a1111(path: &str) -> bool {
+    PREFIXES.iter().any(|p| path.starts_with(p))
+}
 
 /// An error as A1111's API sends it, plus `field`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -67,11 +73,11 @@ pub fn to_a1111(body: sdk::ErrorBody) -> SdErrorBody {
     }
 }
 
-/// Middleware: on [`PREFIX`] paths, an error response in our shape is
+/// Middleware: on [`PREFIXES`] paths, an error response in our shape is
 /// rewritten in A1111's; status and headers (`Retry-After`,
 /// `WWW-Authenticate`) stay.
 pub async fn reshape(req: Request, next: Next) -> Response {
-    let ours = req.uri().path().starts_with(PREFIX);
+    let ours = is_a1111(req.uri().path());
     let res = next.run(req).await;
     if !ours {
         return res;

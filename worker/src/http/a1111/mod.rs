@@ -9,6 +9,8 @@
 //! interrupt, png-info); [`error`] gives every refusal A1111's error shape.
 
 pub mod callers;
+pub mod controlnet;
+pub mod controlnet_routes;
 pub mod error;
 pub mod memory;
 pub mod misc;
@@ -30,7 +32,7 @@ use super::error::HttpError;
 use super::jobs::{admit, count_rejection, discard, read_body, require_json, validate_and_submit};
 use super::AppState;
 use crate::engine::job::Job;
-use crate::pipeline::encode::read_png_parameters;
+use crate::pipeline::encode::{controlnet_infotext, read_png_parameters};
 use request::SdRequest;
 
 /// A1111 shows a live preview every 10 steps by default
@@ -81,7 +83,7 @@ pub async fn img2img(State(state): State<AppState>, req: Request) -> Result<Resp
 }
 
 async fn run(state: AppState, req: Request, img2img: bool) -> Result<Response, HttpError> {
-    let (job, sd) = match submit(&state, req, img2img).await {
+    let (job, sd, plan) = match submit(&state, req, img2img).await {
         Ok(ok) => ok,
         Err(e) => {
             count_rejection(&state, &e);
@@ -89,14 +91,14 @@ async fn run(state: AppState, req: Request, img2img: bool) -> Result<Response, H
         }
     };
     let images = wait_for_images(&state, job.clone()).await?;
-    Ok(respond(&state, &job, &sd, images))
+    Ok(respond(&state, &job, &sd, &plan, images))
 }
 
 async fn submit(
     state: &AppState,
     req: Request,
     img2img: bool,
-) -> Result<(Arc<Job>, SdRequest), HttpError> {
+) -> Result<(Arc<Job>, SdRequest, controlnet::Plan), HttpError> {
     let (parts, body) = req.into_parts();
     let caller = callers::Caller::of(&parts);
     if let Err(e) = require_json(&parts.headers).and_then(|()| admit(state)) {
@@ -106,21 +108,37 @@ async fn submit(
     let bytes = read_body(Request::from_parts(parts, body)).await?;
     let sd = SdRequest::parse(&bytes)?;
     let available = misc::model_schedulers(state)?;
-    let default = state.ready_profile()?.default_scheduler.wire();
+    let profile = state.ready_profile()?;
+    let default = profile.default_scheduler.wire();
+    let nets: Vec<String> = profile
+        .info
+        .controlnets
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let plan = controlnet::Plan::read(
+        sd.alwayson_scripts.as_ref(),
+        img2img.then_some(sd.resize_mode.unwrap_or(0)),
+        &nets,
+        &profile.preprocessors.names(),
+    )?;
     let mut job_body = sd.to_job_body(img2img, &available, default)?;
+    plan.apply(&mut job_body);
     job_body.insert("preview_every".into(), json!(PREVIEW_EVERY));
-    let (job, _) = validate_and_submit(state, img2img, move |_| {
+    // A body with ControlNet units decodes images, as img2img's does.
+    let decodes = img2img || !plan.is_empty();
+    let (job, _) = validate_and_submit(state, decodes, move |_| {
         request::invert_mask_if_asked(&mut job_body)?;
         Ok(serde_json::to_vec(&Value::Object(job_body))
             .unwrap_or_default()
             .into())
     })
     .await
-    .map_err(error::renamed)?;
+    .map_err(|e| plan.rename(e).unwrap_or_else(error::renamed))?;
     if let Some(caller) = caller {
         state.a1111_callers.record(caller, &job.id);
     }
-    Ok((job, sd))
+    Ok((job, sd, plan))
 }
 
 /// The PNG's `parameters` text (A1111's infotext), if it carries one.
@@ -132,7 +150,13 @@ fn infotext(image: &GeneratedImage) -> Option<String> {
 }
 
 /// A1111's answer for a finished job.
-fn respond(state: &AppState, job: &Job, sd: &SdRequest, images: Vec<GeneratedImage>) -> Response {
+fn respond(
+    state: &AppState,
+    job: &Job,
+    sd: &SdRequest,
+    plan: &controlnet::Plan,
+    images: Vec<GeneratedImage>,
+) -> Response {
     let r = &job.request;
     let spec = r.scheduler.wire().spec();
     let n = images.len();
@@ -147,7 +171,15 @@ fn respond(state: &AppState, job: &Job, sd: &SdRequest, images: Vec<GeneratedIma
         .unwrap_or_default();
     let (batch_size, n_iter) = sd.batch();
     let mut warnings = sd.ignored();
+    warnings.extend(plan.warnings((r.width, r.height)));
     warnings.extend(job.snapshot().warnings);
+    // As the extension writes its units into A1111's infotext.
+    let extra: Map<String, Value> = r
+        .controls
+        .iter()
+        .enumerate()
+        .map(|(i, unit)| (format!("ControlNet {i}"), json!(controlnet_infotext(unit))))
+        .collect();
     let info = json!({
         "prompt": r.prompt,
         "all_prompts": vec![&r.prompt; n],
@@ -170,7 +202,7 @@ fn respond(state: &AppState, job: &Job, sd: &SdRequest, images: Vec<GeneratedIma
         "sd_model_name": model,
         "sd_model_hash": Value::Null,
         "denoising_strength": strength,
-        "extra_generation_params": {},
+        "extra_generation_params": extra,
         "index_of_first_image": 0,
         "infotexts": infotexts,
         "styles": [],

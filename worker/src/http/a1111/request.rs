@@ -5,6 +5,7 @@
 
 use base64::Engine as _;
 use sd_worker_sdk::{ApiError, ErrorCode, Rng, SchedulerName, SCHEDULERS};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -73,6 +74,13 @@ pub struct SdRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub override_settings: Option<Map<String, Value>>,
+    /// The scripts A1111 runs on every job, by name: `ControlNet` (any case)
+    /// `{"args": [unit, ...]}` holds the ControlNet extension's units, mapped
+    /// onto our `controlnets` ([`super::controlnet::Plan`]); other scripts
+    /// are ignored and listed in `info.warnings`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub alwayson_scripts: Option<Map<String, Value>>,
     /// false: `images` comes back empty.
     #[serde(default)]
     pub send_images: Option<bool>,
@@ -91,27 +99,39 @@ pub fn refuse(field: &str, message: impl Into<String>) -> HttpError {
         .into()
 }
 
+/// Reads an A1111 JSON object body as `T` (whose numeric fields use
+/// [`numbers`]), and the object as sent. A field of the wrong type is a 422
+/// naming it; a body that is not a JSON object, a 400.
+pub fn parse_fields<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, Map<String, Value>), HttpError> {
+    let raw: Map<String, Value> = parse_json(bytes)?;
+    // From the parsed value, so that messages carry no byte position.
+    let value = Value::Object(raw);
+    let req: T = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let message = if inner.starts_with(numbers::MUST) {
+            format!("`{field}` {inner}")
+        } else {
+            format!("`{field}`: {inner}")
+        };
+        refuse(&field, message)
+    })?;
+    let raw = match value {
+        Value::Object(raw) => raw,
+        _ => Map::new(),
+    };
+    Ok((req, raw))
+}
+
 impl SdRequest {
     /// Reads the body: a JSON object whose known fields have A1111's types,
     /// numbers read as pydantic's lax mode does ([`numbers`]: `20.0` and
     /// `"20"` for `steps`). A field of the wrong type is a 422 naming it.
     pub fn parse(bytes: &[u8]) -> Result<Self, HttpError> {
-        let raw: Map<String, Value> = parse_json(bytes)?;
-        // From the parsed value, so that messages carry no byte position.
-        let value = Value::Object(raw);
-        let mut req: SdRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            let message = if inner.starts_with(numbers::MUST) {
-                format!("`{field}` {inner}")
-            } else {
-                format!("`{field}`: {inner}")
-            };
-            refuse(&field, message)
-        })?;
-        if let Value::Object(raw) = value {
-            req.raw = raw;
-        }
+        let (mut req, raw): (SdRequest, _) = parse_fields(bytes)?;
+        req.raw = raw;
         Ok(req)
     }
 
@@ -343,18 +363,19 @@ impl SdRequest {
             Some(Value::Number(n)) => n.as_f64().is_some_and(|x| x != 0.0),
             _ => false,
         };
+        // A1111 reads `inpaint_full_res` ("only masked") only when inpainting.
+        let masked = self.mask.is_some();
         for key in [
             "enable_hr",
             "restore_faces",
             "tiling",
             "script_name",
-            "alwayson_scripts",
             "styles",
             "subseed_strength",
             "inpaint_full_res",
             "refiner_checkpoint",
         ] {
-            if on(key) {
+            if on(key) && (masked || key != "inpaint_full_res") {
                 out.push(format!("{key} ignored: not supported by this worker"));
             }
         }
@@ -563,5 +584,9 @@ mod tests {
         assert!(off.ignored().is_empty(), "{:?}", off.ignored());
         let on = req(json!({"subseed_strength": " 0.5 "}));
         assert_eq!(on.ignored().len(), 1, "{:?}", on.ignored());
+        // "Only masked" means nothing without a mask (webuiapi sends it by default).
+        assert!(req(json!({"inpaint_full_res": 1})).ignored().is_empty());
+        let masked = req(json!({"inpaint_full_res": 1, "mask": "AAAA"}));
+        assert_eq!(masked.ignored().len(), 1, "{:?}", masked.ignored());
     }
 }

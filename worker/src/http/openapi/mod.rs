@@ -23,7 +23,8 @@ mod truth;
         openai::generations::generations, openai::edits::edits,
         a1111::txt2img, a1111::img2img, a1111::misc::samplers, a1111::misc::schedulers, a1111::misc::sd_models,
         a1111::misc::get_options, a1111::misc::set_options, a1111::misc::progress, a1111::misc::cmd_flags, a1111::memory::memory, a1111::misc::interrupt,
-        a1111::misc::skip, a1111::misc::png_info),
+        a1111::misc::skip, a1111::misc::png_info, a1111::controlnet_routes::version, a1111::controlnet_routes::model_list,
+        a1111::controlnet_routes::module_list, a1111::controlnet_routes::detect),
     components(schemas(
         sdk::JobRequest, sdk::TextToImageRequest, sdk::ImageRequest, sdk::GenerationParams, sdk::ImageInput, sdk::ResizeMode, sdk::Rng,
         sdk::ImageFormat, sdk::Operation, sdk::JobAccepted, sdk::JobSnapshot, sdk::JobStatus, sdk::Timings, sdk::JobResult,
@@ -33,12 +34,13 @@ mod truth;
         openai::ResponseFormat, openai::OutputFormat, openai::error::OpenAiErrorBody, openai::error::OpenAiError,
         a1111::request::SdRequest, a1111::SdResponse, a1111::error::SdErrorBody, a1111::misc::Sampler, a1111::misc::Schedule,
         a1111::misc::SdModel, a1111::misc::Progress, a1111::misc::ProgressState, a1111::misc::PngInfoRequest,
-        a1111::misc::PngInfoResponse
+        a1111::misc::PngInfoResponse, a1111::controlnet_routes::CnVersion, a1111::controlnet_routes::CnModelList,
+        a1111::controlnet_routes::CnModuleList, a1111::controlnet_routes::DetectRequest, a1111::controlnet_routes::DetectResponse
     )),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Submit, follow, cancel"), (name = "worker", description = "Health and capabilities"),
         (name = "openai", description = "OpenAI's Images API, an adapter over jobs"),
-        (name = "a1111", description = "AUTOMATIC1111's /sdapi/v1 API, an adapter over jobs (HTTP Basic with any user and the token as password is accepted too)"))
+        (name = "a1111", description = "AUTOMATIC1111's /sdapi/v1 API and its ControlNet extension's /controlnet routes, an adapter over jobs (HTTP Basic with any user and the token as password is accepted too)"))
 )]
 pub struct ApiDoc;
 

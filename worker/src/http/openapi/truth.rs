@@ -33,7 +33,7 @@ fn error_response_in(description: &str, body: &str) -> Value {
 fn error_body_of(path: &str) -> &'static str {
     if path.starts_with("/v1/images/") {
         "OpenAiErrorBody"
-    } else if path.starts_with("/sdapi/") {
+    } else if path.starts_with("/sdapi/") || path.starts_with("/controlnet/") {
         "SdErrorBody"
     } else {
         "ErrorBody"
