@@ -422,7 +422,6 @@ async fn the_openapi_document_covers_every_route_and_the_docs_do_too() {
         "/sdapi/v1/interrupt",
         "/sdapi/v1/skip",
         "/sdapi/v1/png-info",
-        "/v1/preprocess",
         "/controlnet/version",
         "/controlnet/model_list",
         "/controlnet/module_list",
