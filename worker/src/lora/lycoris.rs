@@ -6,8 +6,8 @@
 //! written for (LyCORIS itself, `lycoris/modules/{loha,lokr,locon}.py`, and the
 //! loaders that apply them: ComfyUI's `comfy/weight_adapter/{loha,lokr,lora}.py`,
 //! A1111's `extensions-builtin/Lora/network_{hada,lokr}.py`); parity is tested
-//! against PEFT 0.21.2's `LoHaModel`/`LoKrModel` merges
-//! (`tests/reference/lycoris_reference.py`). One convention differs between
+//! against PEFT 0.21.2's `LoHaModel`/`LoKrModel` merges and lycoris-lora
+//! 4.1.3's own rebuilds (`tests/reference/lycoris_reference.py`). One convention differs between
 //! them and we follow the files: a LoKr with both Kronecker factors stored in
 //! full is not scaled by `alpha / rank` (LyCORIS forces its scale to 1 there
 //! and the loaders have no rank to divide by), where PEFT would still apply
@@ -16,7 +16,8 @@
 //! Key suffixes (what follows the module name in a kohya/LyCORIS
 //! `.safetensors`, e.g. `lora_unet_..._proj_in.hada_w1_a`) are listed in
 //! [`LYCORIS_SUFFIXES`]. `dora_scale` (DoRA weight decomposition) needs the
-//! base weight and is refused with an error rather than silently ignored.
+//! base weight: [`delta_with_base`] / [`dora_delta`]; [`delta`] refuses it
+//! with an error rather than silently ignoring it.
 
 use std::collections::HashMap;
 
@@ -163,7 +164,7 @@ pub fn kind(tensors: &ModuleTensors) -> Option<LycorisKind> {
 /// Returns `Ok(None)` when the tensors are not LyCORIS ones (see [`kind`]).
 /// Errors name the inconsistent tensor: a missing factor, inner dimensions
 /// that do not match, a product whose element count differs from the
-/// target's, a `dora_scale` (DoRA is not supported here).
+/// target's, a `dora_scale` (DoRA needs the base weight: [`delta_with_base`]).
 pub fn delta(
     tensors: &ModuleTensors,
     target_shape: &[usize],
@@ -173,8 +174,97 @@ pub fn delta(
         return Ok(None);
     };
     if tensors.get("dora_scale").is_some() {
-        bail!("`dora_scale` (DoRA weight decomposition) is not supported for {kind:?} modules");
+        bail!("{kind:?} module has `dora_scale` (DoRA): its delta needs the base weight (`delta_with_base`)");
     }
+    scaled_delta(tensors, kind, target_shape, multiplier).map(Some)
+}
+
+/// [`delta`] for a module that may carry `dora_scale` (LyCORIS's DoRA
+/// "weight decomposition", DoHa/DoKr/DoRA), which needs the base weight
+/// `base` (any float dtype, the target's shape). Without `dora_scale` this is
+/// [`delta`] on `base`'s shape; with it, see [`dora_delta`].
+pub fn delta_with_base(
+    tensors: &ModuleTensors,
+    base: &Tensor,
+    multiplier: f64,
+) -> Result<Option<Tensor>> {
+    let Some(kind) = kind(tensors) else {
+        return Ok(None);
+    };
+    let Some(dora_scale) = tensors.get("dora_scale") else {
+        return scaled_delta(tensors, kind, base.dims(), multiplier).map(Some);
+    };
+    let full = scaled_delta(tensors, kind, base.dims(), 1.0)?;
+    dora_delta(base, &full, dora_scale, multiplier).map(Some)
+}
+
+/// The DoRA delta `m · (W' − W)`, `W' = (W + Δ) · dora_scale / (‖W + Δ‖ + ε)`,
+/// for base weight `W`, the module's delta `Δ` at multiplier 1 (scale
+/// included) and `ε` f32's epsilon, in f32 shaped like `W`. The norm runs
+/// per output row when `dora_scale` is `[out, 1, …]` (LyCORIS's `wd_on_out`,
+/// its default) and per input column when it is `[1, in, …]` (older files):
+/// LyCORIS `functional/general.py` `weight_decompose` at multiplier 1.
+/// Other multipliers scale the change linearly, as ComfyUI
+/// (`weight_adapter/base.py` `weight_decompose`) and A1111 do, so that 0
+/// gives no change (LyCORIS's own module interpolates the rescale factor
+/// instead, which does not). ComfyUI differs on the output axis, where it
+/// takes the norm of `W` rather than of `W + Δ`; we follow LyCORIS, whose
+/// training defines the files. Usable for plain LoRA + DoRA too.
+///
+/// Errors: `Δ` not shaped like `W`, `dora_scale` fitting neither axis.
+pub fn dora_delta(
+    base: &Tensor,
+    delta: &Tensor,
+    dora_scale: &Tensor,
+    multiplier: f64,
+) -> Result<Tensor> {
+    let w = base.to_dtype(DType::F32)?;
+    let dims = w.dims().to_vec();
+    if delta.dims() != dims.as_slice() || dims.len() < 2 {
+        bail!(
+            "DoRA: delta {:?} does not fit the base weight {:?}",
+            delta.dims(),
+            dims
+        );
+    }
+    let d = dora_scale.to_dtype(DType::F32)?;
+    let (out, inp) = (dims[0], dims[1]);
+    let merged = (&w + delta.to_dtype(DType::F32)?)?;
+    let on_axis = |axis: usize| {
+        d.rank() == dims.len()
+            && d.dims()
+                .iter()
+                .enumerate()
+                .all(|(i, &n)| n == if i == axis { dims[axis] } else { 1 })
+    };
+    let mut shape = vec![1usize; dims.len()];
+    let norm = if on_axis(0) {
+        shape[0] = out;
+        merged.reshape((out, ()))?.sqr()?.sum_keepdim(1)?
+    } else if on_axis(1) {
+        shape[1] = inp;
+        let t = merged.transpose(0, 1)?.contiguous()?;
+        t.reshape((inp, ()))?.sqr()?.sum_keepdim(1)?
+    } else {
+        bail!(
+            "`dora_scale` {:?} fits neither the output ({out}) nor the input ({inp}) axis of {:?}",
+            d.dims(),
+            dims
+        );
+    };
+    let norm = norm.sqrt()?.reshape(shape.as_slice())?;
+    let factor = d.broadcast_div(&norm.affine(1.0, f32::EPSILON as f64)?)?;
+    let rescaled = merged.broadcast_mul(&factor)?;
+    Ok((rescaled - &w)?.affine(multiplier, 0.0)?)
+}
+
+/// `multiplier · scale · Δ` shaped `target_shape` (see [`delta`]).
+fn scaled_delta(
+    tensors: &ModuleTensors,
+    kind: LycorisKind,
+    target_shape: &[usize],
+    multiplier: f64,
+) -> Result<Tensor> {
     let (raw, rank) = match kind {
         LycorisKind::LoHa => loha(tensors)?,
         LycorisKind::LoKr => lokr(tensors)?,
@@ -193,8 +283,7 @@ pub fn delta(
             target_shape
         );
     }
-    let out = raw.reshape(target_shape)?.affine(multiplier * scale, 0.0)?;
-    Ok(Some(out))
+    Ok(raw.reshape(target_shape)?.affine(multiplier * scale, 0.0)?)
 }
 
 /// A tensor seen as a matrix `[dims[0], rest]` (LyCORIS stores conv factors

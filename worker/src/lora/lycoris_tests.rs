@@ -1,5 +1,7 @@
-//! LyCORIS deltas against PEFT 0.21.2's LoHa/LoKr merges and the LoCon
-//! Tucker module's forward, value for value. `tests/reference/lycoris_reference.json`
+//! LyCORIS deltas against PEFT 0.21.2's LoHa/LoKr merges, lycoris-lora
+//! 4.1.3's own rebuilds (which agree with the loaders' formulas to 1e-16) and
+//! the LoCon Tucker module's forward, value for value; DoRA against
+//! lycoris-lora's `weight_decompose`. `tests/reference/lycoris_reference.json`
 //! was computed by `lycoris_reference.py` beside it (in f64) on the modules
 //! [`tiny_modules`] builds.
 
@@ -28,8 +30,17 @@ struct Case {
 }
 
 #[derive(Deserialize)]
+struct DoraCase {
+    module: String,
+    base: Vec<f64>,
+    dora_scale: Input,
+    delta: Vec<f64>,
+}
+
+#[derive(Deserialize)]
 struct Reference {
     cases: Vec<Case>,
+    dora_cases: Vec<DoraCase>,
 }
 
 fn reference() -> Reference {
@@ -250,4 +261,57 @@ fn a_kohya_named_safetensors_round_trip_gives_the_same_delta() {
         let b = values(&delta(&m.tensors, &m.target_shape, 0.8).unwrap().unwrap());
         assert_eq!(a, b, "{}", m.name);
     }
+}
+
+fn tensor(values: &[f64], shape: &[usize]) -> Tensor {
+    let v: Vec<f32> = values.iter().map(|x| *x as f32).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn dora_deltas_match_lycoris_weight_decompose() {
+    let reference = reference();
+    assert_eq!(reference.dora_cases.len(), 3);
+    for dc in &reference.dora_cases {
+        let mut m = case(&dc.module);
+        let shape = m.target_shape.clone();
+        let base = tensor(&dc.base, &shape);
+        let ds = tensor(&dc.dora_scale.values, &dc.dora_scale.shape);
+        // Without the base weight, DoRA is refused, naming the tensor.
+        m.tensors.insert("dora_scale", ds);
+        assert!(error_of(&m.tensors, &shape).contains("dora_scale"));
+        let d = delta_with_base(&m.tensors, &base, 1.0).unwrap().unwrap();
+        assert_eq!(d.dims(), shape.as_slice());
+        let got = values(&d);
+        let peak = dc.delta.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let gap = max_abs_diff(&got, &dc.delta);
+        println!(
+            "dora {:20} on {:?}  max |delta| {peak:.3e}  max abs diff {gap:.2e}",
+            dc.module, dc.dora_scale.shape
+        );
+        assert!(
+            gap <= RELATIVE_TOLERANCE * peak,
+            "{}: off by {gap}",
+            dc.module
+        );
+        // DoRA changes the plain delta, and the multiplier scales linearly to zero.
+        let plain = values(
+            &delta_with_base(&case(&dc.module).tensors, &base, 1.0)
+                .unwrap()
+                .unwrap(),
+        );
+        assert!(max_abs_diff(&plain, &got) > 1e-2 * peak);
+        let half = values(&delta_with_base(&m.tensors, &base, 0.5).unwrap().unwrap());
+        let want: Vec<f64> = got.iter().map(|v| 0.5 * v).collect();
+        assert!(max_abs_diff(&half, &want) <= 1e-7);
+        let zero = values(&delta_with_base(&m.tensors, &base, 0.0).unwrap().unwrap());
+        assert!(zero.iter().all(|v| *v == 0.0));
+    }
+    // A dora_scale on neither axis is a named error.
+    let mut m = case("loha_linear");
+    m.tensors
+        .insert("dora_scale", wave_tensor(&[5, 1], 1, &Device::Cpu).unwrap());
+    let base = wave_tensor(&m.target_shape, 99, &Device::Cpu).unwrap();
+    let e = format!("{:#}", delta_with_base(&m.tensors, &base, 1.0).unwrap_err());
+    assert!(e.contains("dora_scale"), "{e}");
 }

@@ -2,7 +2,7 @@
 
     python worker/tests/reference/lycoris_reference.py > worker/tests/reference/lycoris_reference.json
 
-(torch as pinned in training/requirements.txt, peft==0.21.2.)
+(torch as pinned in training/requirements.txt, peft==0.21.2, lycoris-lora==4.1.3.)
 worker/src/lora/lycoris_tests.rs builds the same modules with the worker's
 generator (`lycoris::tiny_modules`) and compares `lycoris::delta` with the
 deltas recorded here, value for value.
@@ -32,6 +32,15 @@ by the loaders' formulas (ComfyUI `weight_adapter/{loha,lokr}.py`), in
 float64: they agree to 1e-16, or 1e-9 where PEFT's LoHa rounds its scale to
 a float32 tensor (`loader_formula_gap` in the JSON).
 
+Every delta is also compared with lycoris-lora's own functional rebuild
+(`lycoris.functional.{loha,lokr,locon}`, torch backend, given the files'
+scale), the library that writes these files (`lycoris_gap` in the JSON).
+
+DoRA (`dora_scale`): for three modules, the delta W' - W with
+W' = lycoris.functional.general.weight_decompose(W + delta, dora_scale, 1,
+wd_on_out) (base W = wave(seed 99), dora_scale = |wave(seed 77)| + 0.5),
+per output row and per input column (`dora_cases`).
+
 LoCon Tucker (`lora_mid`, no PEFT equivalent): the delta is
 sum_ab up[o,a] mid[a,b,k,l] down[b,i] * alpha/r, checked here against the
 LyCORIS module's forward (conv 1x1 down, conv kxk mid, conv 1x1 up) on an
@@ -43,6 +52,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from lycoris.functional import locon as ly_locon
+from lycoris.functional import loha as ly_loha
+from lycoris.functional import lokr as ly_lokr
+from lycoris.functional.general import weight_decompose
 from peft import LoHaConfig, LoKrConfig, get_peft_model
 
 CASES = [
@@ -171,8 +184,40 @@ def locon_delta(t: dict, shape, scale: float) -> torch.Tensor:
     return delta
 
 
+def lycoris_delta(name, shape, t: dict, scale: float) -> torch.Tensor:
+    d = {k: v.double() for k, v in t.items()}
+    g = d.get
+    if name.startswith("loha"):
+        out = ly_loha.diff_weight(g("hada_w1_b"), g("hada_w1_a"), g("hada_w2_b"), g("hada_w2_a"),
+                                  g("hada_t1"), g("hada_t2"), gamma=scale, backend="torch")
+    elif name.startswith("lokr"):
+        out = ly_lokr.kron_weight(g("lokr_w1"), g("lokr_w1_a"), g("lokr_w1_b"), g("lokr_w2"),
+                                  g("lokr_w2_a"), g("lokr_w2_b"), g("lokr_t2"), scale=scale,
+                                  backend="torch")
+    else:
+        out = ly_locon.diff_weight(g("lora_down"), g("lora_up"), g("lora_mid"), gamma=scale,
+                                   backend="torch")
+    return out.reshape(shape)
+
+
+DORA = [("loha_linear", True), ("lokr_conv", False), ("locon_tucker", True)]
+
+
+def dora_case(name: str, on_out: bool, shape, delta: torch.Tensor) -> dict:
+    w = wave(shape, 99).double()
+    ds_shape = [shape[0]] + [1] * (len(shape) - 1) if on_out else [1, shape[1]] + [1] * (len(shape) - 2)
+    ds = wave(ds_shape, 77).abs() + 0.5
+    merged = weight_decompose(w + delta, ds.double(), 1, on_out, backend="torch")
+    return {
+        "module": name,
+        "base": w.flatten().tolist(),
+        "dora_scale": {"shape": ds_shape, "values": ds.double().flatten().tolist()},
+        "delta": (merged - w).flatten().tolist(),
+    }
+
+
 def main() -> None:
-    cases = []
+    cases, dora_cases = [], []
     for ci, (name, shape, alpha, layout) in enumerate(CASES):
         t = {n: wave(s, 10 * ci + j + 1) for j, (n, s) in enumerate(layout)}
         rank = rank_of(t)
@@ -185,6 +230,12 @@ def main() -> None:
             delta = peft_delta(name, shape, t, scale).double()
             check = (loader_delta(t, shape) * scale - delta).abs().max().item()
             assert check < 1e-7, f"{name}: PEFT and the loaders' formula differ by {check}"
+        ly = lycoris_delta(name, shape, t, scale)
+        lycoris_gap = (ly - delta).abs().max().item()
+        assert lycoris_gap < 1e-7, f"{name}: lycoris-lora differs by {lycoris_gap}"
+        for dname, on_out in DORA:
+            if dname == name:
+                dora_cases.append(dora_case(name, on_out, shape, ly))
         cases.append({
             "name": name,
             "target_shape": shape,
@@ -193,8 +244,10 @@ def main() -> None:
             "tensors": {n: {"shape": list(v.shape), "values": v.flatten().tolist()} for n, v in t.items()},
             "delta": delta.flatten().tolist(),
             "loader_formula_gap": check,
+            "lycoris_gap": lycoris_gap,
         })
-    json.dump({"peft": "0.21.2", "torch": torch.__version__, "cases": cases}, __import__("sys").stdout)
+    json.dump({"peft": "0.21.2", "lycoris-lora": "4.1.3", "torch": torch.__version__,
+               "cases": cases, "dora_cases": dora_cases}, __import__("sys").stdout)
 
 
 if __name__ == "__main__":
