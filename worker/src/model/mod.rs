@@ -10,6 +10,7 @@ pub mod conditioner;
 pub mod config;
 pub mod controlnet;
 pub mod denoiser;
+pub mod embeddings;
 pub mod generate;
 mod load;
 pub mod memory;
