@@ -297,6 +297,7 @@ fn contains_word(text: &str, word: &str) -> bool {
 }
 
 /// A prompt tokenized for one CLIP encoder with embeddings in place.
+#[derive(Debug)]
 pub(crate) struct EmbeddedTokens {
     /// Windows of `max_length` ids (bos, tokens, eos, pad).
     pub windows: Vec<Vec<u32>>,
