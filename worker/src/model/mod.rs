@@ -11,6 +11,8 @@ pub mod config;
 pub mod controlnet;
 pub mod denoiser;
 pub mod embeddings;
+#[cfg(test)]
+mod embeddings_reference_tests;
 pub mod generate;
 mod load;
 pub mod memory;

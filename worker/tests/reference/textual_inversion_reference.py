@@ -16,7 +16,9 @@ SD 1.x: `pipe.load_textual_inversion(file, token="tistyle")` (the A1111
 `emb_params` layout, three vectors). SDXL: `load_textual_inversion` twice, the
 file's `clip_l` with `text_encoder`/`tokenizer` and its `clip_g` with
 `text_encoder_2`/`tokenizer_2`, as diffusers documents (two vectors each).
-Recorded: `encode_prompt`'s prompt embeddings (and SDXL's pooled one) for a
+The pooled embedding is read at the end-of-text token (see `sdxl`: the
+legacy-config argmax pooling of transformers would read it at the
+embedding's last token). Recorded: `encode_prompt`'s prompt embeddings (and SDXL's pooled one) for a
 prompt writing the name, and for the same prompt without the embedding
 loaded (the name read as text), which the Rust test
 (worker/src/model/embeddings_reference_tests.rs) uses to show that the
@@ -63,6 +65,19 @@ def sdxl(root: str) -> dict:
     pipe = StableDiffusionXLPipeline.from_pretrained(
         f"{root}/tiny-sdxl", torch_dtype=torch.float32
     )
+    # The generated configs carry CLIP's legacy `eos_token_id: 2` (as SDXL
+    # base 1.0's do), for which transformers pools at `input_ids.argmax()`:
+    # with added tokens (ids past the vocabulary) that is the embedding's last
+    # token, not the end-of-text token ("can't work correctly with extra new
+    # tokens added", transformers' modeling_clip.py). A1111 and ComfyUI pool
+    # at the end-of-text token, as transformers does with a corrected config:
+    # we give the encoders the tokenizer's real eos id, which changes nothing
+    # without the embedding.
+    for encoder, tokenizer in [
+        (pipe.text_encoder, pipe.tokenizer),
+        (pipe.text_encoder_2, pipe.tokenizer_2),
+    ]:
+        getattr(encoder, "text_model", encoder).eos_token_id = tokenizer.eos_token_id
     with torch.no_grad():
         plain, _, plain_pooled, _ = pipe.encode_prompt(
             SDXL_PROMPT, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False
