@@ -55,7 +55,11 @@ fn generate_embedding(args: &sd_worker::cli::GenerateEmbeddingArgs) -> anyhow::R
     use sd_worker::model::embeddings::{write_embedding, EmbeddingFormat};
     let format = EmbeddingFormat::parse(&args.format)?;
     write_embedding(&args.out, format, &args.dims, args.vectors, args.seed)?;
-    println!("wrote a {} embedding to {}", args.format, args.out.display());
+    println!(
+        "wrote a {} embedding to {}",
+        args.format,
+        args.out.display()
+    );
     Ok(())
 }
 

@@ -88,7 +88,9 @@ fn as_vectors(t: &Tensor, key: &str) -> Result<Tensor> {
     let t = match t.rank() {
         1 => t.unsqueeze(0)?,
         2 => t,
-        r => bail!("tensor `{key}` has {r} dimensions; an embedding is [vectors, width] or [width]"),
+        r => {
+            bail!("tensor `{key}` has {r} dimensions; an embedding is [vectors, width] or [width]")
+        }
     };
     let (n, dim) = t.dims2()?;
     if n == 0 || dim == 0 {
@@ -139,37 +141,39 @@ impl TextualInversion {
         if name.trim().is_empty() {
             bail!("an embedding needs a name");
         }
-        let vectors = if let (Some(l), Some(g)) = (tensors.get("clip_l"), tensors.get("clip_g")) {
-            let (clip_l, clip_g) = (as_vectors(l, "clip_l")?, as_vectors(g, "clip_g")?);
-            let (nl, ng) = (clip_l.dim(0)?, clip_g.dim(0)?);
-            if nl != ng {
-                bail!("clip_l has {nl} vectors and clip_g {ng}; they must have as many");
-            }
-            Vectors::Pair { clip_l, clip_g }
-        } else {
-            let key = match tensors.len() {
-                0 => bail!("the file holds no tensor"),
-                1 => tensors.keys().next().expect("one key"),
-                _ => {
-                    let mut a1111 = tensors
-                        .keys()
-                        .filter(|k| *k == "emb_params" || k.starts_with("string_to_param."));
-                    match (a1111.next(), a1111.next()) {
-                        (Some(k), None) => k,
+        let vectors =
+            if let (Some(l), Some(g)) = (tensors.get("clip_l"), tensors.get("clip_g")) {
+                let (clip_l, clip_g) = (as_vectors(l, "clip_l")?, as_vectors(g, "clip_g")?);
+                let (nl, ng) = (clip_l.dim(0)?, clip_g.dim(0)?);
+                if nl != ng {
+                    bail!("clip_l has {nl} vectors and clip_g {ng}; they must have as many");
+                }
+                Vectors::Pair { clip_l, clip_g }
+            } else {
+                let key =
+                    match tensors.len() {
+                        0 => bail!("the file holds no tensor"),
+                        1 => tensors.keys().next().expect("one key"),
                         _ => {
-                            let mut keys: Vec<&String> = tensors.keys().collect();
-                            keys.sort();
-                            bail!(
+                            let mut a1111 = tensors.keys().filter(|k| {
+                                *k == "emb_params" || k.starts_with("string_to_param.")
+                            });
+                            match (a1111.next(), a1111.next()) {
+                                (Some(k), None) => k,
+                                _ => {
+                                    let mut keys: Vec<&String> = tensors.keys().collect();
+                                    keys.sort();
+                                    bail!(
                                 "the file holds several tensors ({}); an embedding has one, \
                                  or SDXL's clip_l and clip_g",
                                 keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
                             )
+                                }
+                            }
                         }
-                    }
-                }
+                    };
+                Vectors::Single(as_vectors(&tensors[key], key)?)
             };
-            Vectors::Single(as_vectors(&tensors[key], key)?)
-        };
         Ok(Self {
             name: name.to_string(),
             vectors,
@@ -210,7 +214,10 @@ impl TextualInversion {
             (Vectors::Pair { clip_l, clip_g }, true) => match slot.role {
                 EncoderRole::ClipL => clip_l,
                 EncoderRole::OpenClipG => clip_g,
-                role => bail!("embedding `{name}`: SDXL embeddings have no vectors for {}", role.name()),
+                role => bail!(
+                    "embedding `{name}`: SDXL embeddings have no vectors for {}",
+                    role.name()
+                ),
             },
             (Vectors::Pair { clip_l, clip_g }, false) => bail!(
                 "embedding `{name}` is an SDXL embedding (clip_l {}-wide, clip_g {}-wide); \
@@ -292,7 +299,8 @@ fn contains_word(text: &str, word: &str) -> bool {
         let before = text[..at].chars().next_back();
         let after = text[at + word.len()..].chars().next();
         // Only a letter next to a letter (or digit next to digit) joins CLIP words.
-        !(alnum(before) && alnum(word.chars().next()) || alnum(after) && alnum(word.chars().next_back()))
+        !(alnum(before) && alnum(word.chars().next())
+            || alnum(after) && alnum(word.chars().next_back()))
     })
 }
 
@@ -394,7 +402,9 @@ pub(crate) fn tokenize(
         windows: chunks.iter().map(|c| tok.window(c)).collect(),
         token_count,
         truncated,
-        extra: (!rows.is_empty()).then(|| Tensor::cat(&rows, 0)).transpose()?,
+        extra: (!rows.is_empty())
+            .then(|| Tensor::cat(&rows, 0))
+            .transpose()?,
         used: used.iter().map(|(ti, _)| ti.name.clone()).collect(),
     })
 }
@@ -434,7 +444,11 @@ pub fn write_embedding(
     n: usize,
     seed: u64,
 ) -> Result<()> {
-    let want = if format == EmbeddingFormat::Sdxl { 2 } else { 1 };
+    let want = if format == EmbeddingFormat::Sdxl {
+        2
+    } else {
+        1
+    };
     if dims.len() != want || dims.contains(&0) || n == 0 {
         bail!("{format:?} embeddings need {want} non-zero width(s) and at least one vector");
     }
@@ -455,7 +469,10 @@ pub fn write_embedding(
             tensors.insert("emb_params".to_string(), set(dims[0])?);
         }
         EmbeddingFormat::Diffusers => {
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("embedding");
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("embedding");
             tensors.insert(format!("<{stem}>"), set(dims[0])?);
         }
         EmbeddingFormat::Sdxl => {

@@ -10,7 +10,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
-use crate::model::embeddings::{write_embedding, EmbeddingFormat, TextualInversion, TextualInversions};
+use crate::model::embeddings::{
+    write_embedding, EmbeddingFormat, TextualInversion, TextualInversions,
+};
 use crate::model::generate::{write_model, WeightInit};
 use crate::model::shapes::ModelShape;
 use crate::model::{LoadOptions, LoadedModel, ModelSpec};
@@ -68,7 +70,11 @@ fn check(what: &str, ours: &Tensor, reference: &Sampled) -> f64 {
     let n = flat.len() as f64;
     let mean = flat.iter().sum::<f64>() / n;
     let abs_mean = flat.iter().map(|v| v.abs()).sum::<f64>() / n;
-    assert!(close(mean, reference.mean), "{what}: mean {mean} vs {}", reference.mean);
+    assert!(
+        close(mean, reference.mean),
+        "{what}: mean {mean} vs {}",
+        reference.mean
+    );
     assert!(
         close(abs_mean, reference.abs_mean),
         "{what}: mean magnitude {abs_mean} vs {}",
@@ -100,7 +106,14 @@ fn load(dir: &Path, shape: ModelShape) -> LoadedModel {
 }
 
 /// The embedding the reference script loaded, written by our generator.
-fn embedding(dir: &Path, name: &str, format: EmbeddingFormat, dims: &[usize], n: usize, seed: u64) -> TextualInversions {
+fn embedding(
+    dir: &Path,
+    name: &str,
+    format: EmbeddingFormat,
+    dims: &[usize],
+    n: usize,
+    seed: u64,
+) -> TextualInversions {
     let path = dir.join(format!("{name}.safetensors"));
     write_embedding(&path, format, dims, n, seed).unwrap();
     let mut set = TextualInversions::new();
@@ -127,11 +140,20 @@ fn sd1_embedding_matches_diffusers_load_textual_inversion() {
     let ours = c.encode(&tokens, 1).unwrap();
     let diff = check("prompt_embeds", &ours.context, &r.prompt_embeds);
     // Without the embedding the name is text, as diffusers before loading it.
-    let plain = c.encode(&c.tokenize(&r.prompt, "prompt").unwrap(), 1).unwrap();
-    check("prompt_embeds_without", &plain.context, &r.prompt_embeds_without);
+    let plain = c
+        .encode(&c.tokenize(&r.prompt, "prompt").unwrap(), 1)
+        .unwrap();
+    check(
+        "prompt_embeds_without",
+        &plain.context,
+        &r.prompt_embeds_without,
+    );
     let shift = moved(&r.prompt_embeds, &r.prompt_embeds_without);
     eprintln!("SD 1.x: max |ours - diffusers| {diff:.2e}; the embedding moves it by {shift:.3}");
-    assert!(shift > 1000.0 * diff.max(1e-6) && shift > 0.1, "{shift} vs {diff}");
+    assert!(
+        shift > 1000.0 * diff.max(1e-6) && shift > 0.1,
+        "{shift} vs {diff}"
+    );
 }
 
 #[test]
@@ -146,17 +168,34 @@ fn sdxl_embedding_pair_matches_diffusers_load_textual_inversion() {
     let ours = c.encode(&tokens, 1).unwrap();
     let diff = check("prompt_embeds", &ours.context, &r.prompt_embeds);
     let pooled = r.pooled_prompt_embeds.as_ref().unwrap();
-    let diff_pooled = check("pooled_prompt_embeds", ours.pooled.as_ref().unwrap(), pooled);
-    let plain = c.encode(&c.tokenize(&r.prompt, "prompt").unwrap(), 1).unwrap();
-    check("prompt_embeds_without", &plain.context, &r.prompt_embeds_without);
+    let diff_pooled = check(
+        "pooled_prompt_embeds",
+        ours.pooled.as_ref().unwrap(),
+        pooled,
+    );
+    let plain = c
+        .encode(&c.tokenize(&r.prompt, "prompt").unwrap(), 1)
+        .unwrap();
+    check(
+        "prompt_embeds_without",
+        &plain.context,
+        &r.prompt_embeds_without,
+    );
     let pooled_without = r.pooled_prompt_embeds_without.as_ref().unwrap();
-    check("pooled_prompt_embeds_without", plain.pooled.as_ref().unwrap(), pooled_without);
+    check(
+        "pooled_prompt_embeds_without",
+        plain.pooled.as_ref().unwrap(),
+        pooled_without,
+    );
     let shift = moved(&r.prompt_embeds, &r.prompt_embeds_without);
     let shift_pooled = moved(pooled, pooled_without);
     eprintln!(
         "SDXL: max |ours - diffusers| {diff:.2e} (pooled {diff_pooled:.2e}); the embedding \
          moves them by {shift:.3} (pooled {shift_pooled:.3})"
     );
-    assert!(shift > 1000.0 * diff.max(1e-6) && shift > 0.1, "{shift} vs {diff}");
+    assert!(
+        shift > 1000.0 * diff.max(1e-6) && shift > 0.1,
+        "{shift} vs {diff}"
+    );
     assert!(shift_pooled > 1000.0 * diff_pooled.max(1e-6) && shift_pooled > 0.1);
 }

@@ -114,7 +114,11 @@ fn a_name_inside_another_word_is_not_replaced() {
         assert_eq!(max_diff(&with, &without), 0.0, "{text}");
     }
     // Case, punctuation and attention brackets around it do not matter.
-    for text in ["a TiStyle circle", "(tistyle:1.2), circle", "circle,tistyle"] {
+    for text in [
+        "a TiStyle circle",
+        "(tistyle:1.2), circle",
+        "circle,tistyle",
+    ] {
         let (_, used) = encode(&sd, text, &set);
         assert_eq!(used, ["tistyle"], "{text}");
     }
@@ -143,13 +147,19 @@ fn embeddings_of_another_width_or_family_are_refused() {
     assert!(e.contains("768-wide vectors: SD 1.x"), "{e}");
     let pair = embedding(files.path(), "pair", EmbeddingFormat::Sdxl, &[32, 48], 2);
     let e = err(&sd, pair, "pair");
-    assert!(e.contains("is an SDXL embedding") && e.contains("SD 1.x"), "{e}");
+    assert!(
+        e.contains("is an SDXL embedding") && e.contains("SD 1.x"),
+        "{e}"
+    );
     let single = embedding(files.path(), "single", EmbeddingFormat::A1111, &[32], 2);
     let e = err(&xl, single, "single");
     assert!(e.contains("this model is SDXL"), "{e}");
     let swapped = embedding(files.path(), "swapped", EmbeddingFormat::Sdxl, &[48, 32], 2);
     let e = err(&xl, swapped, "swapped");
-    assert!(e.contains("48-wide vectors") && e.contains("CLIP-L is 32-wide"), "{e}");
+    assert!(
+        e.contains("48-wide vectors") && e.contains("CLIP-L is 32-wide"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -159,7 +169,10 @@ fn pickles_and_odd_files_are_refused_with_the_reason() {
         let path = files.path().join(format!("bad.{ext}"));
         std::fs::write(&path, b"\x80\x02}q\x00.").unwrap();
         let e = format!("{:#}", TextualInversion::load(&path).unwrap_err());
-        assert!(e.contains("pickle") && e.contains("run arbitrary code"), "{e}");
+        assert!(
+            e.contains("pickle") && e.contains("run arbitrary code"),
+            "{e}"
+        );
     }
     let corrupt = files.path().join("corrupt.safetensors");
     std::fs::write(&corrupt, b"not a safetensors file").unwrap();
@@ -167,10 +180,14 @@ fn pickles_and_odd_files_are_refused_with_the_reason() {
     assert!(e.contains("corrupt.safetensors"), "{e}");
 
     let t = |dims: &[usize]| Tensor::zeros(dims, DType::F32, &Device::Cpu).unwrap();
-    let several: HashMap<String, Tensor> = [("a".to_string(), t(&[1, 4])), ("b".into(), t(&[1, 4]))]
-        .into_iter()
-        .collect();
-    let e = format!("{:#}", TextualInversion::from_tensors("x", several).unwrap_err());
+    let several: HashMap<String, Tensor> =
+        [("a".to_string(), t(&[1, 4])), ("b".into(), t(&[1, 4]))]
+            .into_iter()
+            .collect();
+    let e = format!(
+        "{:#}",
+        TextualInversion::from_tensors("x", several).unwrap_err()
+    );
     assert!(e.contains("several tensors (a, b)"), "{e}");
     let uneven: HashMap<String, Tensor> = [
         ("clip_l".to_string(), t(&[2, 4])),
@@ -178,7 +195,10 @@ fn pickles_and_odd_files_are_refused_with_the_reason() {
     ]
     .into_iter()
     .collect();
-    let e = format!("{:#}", TextualInversion::from_tensors("x", uneven).unwrap_err());
+    let e = format!(
+        "{:#}",
+        TextualInversion::from_tensors("x", uneven).unwrap_err()
+    );
     assert!(e.contains("clip_l has 2 vectors and clip_g 3"), "{e}");
 }
 
@@ -199,7 +219,12 @@ fn reads_every_layout() {
     // A1111's key wins over stray tensors.
     let mut mixed = one("string_to_param.*", &[2, 8]);
     mixed.insert("step".into(), t(&[1]));
-    assert_eq!(TextualInversion::from_tensors("x", mixed).unwrap().vector_count(), 2);
+    assert_eq!(
+        TextualInversion::from_tensors("x", mixed)
+            .unwrap()
+            .vector_count(),
+        2
+    );
 
     let files = tempfile::tempdir().unwrap();
     let d = embedding(files.path(), "dif", EmbeddingFormat::Diffusers, &[8], 2);
@@ -228,8 +253,7 @@ fn an_embedding_counts_its_vectors_and_stays_in_one_window() {
     let tok = ClipTokenizer::from_dir(dir.path()).unwrap();
     let ti = |n| {
         let v = Tensor::ones((n, 4), DType::F32, &Device::Cpu).unwrap();
-        TextualInversion::from_tensors("tistyle", [("emb_params".to_string(), v)].into())
-            .unwrap()
+        TextualInversion::from_tensors("tistyle", [("emb_params".to_string(), v)].into()).unwrap()
     };
     let slot = EncoderSlot {
         role: EncoderRole::ClipL,
@@ -243,7 +267,10 @@ fn an_embedding_counts_its_vectors_and_stays_in_one_window() {
     let w = tokenize(&tok, &text, 8, &set_of(vec![ti(3)]), slot, base).unwrap();
     assert_eq!(w.token_count, 74 + 3 + 1);
     assert_eq!(w.windows.len(), 2);
-    assert_eq!(&w.windows[1][1..5], &[base, base + 1, base + 2, w.windows[0][1]]);
+    assert_eq!(
+        &w.windows[1][1..5],
+        &[base, base + 1, base + 2, w.windows[0][1]]
+    );
     assert_eq!(w.windows[0][75], tok.eos_id());
     assert_eq!(w.extra.unwrap().dims(), &[3, 4]);
     // Used twice: one set of rows.
@@ -258,7 +285,10 @@ fn an_embedding_counts_its_vectors_and_stays_in_one_window() {
 #[test]
 fn names_in_finds_whole_words_ignoring_case() {
     let names = ["EasyNegative", "tistyle", "bad-hands-5", "cat"];
-    let found = names_in(names, &["(easynegative:1.1), a bobcat", "bad-hands-5, TISTYLE"]);
+    let found = names_in(
+        names,
+        &["(easynegative:1.1), a bobcat", "bad-hands-5, TISTYLE"],
+    );
     assert_eq!(found, ["EasyNegative", "tistyle", "bad-hands-5"]);
     assert!(names_in(names, &["tistyles of bobcats"]).is_empty());
 }

@@ -273,7 +273,10 @@ impl ClipTextEncoder {
                 "token id {bad} is past the vocabulary ({vocab}) and the {rows} embedding vectors"
             );
         }
-        let base: Vec<u32> = flat.iter().map(|&id| if id < vocab { id } else { 0 }).collect();
+        let base: Vec<u32> = flat
+            .iter()
+            .map(|&id| if id < vocab { id } else { 0 })
+            .collect();
         let rows_of: Vec<u32> = flat.iter().map(|&id| id.saturating_sub(vocab)).collect();
         let mask: Vec<u8> = flat.iter().map(|&id| u8::from(id >= vocab)).collect();
         let base = self

@@ -88,14 +88,7 @@ impl ClipEncoder {
             paired,
         };
         let base = u32::try_from(self.encoder.vocab_size())?;
-        let w = embeddings::tokenize(
-            &self.tokenizer,
-            text,
-            MAX_WINDOWS,
-            embeddings,
-            slot,
-            base,
-        )?;
+        let w = embeddings::tokenize(&self.tokenizer, text, MAX_WINDOWS, embeddings, slot, base)?;
         let extra = w
             .extra
             .map(|t| t.to_dtype(self.encoder.dtype())?.to_device(&self.device))
