@@ -292,3 +292,26 @@ fn names_in_finds_whole_words_ignoring_case() {
     assert_eq!(found, ["EasyNegative", "tistyle", "bad-hands-5"]);
     assert!(names_in(names, &["tistyles of bobcats"]).is_empty());
 }
+
+#[test]
+fn sd3_says_embeddings_are_not_applied() {
+    let files = tempfile::tempdir().unwrap();
+    let (_d, sd3) = tiny(ModelShape::tiny_sd3());
+    let set = set_of(vec![embedding(
+        files.path(),
+        "tixl",
+        EmbeddingFormat::Sdxl,
+        &[32, 48],
+        2,
+    )]);
+    let tokens = sd3
+        .conditioner()
+        .tokenize_with("a tixl circle", "prompt", &set)
+        .unwrap();
+    assert!(tokens.embeddings.is_empty());
+    let warning = tokens.warning.unwrap();
+    assert!(
+        warning.contains("not applied on SD 3") && warning.contains("tixl"),
+        "{warning}"
+    );
+}
