@@ -34,6 +34,27 @@ pub enum Command {
     /// Write a random-weight Depth Anything V2 model (tiny) for the `depth`
     /// preprocessor, in the released checkpoint's layout (`--shape` is ignored).
     GenerateDepthModel(GenerateArgs),
+    /// Write a deterministic random textual-inversion embedding (.safetensors).
+    GenerateEmbedding(GenerateEmbeddingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateEmbeddingArgs {
+    /// Layout: a1111 (`emb_params`), diffusers (`<stem>`) or sdxl (`clip_l` + `clip_g`).
+    #[arg(long, default_value = "a1111")]
+    pub format: String,
+    /// Vector width(s), comma-separated: `32`, or `32,48` for sdxl (CLIP-L, OpenCLIP-G).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub dims: Vec<usize>,
+    /// Vectors per set (tokens the embedding takes).
+    #[arg(long, default_value_t = 2)]
+    pub vectors: usize,
+    /// Seed of the values (same seed, byte-identical file).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output file (.safetensors); its stem is the name prompts write.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -51,6 +51,18 @@ fn generate_controlnet(args: &sd_worker::cli::GenerateArgs) -> anyhow::Result<()
     Ok(())
 }
 
+fn generate_embedding(args: &sd_worker::cli::GenerateEmbeddingArgs) -> anyhow::Result<()> {
+    use sd_worker::model::embeddings::{write_embedding, EmbeddingFormat};
+    let format = EmbeddingFormat::parse(&args.format)?;
+    write_embedding(&args.out, format, &args.dims, args.vectors, args.seed)?;
+    println!(
+        "wrote a {} embedding to {}",
+        args.format,
+        args.out.display()
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     sd_worker::device::pin_cpu_threads();
     let cli = Cli::parse();
@@ -71,6 +83,7 @@ fn main() -> std::process::ExitCode {
                 },
             )
         }
+        Some(Command::GenerateEmbedding(args)) => generate_embedding(&args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };

@@ -10,6 +10,9 @@ pub mod conditioner;
 pub mod config;
 pub mod controlnet;
 pub mod denoiser;
+pub mod embeddings;
+#[cfg(test)]
+mod embeddings_reference_tests;
 pub mod generate;
 mod load;
 pub mod memory;

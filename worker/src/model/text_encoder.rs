@@ -116,6 +116,7 @@ pub struct ClipTextEncoder {
     projection: Option<Linear>,
     max_positions: usize,
     hidden_size: usize,
+    vocab_size: usize,
 }
 
 impl ClipTextEncoder {
@@ -178,6 +179,7 @@ impl ClipTextEncoder {
             projection,
             max_positions: cfg.max_position_embeddings,
             hidden_size: cfg.hidden_size,
+            vocab_size: cfg.vocab_size,
         })
     }
 
@@ -187,6 +189,17 @@ impl ClipTextEncoder {
 
     pub fn max_positions(&self) -> usize {
         self.max_positions
+    }
+
+    /// Rows of the token embedding table; ids from here on are placeholders
+    /// for textual-inversion vectors ([`Self::encode_with`]).
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// The dtype of the weights.
+    pub fn dtype(&self) -> DType {
+        self.token_embedding.embeddings().dtype()
     }
 
     /// The pooled embedding transformers' CLIP gives: the final hidden state
@@ -207,13 +220,30 @@ impl ClipTextEncoder {
 
     /// Encodes token ids of shape [batch, tokens] (tokens <= max positions).
     pub fn encode(&self, ids: &Tensor) -> candle_core::Result<TextEncoding> {
+        self.encode_with(ids, None)
+    }
+
+    /// [`Self::encode`] where id `vocab_size + k` stands for row k of
+    /// `extra` [rows, hidden] (textual-inversion vectors, in the weights'
+    /// dtype): the token embedding of those positions is taken from `extra`,
+    /// then the position embeddings are added as for any token (what
+    /// diffusers' `load_textual_inversion` gets by appending rows to the
+    /// table; the table itself is never changed). `extra` None is `encode`.
+    ///
+    /// Errors: a placeholder id past `extra`'s rows.
+    pub fn encode_with(
+        &self,
+        ids: &Tensor,
+        extra: Option<&Tensor>,
+    ) -> candle_core::Result<TextEncoding> {
         let (_, t) = ids.dims2()?;
         let device = ids.device();
         let positions = Tensor::arange(0u32, t as u32, device)?.unsqueeze(0)?;
-        let mut xs = self
-            .token_embedding
-            .forward(ids)?
-            .broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let tokens = match extra {
+            None => self.token_embedding.forward(ids)?,
+            Some(extra) => self.embed_with(ids, extra)?,
+        };
+        let mut xs = tokens.broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let mask = causal_mask(t, device)?;
         let mut penultimate = xs.clone();
         for (i, layer) in self.layers.iter().enumerate() {
@@ -226,6 +256,39 @@ impl ClipTextEncoder {
             last_hidden_state: self.final_norm.forward(&xs)?,
             penultimate_hidden_state: penultimate,
         })
+    }
+}
+
+impl ClipTextEncoder {
+    /// Token embeddings [batch, tokens, hidden] with placeholder ids looked
+    /// up in `extra`.
+    fn embed_with(&self, ids: &Tensor, extra: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let device = ids.device();
+        let vocab = self.vocab_size as u32;
+        let rows = extra.dim(0)? as u32;
+        let flat: Vec<u32> = ids.flatten_all()?.to_vec1()?;
+        if let Some(&bad) = flat.iter().find(|&&id| id >= vocab + rows) {
+            candle_core::bail!(
+                "token id {bad} is past the vocabulary ({vocab}) and the {rows} embedding vectors"
+            );
+        }
+        let base: Vec<u32> = flat
+            .iter()
+            .map(|&id| if id < vocab { id } else { 0 })
+            .collect();
+        let rows_of: Vec<u32> = flat.iter().map(|&id| id.saturating_sub(vocab)).collect();
+        let mask: Vec<u8> = flat.iter().map(|&id| u8::from(id >= vocab)).collect();
+        let base = self
+            .token_embedding
+            .forward(&Tensor::from_vec(base, (b, t), device)?)?;
+        let vectors = extra
+            .to_dtype(base.dtype())?
+            .index_select(&Tensor::from_vec(rows_of, b * t, device)?, 0)?
+            .reshape((b, t, self.hidden_size))?;
+        Tensor::from_vec(mask, (b, t, 1), device)?
+            .broadcast_as((b, t, self.hidden_size))?
+            .where_cond(&vectors, &base)
     }
 }
 

@@ -212,11 +212,7 @@ impl ClipTokenizer {
     /// bos/eos like a prompt of its own: how long-prompt pipelines (A1111,
     /// diffusers' long-prompt community pipeline) feed CLIP.
     pub fn windows(&self, text: &str, max_windows: usize) -> Result<PromptWindows> {
-        let encoding = self
-            .tokenizer
-            .encode(text.trim(), false)
-            .map_err(|e| anyhow!("tokenizing the prompt failed: {e}"))?;
-        let tokens = encoding.get_ids();
+        let tokens = &self.tokens(text)?;
         let room = self.max_length - 2;
         let max_windows = max_windows.max(1);
         let kept = tokens.len().min(room * max_windows);
@@ -232,6 +228,29 @@ impl ClipTokenizer {
             token_count: tokens.len(),
             truncated: kept < tokens.len(),
         })
+    }
+
+    /// The prompt's token ids (leading/trailing whitespace stripped), without
+    /// bos/eos and uncut.
+    pub fn tokens(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer
+            .encode(text.trim(), false)
+            .map_err(|e| anyhow!("tokenizing the prompt failed: {e}"))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// True when token `id` ends a word, that is a piece of CLIP's word split
+    /// (its text ends with `</w>`): the next token starts a new word.
+    pub fn ends_word(&self, id: u32) -> bool {
+        self.tokenizer
+            .id_to_token(id)
+            .is_some_and(|t| t.ends_with(END_OF_WORD_SUFFIX))
+    }
+
+    /// True for the bos, eos and pad ids.
+    pub fn is_special(&self, id: u32) -> bool {
+        id == self.bos_id || id == self.eos_id || id == self.pad_id
     }
 
     /// One window: bos, `tokens` (at most `max_length - 2`), eos, padding.

@@ -5,6 +5,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 
 use super::{EncoderRole, MAX_WINDOWS};
+use crate::model::embeddings::{self, EncoderSlot, TextualInversions};
 use crate::model::text_encoder::{ClipTextEncoder, TextEncoding};
 use crate::model::tokenizer::ClipTokenizer;
 
@@ -21,6 +22,11 @@ pub(super) struct ClipWindows {
     pub windows: Vec<Vec<u32>>,
     pub truncated: bool,
     pub token_count: usize,
+    /// Textual-inversion vectors for the placeholder ids, on the encoder's
+    /// device in its dtype [rows, hidden]; None without embeddings.
+    pub extra: Option<Tensor>,
+    /// The embeddings applied.
+    pub used: Vec<String>,
 }
 
 /// One window encoded: the hidden states and the position of the
@@ -57,20 +63,52 @@ impl ClipEncoder {
         self.encoder.hidden_size()
     }
 
-    pub(super) fn tokenize(&self, text: &str) -> Result<ClipWindows> {
-        let w = self.tokenizer.windows(text, MAX_WINDOWS)?;
+    /// `text` in windows, the names of `embeddings` replaced by their
+    /// vectors' placeholder ids (see [`embeddings`]); `paired`: the model
+    /// has CLIP-L and OpenCLIP-G side by side (SDXL).
+    pub(super) fn tokenize(
+        &self,
+        text: &str,
+        embeddings: &TextualInversions,
+        paired: bool,
+    ) -> Result<ClipWindows> {
+        if embeddings.is_empty() {
+            let w = self.tokenizer.windows(text, MAX_WINDOWS)?;
+            return Ok(ClipWindows {
+                windows: w.windows,
+                truncated: w.truncated,
+                token_count: w.token_count,
+                extra: None,
+                used: Vec::new(),
+            });
+        }
+        let slot = EncoderSlot {
+            role: self.role,
+            hidden: self.encoder.hidden_size(),
+            paired,
+        };
+        let base = u32::try_from(self.encoder.vocab_size())?;
+        let w = embeddings::tokenize(&self.tokenizer, text, MAX_WINDOWS, embeddings, slot, base)?;
+        let extra = w
+            .extra
+            .map(|t| t.to_dtype(self.encoder.dtype())?.to_device(&self.device))
+            .transpose()?;
         Ok(ClipWindows {
             windows: w.windows,
             truncated: w.truncated,
             token_count: w.token_count,
+            extra,
+            used: w.used,
         })
     }
 
     /// Window `i` of `list` (the empty prompt's window past its end), at most
-    /// `window` tokens, encoded: [1, window, hidden].
+    /// `window` tokens, encoded: [1, window, hidden]; `extra`: the
+    /// textual-inversion vectors of the list's placeholder ids.
     pub(super) fn encode_window(
         &self,
         list: &[Vec<u32>],
+        extra: Option<&Tensor>,
         i: usize,
         window: usize,
     ) -> Result<EncodedWindow> {
@@ -83,7 +121,7 @@ impl ClipEncoder {
             .unwrap_or(0);
         let ids = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
         Ok(EncodedWindow {
-            states: self.encoder.encode(&ids)?,
+            states: self.encoder.encode_with(&ids, extra)?,
             eos,
         })
     }
@@ -123,8 +161,8 @@ pub(super) fn dual_clip(
     let mut parts = Vec::with_capacity(windows);
     let mut pooled = None;
     for i in 0..windows.max(tokens.windows()) {
-        let first = l.encode_window(&tokens.clip[0], i, window)?;
-        let second = g.encode_window(&tokens.clip[1], i, window)?;
+        let first = l.encode_window(&tokens.clip[0], tokens.extra(0), i, window)?;
+        let second = g.encode_window(&tokens.clip[1], tokens.extra(1), i, window)?;
         if i == 0 {
             let pooled_g = g.pooled(&second)?;
             pooled = Some(if pool_both {

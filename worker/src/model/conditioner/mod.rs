@@ -20,6 +20,7 @@ mod single;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 
+use super::embeddings::TextualInversions;
 use super::t5::T5Tokens;
 pub use clip::ClipEncoder;
 
@@ -56,12 +57,37 @@ impl EncoderRole {
 /// only), and T5's one sequence when the conditioner has T5.
 pub struct PromptTokens {
     clip: Vec<Vec<Vec<u32>>>,
+    /// Per CLIP encoder, the textual-inversion vectors its placeholder ids
+    /// stand for (none when no embedding name matched).
+    extra: Vec<Option<Tensor>>,
     t5: Option<T5Tokens>,
     /// A truncation notice for the caller to pass on.
     pub warning: Option<String>,
+    /// The textual-inversion embeddings the text used, by name (for the
+    /// job's report and A1111's `TI hashes`).
+    pub embeddings: Vec<String>,
 }
 
 impl PromptTokens {
+    /// The textual-inversion vectors of CLIP encoder `k`.
+    fn extra(&self, k: usize) -> Option<&Tensor> {
+        self.extra.get(k).and_then(Option::as_ref)
+    }
+
+    /// Tokens of one or two CLIP encoders (`windows` from each's
+    /// tokenization), the embeddings used taken from the first.
+    fn from_clip(windows: Vec<clip::ClipWindows>, warning: Option<String>) -> Self {
+        let embeddings = windows.first().map(|w| w.used.clone()).unwrap_or_default();
+        let (clip, extra) = windows.into_iter().map(|w| (w.windows, w.extra)).unzip();
+        Self {
+            clip,
+            extra,
+            t5: None,
+            warning,
+            embeddings,
+        }
+    }
+
     /// Number of windows (at least one, even for an empty prompt).
     pub fn windows(&self) -> usize {
         self.clip.iter().map(Vec::len).max().unwrap_or(1).max(1)
@@ -86,7 +112,24 @@ pub trait TextConditioner: Send + Sync {
 
     /// Splits `text` into windows for each encoder; `what` names it in the
     /// truncation warning ("prompt", "negative prompt").
-    fn tokenize(&self, text: &str, what: &str) -> Result<PromptTokens>;
+    fn tokenize(&self, text: &str, what: &str) -> Result<PromptTokens> {
+        self.tokenize_with(text, what, &TextualInversions::default())
+    }
+
+    /// [`Self::tokenize`] with textual-inversion `embeddings`: each one whose
+    /// name the text writes is replaced by its vectors in every CLIP encoder
+    /// (SDXL: `clip_l` to CLIP-L, `clip_g` to OpenCLIP-G); those used are
+    /// listed in [`PromptTokens::embeddings`]. Pass the job's embeddings
+    /// whose names appear in the text ([`crate::model::embeddings::names_in`]).
+    ///
+    /// Errors: a used embedding made for another family or width (the
+    /// message names both), or longer than a window.
+    fn tokenize_with(
+        &self,
+        text: &str,
+        what: &str,
+        embeddings: &TextualInversions,
+    ) -> Result<PromptTokens>;
 
     /// Encodes `tokens` padded with empty windows to `windows` windows.
     fn encode(&self, tokens: &PromptTokens, windows: usize) -> Result<Encoded>;

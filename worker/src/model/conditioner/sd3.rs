@@ -8,6 +8,7 @@ use candle_core::Tensor;
 
 use super::clip::{dual_clip, truncation_warning, ClipEncoder};
 use super::{Encoded, EncoderRole, Encoders, PromptTokens, TextConditioner};
+use crate::model::embeddings::TextualInversions;
 use crate::model::t5::{self, T5TextEncoder};
 
 pub struct Sd3 {
@@ -40,9 +41,17 @@ impl TextConditioner for Sd3 {
         self.clip_l.window().min(self.clip_g.window())
     }
 
-    fn tokenize(&self, text: &str, what: &str) -> Result<PromptTokens> {
-        let l = self.clip_l.tokenize(text)?;
-        let g = self.clip_g.tokenize(text)?;
+    /// Embeddings are not applied on SD 3 (no SD 3 textual inversions
+    /// exist; T5 would read the name as text): a warning says so.
+    fn tokenize_with(
+        &self,
+        text: &str,
+        what: &str,
+        embeddings: &TextualInversions,
+    ) -> Result<PromptTokens> {
+        let none = TextualInversions::default();
+        let l = self.clip_l.tokenize(text, &none, true)?;
+        let g = self.clip_g.tokenize(text, &none, true)?;
         let t5 = self.t5.as_ref().map(|e| e.tokenize(text)).transpose()?;
         let mut warnings: Vec<String> = truncation_warning(&l, self.window(), what)
             .into_iter()
@@ -54,10 +63,17 @@ impl TextConditioner for Sd3 {
                 t5::MAX_TOKENS
             ));
         }
+        if !embeddings.is_empty() {
+            let names: Vec<&str> = embeddings.iter().map(|e| e.name()).collect();
+            warnings.push(format!(
+                "textual-inversion embeddings are not applied on SD 3; the {what} reads {} as text",
+                names.join(", ")
+            ));
+        }
+        let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
         Ok(PromptTokens {
-            warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
-            clip: vec![l.windows, g.windows],
             t5,
+            ..PromptTokens::from_clip(vec![l, g], warning)
         })
     }
 

@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 
 use super::clip::{dual_clip, truncation_warning, ClipEncoder};
 use super::{Encoded, EncoderRole, Encoders, PromptTokens, TextConditioner};
+use crate::model::embeddings::TextualInversions;
 
 pub struct Sdxl {
     clip_l: ClipEncoder,
@@ -35,14 +36,16 @@ impl TextConditioner for Sdxl {
         self.clip_l.window().min(self.clip_g.window())
     }
 
-    fn tokenize(&self, text: &str, what: &str) -> Result<PromptTokens> {
-        let l = self.clip_l.tokenize(text)?;
-        let g = self.clip_g.tokenize(text)?;
-        Ok(PromptTokens {
-            warning: truncation_warning(&l, self.window(), what),
-            clip: vec![l.windows, g.windows],
-            t5: None,
-        })
+    fn tokenize_with(
+        &self,
+        text: &str,
+        what: &str,
+        embeddings: &TextualInversions,
+    ) -> Result<PromptTokens> {
+        let l = self.clip_l.tokenize(text, embeddings, true)?;
+        let g = self.clip_g.tokenize(text, embeddings, true)?;
+        let warning = truncation_warning(&l, self.window(), what);
+        Ok(PromptTokens::from_clip(vec![l, g], warning))
     }
 
     fn encode(&self, tokens: &PromptTokens, windows: usize) -> Result<Encoded> {

@@ -7,6 +7,7 @@ use candle_core::Tensor;
 
 use super::clip::{truncation_warning, ClipEncoder};
 use super::{Encoded, EncoderRole, PromptTokens, TextConditioner};
+use crate::model::embeddings::TextualInversions;
 
 pub struct SingleClip {
     clip: ClipEncoder,
@@ -27,19 +28,23 @@ impl TextConditioner for SingleClip {
         self.clip.window()
     }
 
-    fn tokenize(&self, text: &str, what: &str) -> Result<PromptTokens> {
-        let w = self.clip.tokenize(text)?;
-        Ok(PromptTokens {
-            warning: truncation_warning(&w, self.window(), what),
-            clip: vec![w.windows],
-            t5: None,
-        })
+    fn tokenize_with(
+        &self,
+        text: &str,
+        what: &str,
+        embeddings: &TextualInversions,
+    ) -> Result<PromptTokens> {
+        let w = self.clip.tokenize(text, embeddings, false)?;
+        let warning = truncation_warning(&w, self.window(), what);
+        Ok(PromptTokens::from_clip(vec![w], warning))
     }
 
     fn encode(&self, tokens: &PromptTokens, windows: usize) -> Result<Encoded> {
         let parts = (0..windows.max(tokens.windows()))
             .map(|i| {
-                let w = self.clip.encode_window(&tokens.clip[0], i, self.window())?;
+                let w =
+                    self.clip
+                        .encode_window(&tokens.clip[0], tokens.extra(0), i, self.window())?;
                 Ok(w.states.last_hidden_state)
             })
             .collect::<Result<Vec<_>>>()?;
