@@ -12,6 +12,7 @@ pub mod engine;
 pub mod hive;
 pub mod http;
 pub mod images;
+pub mod lora;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
