@@ -211,9 +211,17 @@ mod tests {
     #[test]
     fn keys_split_into_module_and_part() {
         let cases = [
-            ("lora_unet_a_b.lora_down.weight", "lora_unet_a_b", Part::Down),
+            (
+                "lora_unet_a_b.lora_down.weight",
+                "lora_unet_a_b",
+                Part::Down,
+            ),
             ("lora_te1_x.alpha", "lora_te1_x", Part::Alpha),
-            ("unet.m.attn1.to_q.lora.up.weight", "unet.m.attn1.to_q", Part::Up),
+            (
+                "unet.m.attn1.to_q.lora.up.weight",
+                "unet.m.attn1.to_q",
+                Part::Up,
+            ),
             (
                 "unet.m.attn1.processor.to_out_lora.down.weight",
                 "unet.m.attn1.to_out.0",
@@ -224,9 +232,17 @@ mod tests {
                 "text_encoder.t.q_proj",
                 Part::Up,
             ),
-            ("base_model.model.m.to_k.lora_A.weight", "base_model.model.m.to_k", Part::Down),
+            (
+                "base_model.model.m.to_k.lora_A.weight",
+                "base_model.model.m.to_k",
+                Part::Down,
+            ),
             ("lora_unet_c.lora_mid.weight", "lora_unet_c", Part::Mid),
-            ("lora_unet_c.hada_w1_a", "lora_unet_c", Part::Other("hada_w1_a".into())),
+            (
+                "lora_unet_c.hada_w1_a",
+                "lora_unet_c",
+                Part::Other("hada_w1_a".into()),
+            ),
         ];
         for (key, module, part) in cases {
             assert_eq!(split_key(key), (module.to_string(), part), "{key}");

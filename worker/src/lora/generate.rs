@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::format::LoraFormat;
-use super::keys::{dotted_prefix, ldm_names, kohya_prefixes};
+use super::keys::{dotted_prefix, kohya_prefixes, ldm_names};
 use crate::model::conditioner::EncoderRole;
 use crate::model::weights::{Network, WeightTable};
 
@@ -58,7 +58,12 @@ fn is_linear_target(network: Network, module: &str) -> bool {
         .iter()
         .any(|s| module.ends_with(s)),
         Network::Unet | Network::Transformer => [
-            ".to_q", ".to_k", ".to_v", ".to_out.0", ".ff.net.0.proj", ".ff.net.2",
+            ".to_q",
+            ".to_k",
+            ".to_v",
+            ".to_out.0",
+            ".ff.net.0.proj",
+            ".ff.net.2",
         ]
         .iter()
         .any(|s| module.ends_with(s)),
@@ -115,9 +120,17 @@ pub fn write_lora(
             if !(linear || conv) {
                 continue;
             }
-            let dims = table.get(&weight).context("weight vanished")?.dims().to_vec();
+            let dims = table
+                .get(&weight)
+                .context("weight vanished")?
+                .dims()
+                .to_vec();
             let (o, i) = (dims[0], dims[1]);
-            let k = if dims.len() == 4 { (dims[2], dims[3]) } else { (1, 1) };
+            let k = if dims.len() == 4 {
+                (dims[2], dims[3])
+            } else {
+                (1, 1)
+            };
             let mut uniform = |shape: &[usize], half: f32| -> Result<Tensor> {
                 let u = Uniform::new(-half, half)?;
                 let n: usize = shape.iter().product();
@@ -130,7 +143,10 @@ pub fn write_lora(
             let (down, mid) = if tucker {
                 (
                     uniform(&[rank, i, 1, 1], 1.0 / (i as f32).sqrt())?,
-                    Some(uniform(&[rank, rank, k.0, k.1], 1.0 / (rank as f32).sqrt())?),
+                    Some(uniform(
+                        &[rank, rank, k.0, k.1],
+                        1.0 / (rank as f32).sqrt(),
+                    )?),
                 )
             } else if spatial {
                 (uniform(&[rank, i, k.0, k.1], 1.0 / fan_in.sqrt())?, None)
@@ -153,8 +169,15 @@ pub fn write_lora(
                     }
                     .replace('.', "_");
                     let prefixes = kohya_prefixes(network);
-                    let p = if sdxl { prefixes[prefixes.len() - 1] } else { prefixes[0] };
-                    (format!("{p}{flat}"), [".lora_down.weight", ".lora_up.weight"])
+                    let p = if sdxl {
+                        prefixes[prefixes.len() - 1]
+                    } else {
+                        prefixes[0]
+                    };
+                    (
+                        format!("{p}{flat}"),
+                        [".lora_down.weight", ".lora_up.weight"],
+                    )
                 }
                 LoraFormat::Diffusers => (
                     format!("{}{module}", dotted_prefix(network)),

@@ -103,7 +103,11 @@ pub fn ldm_names(module: &str, pairs: &[(String, String)]) -> Vec<String> {
     pairs
         .iter()
         .filter(|(_, d)| d.len() == best && dotted.starts_with(d.as_str()))
-        .map(|(l, d)| format!("{l}{}", &module[d.len()..]))
+        .map(|(l, d)| {
+            format!("{l}{}", &dotted[d.len()..])
+                .trim_end_matches('.')
+                .to_string()
+        })
         .collect()
 }
 
@@ -133,7 +137,10 @@ impl Targets {
                         by_key.insert(format!("{p}{flat}"), target.clone());
                     }
                 }
-                by_key.insert(format!("{}{module}", dotted_prefix(network)), target.clone());
+                by_key.insert(
+                    format!("{}{module}", dotted_prefix(network)),
+                    target.clone(),
+                );
                 // Bare PEFT names: text-model names are the first encoder's,
                 // the rest the denoiser's.
                 let bare = match network {

@@ -56,7 +56,11 @@ pub fn lora_delta(module: &LoraModule, target: &[usize], device: &Device) -> Res
     let out = up.dim(0)?;
     let up2 = up.flatten_from(1)?;
     if up2.dim(1)? != rank {
-        bail!("`{}`: only 1x1 up convolutions are supported, got {:?}", module.key, up.dims());
+        bail!(
+            "`{}`: only 1x1 up convolutions are supported, got {:?}",
+            module.key,
+            up.dims()
+        );
     }
     let delta = match get(&Part::Mid)? {
         None => {
@@ -72,7 +76,11 @@ pub fn lora_delta(module: &LoraModule, target: &[usize], device: &Device) -> Res
             let down2 = down.flatten_from(1)?;
             let c = down2.dim(1)?;
             if rj != rank || ri != rank {
-                bail!("`{}`: lora_mid {:?} does not fit rank {rank}", module.key, mid.dims());
+                bail!(
+                    "`{}`: lora_mid {:?} does not fit rank {rank}",
+                    module.key,
+                    mid.dims()
+                );
             }
             let t = mid
                 .permute((0, 2, 3, 1))?

@@ -176,10 +176,7 @@ impl LoadedModel {
     /// Jobs must not run on the model while this runs.
     pub fn apply_loras(&self, set: &[LoraUse]) -> Result<LoraReport> {
         let started = Instant::now();
-        let mut state = self
-            .lora_state()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lora_state().lock().unwrap_or_else(|e| e.into_inner());
         let key = set_key(set);
         if same_set(&state.set, &key) {
             if let Some(r) = &state.report {

@@ -189,11 +189,23 @@ mod tests {
         let lin = candle_nn::linear_no_bias(3, 2, vb.pp("lin")).unwrap();
         assert_eq!(table.names(), ["lin.weight"]);
         let x = Tensor::ones((1, 3), DType::F32, &dev).unwrap();
-        let before: Vec<f32> = lin.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let before: Vec<f32> = lin
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(before, [3.0, 3.0]);
         let twos = Tensor::full(2f32, (2, 3), &dev).unwrap();
         table.write("lin.weight", &twos).unwrap();
-        let after: Vec<f32> = lin.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let after: Vec<f32> = lin
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(after, [6.0, 6.0]);
         // The weight's own storage is refused; a copy of it is fine.
         let own = table.get("lin.weight").unwrap();
@@ -201,7 +213,10 @@ mod tests {
         table.write("lin.weight", &own.copy().unwrap()).unwrap();
         assert!(table.write("nope.weight", &twos).is_err());
         assert!(table
-            .write("lin.weight", &Tensor::ones((3, 2), DType::F32, &dev).unwrap())
+            .write(
+                "lin.weight",
+                &Tensor::ones((3, 2), DType::F32, &dev).unwrap()
+            )
             .is_err());
     }
 }
