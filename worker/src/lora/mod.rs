@@ -9,6 +9,8 @@ pub mod generate;
 pub mod keys;
 pub mod merge;
 #[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
 mod tests;
 
 use anyhow::{bail, Context, Result};

@@ -154,8 +154,10 @@ impl SimpleBackend for Recording {
 /// `VarBuilder::from_mmaped_safetensors`) whose tensors are also recorded in
 /// the returned table.
 ///
-/// Safety: as `from_mmaped_safetensors`, the files must not change while
-/// mapped.
+/// # Safety
+///
+/// As `VarBuilder::from_mmaped_safetensors`: the files must not change
+/// while mapped.
 pub unsafe fn recording_var_builder(
     paths: &[PathBuf],
     dtype: DType,
