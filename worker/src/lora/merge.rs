@@ -117,3 +117,57 @@ pub fn fit(delta: Tensor, target: &[usize]) -> Result<Tensor> {
         target
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn t(v: Vec<f32>, dims: &[usize]) -> Tensor {
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    }
+
+    /// The Tucker form against the sum written out:
+    /// delta[o,c,k,l] = Σ_ij up[o,i] mid[i,j,k,l] down[j,c] · alpha / r.
+    #[test]
+    fn lora_mid_is_the_tucker_product() {
+        let (o, c, r, kh, kw) = (3, 2, 2, 3, 3);
+        let f = |n: usize, s: f32| (0..n).map(|i| ((i as f32) * s).sin()).collect::<Vec<_>>();
+        let (up, mid, down) = (f(o * r, 0.7), f(r * r * kh * kw, 0.3), f(r * c, 1.1));
+        let mut parts = BTreeMap::new();
+        parts.insert(Part::Up, t(up.clone(), &[o, r, 1, 1]));
+        parts.insert(Part::Mid, t(mid.clone(), &[r, r, kh, kw]));
+        parts.insert(Part::Down, t(down.clone(), &[r, c, 1, 1]));
+        parts.insert(Part::Alpha, Tensor::new(1f32, &Device::Cpu).unwrap());
+        let m = LoraModule {
+            key: "m".into(),
+            parts,
+        };
+        let got: Vec<f32> = lora_delta(&m, &[o, c, kh, kw], &Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let mut n = 0;
+        for oo in 0..o {
+            for cc in 0..c {
+                for k in 0..kh {
+                    for l in 0..kw {
+                        let mut want = 0f32;
+                        for i in 0..r {
+                            for j in 0..r {
+                                want += up[oo * r + i]
+                                    * mid[((i * r + j) * kh + k) * kw + l]
+                                    * down[j * c + cc];
+                            }
+                        }
+                        want *= 1.0 / r as f32;
+                        assert!((got[n] - want).abs() < 1e-6, "{oo} {cc} {k} {l}");
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+}

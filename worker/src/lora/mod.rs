@@ -104,11 +104,37 @@ fn same_set(a: &[(Arc<LoraFile>, u32, u32)], b: &[(Arc<LoraFile>, u32, u32)]) ->
             .all(|(x, y)| Arc::ptr_eq(&x.0, &y.0) && x.1 == y.1 && x.2 == y.2)
 }
 
-/// The delta of a LyCORIS module (LoHa `hada_*`, LoKr `lokr_*`): the
-/// dispatch point for `lycoris::delta`, which this build lacks; such modules
-/// are reported as unsupported.
-pub fn lycoris_delta(_module: &LoraModule, _target: &[usize]) -> Option<Result<Tensor>> {
-    None
+/// Dispatch point for LyCORIS (LoHa `hada_*`, LoKr `lokr_*`): whether
+/// `lycoris::delta` merges this module. This build has no LyCORIS maths, so
+/// such modules are reported as unsupported.
+pub fn lycoris_handles(_module: &LoraModule) -> bool {
+    false
+}
+
+/// The f32 delta of a LyCORIS module for a weight of shape `target` (before
+/// the user's weight), on `device`; called only for modules
+/// [`lycoris_handles`] accepts.
+///
+/// Errors: always, in this build (no LyCORIS maths yet).
+pub fn lycoris_delta(
+    module: &LoraModule,
+    _target: &[usize],
+    _device: &candle_core::Device,
+) -> Result<Tensor> {
+    bail!("LyCORIS module `{}` is not supported yet", module.key)
+}
+
+/// A matched module's delta: plain LoRA, or LyCORIS.
+fn module_delta(
+    module: &LoraModule,
+    target: &[usize],
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    if merge::is_plain_lora(module) {
+        merge::lora_delta(module, target, device)
+    } else {
+        lycoris_delta(module, target, device)
+    }
 }
 
 /// Matches a set against the model: (target -> [(use index, module index)]),
@@ -136,7 +162,7 @@ fn plan(
                 m.unmatched.push(module.key.clone());
                 continue;
             };
-            if !merge::is_plain_lora(module) {
+            if !(merge::is_plain_lora(module) || lycoris_handles(module)) {
                 m.unsupported.push(module.key.clone());
                 continue;
             }
@@ -252,7 +278,7 @@ impl LoadedModel {
                 let module = &set[u].file.modules[i];
                 // The delta is computed even at weight 0 so a LoRA that does
                 // not fit the model is refused whatever its weight.
-                let delta = merge::lora_delta(module, base.dims(), base.device())
+                let delta = module_delta(module, base.dims(), base.device())
                     .with_context(|| format!("LoRA `{}`", set[u].file.name))?;
                 let delta = (delta * w as f64)?;
                 sum = Some(match sum {

@@ -226,3 +226,36 @@ fn an_f16_model_merges_in_f32_and_rounds_once() {
     model.remove_loras().unwrap();
     assert!(snapshot(&model) == base);
 }
+
+#[test]
+fn lycoris_modules_are_reported_unsupported_not_merged() {
+    let dir = model_dir(ModelShape::tiny());
+    let model = load(dir.path(), DType::F32);
+    let (a, _) = lora(
+        &model,
+        dir.path(),
+        LoraFormat::Kohya,
+        1,
+        &LoraGenOptions::default(),
+    );
+    let mut tensors = std::collections::HashMap::new();
+    for m in &a.modules {
+        for (p, t) in &m.parts {
+            let suffix = match p {
+                super::Part::Down => ".lora_down.weight",
+                super::Part::Up => ".lora_up.weight",
+                _ => continue,
+            };
+            tensors.insert(format!("{}{suffix}", m.key), t.clone());
+        }
+    }
+    let hada = "lora_unet_mid_block_attentions_0_proj_in";
+    let z = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+    tensors.insert(format!("{hada}.hada_w1_a"), z.clone());
+    tensors.insert(format!("{hada}.hada_w1_b"), z);
+    let file = Arc::new(LoraFile::from_tensors("mixed", tensors).unwrap());
+    let report = model.apply_loras(&[use_(&file, 1.0)]).unwrap();
+    assert_eq!(report.loras[0].unsupported, [hada]);
+    assert!(report.loras[0].unmatched.is_empty());
+    model.remove_loras().unwrap();
+}
