@@ -259,3 +259,36 @@ fn lycoris_modules_are_reported_unsupported_not_merged() {
     assert!(report.loras[0].unmatched.is_empty());
     model.remove_loras().unwrap();
 }
+
+/// The SD 1.5 shape (random weights, f16): the bytes kept for a rank-32
+/// LoRA on every attention / feed-forward linear of the UNet and every
+/// attention / MLP linear of CLIP-L, and the time to apply and remove it.
+/// Slow (writes a 2 GB model): `cargo test --lib sd15_lora_memory -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sd15_lora_memory_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    write_model(dir.path(), &ModelShape::sd15(), WeightInit::Fast).unwrap();
+    let model = load(dir.path(), DType::F16);
+    let path = dir.path().join("r32.safetensors");
+    let layers = model.unet_config().map(|c| c.layers_per_block);
+    let opts = LoraGenOptions::default();
+    write_lora(
+        &path,
+        LoraFormat::Kohya,
+        model.weight_tables(),
+        layers,
+        32,
+        1,
+        &opts,
+    )
+    .unwrap();
+    let file = Arc::new(LoraFile::read(&path).unwrap());
+    let report = model.apply_loras(&[use_(&file, 1.0)]).unwrap();
+    eprintln!(
+        "sd15 rank 32: {} weights touched, {} bytes kept",
+        report.touched_weights, report.backup_bytes
+    );
+    let (apply, remove) = super::time_apply_remove(&model, &[use_(&file, 1.0)]).unwrap();
+    eprintln!("apply {apply:?}, remove {remove:?}");
+}
