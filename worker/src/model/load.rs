@@ -20,6 +20,7 @@ use super::text_encoder::ClipTextEncoder;
 use super::tokenizer::ClipTokenizer;
 use super::unet::Unet;
 use super::vae_encoder::VaeEncoder;
+use super::weights::{self, Network};
 use super::{bundled, memory, single_file};
 use super::{Family, LoadedModel, ModelMeta, ModelSpec};
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
@@ -102,16 +103,23 @@ impl LoadedModel {
             unsafe { VarBuilder::from_mmaped_safetensors(paths, dtype, device) }
                 .with_context(|| format!("opening the {what} weights"))
         };
+        // The networks LoRAs merge into: their weights recorded by name.
+        let recorded = |paths: &[PathBuf], what: &str| {
+            // Safety: as for `vb`.
+            unsafe { weights::recording_var_builder(paths, dtype, device) }
+                .with_context(|| format!("opening the {what} weights"))
+        };
         let tokenizer = tokenizer_for(&files.tokenizer_dir, &text_cfg)?;
-        let text_encoder = ClipTextEncoder::new(
-            vb(&files.text_encoder_weights, dtype, "text encoder")?,
-            &text_cfg,
-        )
-        .context("building the text encoder from its weights")?;
+        let (te_vb, te_table) = recorded(&files.text_encoder_weights, "text encoder")?;
+        let text_encoder = ClipTextEncoder::new(te_vb, &text_cfg)
+            .context("building the text encoder from its weights")?;
+        let mut te2_table = None;
         let text_encoder_2 = match (&files.text_encoder_2, &text_2_cfg) {
             (Some(f), Some(c)) => {
                 let tok = tokenizer_for(&f.tokenizer_dir, c)?;
-                let enc = ClipTextEncoder::new(vb(&f.weights, dtype, "second text encoder")?, c)
+                let (te2_vb, table) = recorded(&f.weights, "second text encoder")?;
+                te2_table = Some(table);
+                let enc = ClipTextEncoder::new(te2_vb, c)
                     .context("building the second text encoder from its weights")?;
                 Some((tok, enc))
             }
@@ -132,11 +140,11 @@ impl LoadedModel {
             batch: 2,
             dtype_bytes: dtype.size_in_bytes(),
         };
-        let part = match files.denoiser {
+        let (part, denoiser_table) = match files.denoiser {
             DenoiserFolder::Unet => {
                 let cfg: UNetConfig = read_json(&files.denoiser_config)?;
-                let weights = vb(&files.denoiser_weights, dtype, "unet")?;
-                unet_part(
+                let (weights, table) = recorded(&files.denoiser_weights, "unet")?;
+                let part = unet_part(
                     cfg,
                     weights,
                     device,
@@ -144,13 +152,15 @@ impl LoadedModel {
                     &text_cfg,
                     text_2_cfg.as_ref(),
                     &workload,
-                )?
+                )?;
+                (part, (Network::Unet, table))
             }
             DenoiserFolder::Transformer => {
                 let cfg: TransformerConfig = read_json(&files.denoiser_config)?;
-                let weights = vb(&files.denoiser_weights, dtype, "transformer")?;
+                let (weights, table) = recorded(&files.denoiser_weights, "transformer")?;
                 let encoders = (&text_cfg, text_2_cfg.as_ref(), text_encoder_3.as_ref());
-                mmdit_part(cfg, weights, &vae_cfg, encoders, &workload)?
+                let part = mmdit_part(cfg, weights, &vae_cfg, encoders, &workload)?;
+                (part, (Network::Transformer, table))
             }
         };
         if part.family == Family::StableDiffusion3 && !scheduler_config.is_flow_matching() {
@@ -246,6 +256,10 @@ impl LoadedModel {
                 EncoderRole::ClipL,
             ),
         };
+        let weights = std::iter::once(denoiser_table)
+            .chain([(Network::TextEncoder(first_role), te_table)])
+            .chain(te2_table.map(|t| (Network::TextEncoder(EncoderRole::OpenClipG), t)))
+            .collect();
         let encoders = Encoders {
             first: ClipEncoder::new(first_role, tokenizer, text_encoder, device),
             second: text_encoder_2
@@ -267,6 +281,8 @@ impl LoadedModel {
             scheduler_config,
             device: device.clone(),
             dtype,
+            weights,
+            loras: Default::default(),
         })
     }
 }

@@ -30,15 +30,18 @@ pub mod unet_blocks;
 mod unet_reference_tests;
 pub mod vae;
 pub mod vae_encoder;
+pub mod weights;
 
 use candle_core::{DType, Device};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
 use conditioner::TextConditioner;
 use config::{TextEncoderConfig, UNetConfig};
 use denoiser::Denoiser;
 use vae::Vae;
+use weights::{Network, WeightTable};
 
 pub use load::LoadOptions;
 
@@ -163,6 +166,10 @@ pub struct LoadedModel {
     scheduler_config: SchedulerConfig,
     device: Device,
     dtype: DType,
+    /// The recorded weights of the networks LoRAs merge into.
+    weights: Vec<(Network, Arc<WeightTable>)>,
+    /// The LoRA set merged now and the base values of the weights it touched.
+    loras: Mutex<crate::lora::Applied>,
 }
 
 impl LoadedModel {
@@ -202,5 +209,23 @@ impl LoadedModel {
     /// The denoiser's and text encoders' dtype (the VAE's may be wider: [`Vae::dtype`]).
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The recorded weights of `network` (None when the model has no such
+    /// network): the tensors its layers hold, by diffusers / transformers name.
+    pub fn weights(&self, network: Network) -> Option<&Arc<WeightTable>> {
+        self.weights
+            .iter()
+            .find(|(n, _)| *n == network)
+            .map(|(_, t)| t)
+    }
+
+    /// Every network whose weights are recorded, with its table.
+    pub fn weight_tables(&self) -> &[(Network, Arc<WeightTable>)] {
+        &self.weights
+    }
+
+    pub(crate) fn lora_state(&self) -> &Mutex<crate::lora::Applied> {
+        &self.loras
     }
 }

@@ -29,7 +29,7 @@ pub use clip::ClipEncoder;
 pub const MAX_WINDOWS: usize = 8;
 
 /// What a text encoder is, by the role it plays in a family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EncoderRole {
     /// OpenAI CLIP ViT-L/14 (SD 1.x; SDXL's and SD 3's first encoder).
     ClipL,

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use candle_core::Tensor;
 
 /// LDM's `ResBlock` tensor names and diffusers' `ResnetBlock2D` ones.
-pub(super) const RESNET_RENAMES: &[(&str, &str)] = &[
+pub(crate) const RESNET_RENAMES: &[(&str, &str)] = &[
     ("in_layers.0.", "norm1."),
     ("in_layers.2.", "conv1."),
     ("emb_layers.1.", "time_emb_proj."),
@@ -34,7 +34,7 @@ pub(super) fn index(s: &str) -> Option<(usize, &str)> {
 /// Input block i > 0 is layer (i-1) % (layers+1) of down block (i-1) / (layers+1),
 /// the last of each block's slots being its downsampler; output block i is
 /// layer i % (layers+1) of up block i / (layers+1).
-pub(super) fn unet_key(key: &str, layers: usize) -> Option<String> {
+pub(crate) fn unet_key(key: &str, layers: usize) -> Option<String> {
     let per = layers + 1;
     for (from, to) in [
         ("time_embed.0.", "time_embedding.linear_1."),

@@ -17,7 +17,7 @@ pub mod controlnet;
 #[cfg(test)]
 mod controlnet_tests;
 mod infer;
-mod keys;
+pub(crate) mod keys;
 
 use anyhow::{bail, Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
