@@ -148,6 +148,8 @@ fn measure(
         rng: sd_worker_sdk::Rng::Chacha,
         init: None,
         controls: Vec::new(),
+        loras: Vec::new(),
+        embeddings: Vec::new(),
     };
     let runs = args
         .num_images
