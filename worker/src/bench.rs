@@ -150,6 +150,8 @@ fn measure(
         controls: Vec::new(),
         loras: Vec::new(),
         embeddings: Vec::new(),
+        prompt_as_written: "a photograph of an astronaut riding a horse".into(),
+        negative_prompt_as_written: None,
     };
     let runs = args
         .num_images

@@ -212,7 +212,7 @@ mod tests {
     fn reads_tags_as_a1111() {
         let (clean, tags) =
             extract_lora_tags("a cat <lora:style:0.8>, <lora:detail> on a <mat>, <lyco:x:0.5:0.25>");
-        assert_eq!(clean, "a cat , on a <mat>, ");
+        assert_eq!(clean, "a cat ,  on a <mat>, ");
         let tags: Vec<_> = tags.into_iter().map(Result::unwrap).collect();
         assert_eq!(tags[0].name, "style");
         assert_eq!((tags[0].text_encoder_weight, tags[0].unet_weight), (0.8, 0.8));

@@ -47,6 +47,11 @@ pub struct Request {
     /// then the prompt's and the negative prompt's tags (already removed
     /// from `prompt` and `negative_prompt`), each name once.
     pub loras: Vec<LoraChoice>,
+    /// The prompt and negative prompt as the request wrote them, LoRA tags
+    /// included: what A1111's infotexts (the PNG `parameters`) carry, so
+    /// pasting them back chooses the same LoRAs.
+    pub prompt_as_written: String,
+    pub negative_prompt_as_written: Option<String>,
     /// Embeddings whose names `prompt` or `negative_prompt` hold, in order
     /// of first appearance (the names stay in the text).
     pub embeddings: Vec<EmbeddingChoice>,

@@ -383,6 +383,8 @@ fn validate_params(
         controls: Vec::new(),
         loras: Vec::new(),
         embeddings: Vec::new(),
+        prompt_as_written: p.prompt.clone(),
+        negative_prompt_as_written: p.negative_prompt.clone(),
     })
 }
 
