@@ -106,10 +106,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     );
     let state = Shared::new(engine, args.max_body_bytes, decodes);
     let studio = studio_dir(&args)?;
-    let catalogs = crate::catalog::Catalogs::open(
-        args.lora_dir.as_deref(),
-        args.embeddings_dir.as_deref(),
-    )?;
+    let catalogs =
+        crate::catalog::Catalogs::open(args.lora_dir.as_deref(), args.embeddings_dir.as_deref())?;
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await

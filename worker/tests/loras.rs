@@ -22,14 +22,21 @@ fn write(path: &Path, tensors: &[(&str, &[usize])], meta: &[(&str, &str)], seed:
         .map(|(i, (name, shape))| {
             let n: usize = shape.iter().product();
             let bytes = (0..n)
-                .flat_map(|j| (((seed + i as u32 * 31 + j as u32) % 17) as f32 * 0.01).to_le_bytes())
+                .flat_map(|j| {
+                    (((seed + i as u32 * 31 + j as u32) % 17) as f32 * 0.01).to_le_bytes()
+                })
                 .collect();
             (name.to_string(), shape.to_vec(), bytes)
         })
         .collect();
     let views: Vec<(String, TensorView)> = data
         .iter()
-        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     let meta: Option<HashMap<String, String>> = (!meta.is_empty()).then(|| {
         meta.iter()
@@ -39,8 +46,7 @@ fn write(path: &Path, tensors: &[(&str, &[usize])], meta: &[(&str, &str)], seed:
     safetensors::serialize_to_file(views, meta, path).unwrap();
 }
 
-const UNET_K: &str =
-    "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k";
+const UNET_K: &str = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k";
 const TE_Q: &str = "lora_te_text_model_encoder_layers_0_self_attn_q_proj";
 
 /// A kohya LoRA for the tiny SD 1.x model (32-wide layers, rank 4).
@@ -92,10 +98,22 @@ fn dirs(test: &str) -> Dirs {
     write(
         &loras.join("sub/xl-thing.safetensors"),
         &[
-            ("lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", &[4, 32]),
-            ("lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", &[32, 4]),
-            ("lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", &[4, 48]),
-            ("lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", &[48, 4]),
+            (
+                "lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight",
+                &[4, 32],
+            ),
+            (
+                "lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight",
+                &[32, 4],
+            ),
+            (
+                "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight",
+                &[4, 48],
+            ),
+            (
+                "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight",
+                &[48, 4],
+            ),
         ],
         &[],
         2,
@@ -110,8 +128,18 @@ fn dirs(test: &str) -> Dirs {
         &[],
         4,
     );
-    write(&embeddings.join("tinyemb.safetensors"), &[("emb_params", &[2, 32])], &[], 5);
-    write(&embeddings.join("sd1emb.safetensors"), &[("emb_params", &[1, 768])], &[], 6);
+    write(
+        &embeddings.join("tinyemb.safetensors"),
+        &[("emb_params", &[2, 32])],
+        &[],
+        5,
+    );
+    write(
+        &embeddings.join("sd1emb.safetensors"),
+        &[("emb_params", &[1, 768])],
+        &[],
+        6,
+    );
     write(
         &embeddings.join("xlemb.safetensors"),
         &[("clip_l", &[2, 32]), ("clip_g", &[2, 48])],
@@ -172,27 +200,44 @@ async fn the_folders_are_listed_with_families_hashes_and_trigger_words_and_new_f
     let style = by_name(&loras, "style");
     assert_eq!(style["family"], "stable-diffusion-1");
     assert_eq!(style["format"], "kohya");
-    assert_eq!(style["hash"], addnet_hash(&d.loras.join("style.safetensors")));
+    assert_eq!(
+        style["hash"],
+        addnet_hash(&d.loras.join("style.safetensors"))
+    );
     assert_ne!(style["hash"], file_hash(&d.loras.join("style.safetensors")));
     assert_eq!(
         style["size_bytes"],
-        std::fs::metadata(d.loras.join("style.safetensors")).unwrap().len()
+        std::fs::metadata(d.loras.join("style.safetensors"))
+            .unwrap()
+            .len()
     );
-    assert_eq!(style["trigger_words"], json!(["zzchar", "smile", "red hat"]));
+    assert_eq!(
+        style["trigger_words"],
+        json!(["zzchar", "smile", "red hat"])
+    );
     assert_eq!(style["metadata"]["title"], "style-v1");
     assert_eq!(style["metadata"]["resolution"], "(64, 64)");
     let xl = by_name(&loras, "xl-thing");
     assert_eq!(xl["family"], "stable-diffusion-xl");
-    assert_eq!(xl["hash"], addnet_hash(&d.loras.join("sub/xl-thing.safetensors")));
+    assert_eq!(
+        xl["hash"],
+        addnet_hash(&d.loras.join("sub/xl-thing.safetensors"))
+    );
 
     // A new file, and a replaced one, without a restart.
     write_sd1_lora(&d.loras.join("new-one.safetensors"), 9, &[]);
     write_sd1_lora(&d.loras.join("style.safetensors"), 10, &[]);
     let (_, loras) = w.get_json("/v1/loras").await;
     let new_one = by_name(&loras, "new-one");
-    assert_eq!(new_one["hash"], addnet_hash(&d.loras.join("new-one.safetensors")));
+    assert_eq!(
+        new_one["hash"],
+        addnet_hash(&d.loras.join("new-one.safetensors"))
+    );
     let style = by_name(&loras, "style");
-    assert_eq!(style["hash"], addnet_hash(&d.loras.join("style.safetensors")));
+    assert_eq!(
+        style["hash"],
+        addnet_hash(&d.loras.join("style.safetensors"))
+    );
     assert_eq!(style["trigger_words"], json!([]));
 
     let (status, embs) = w.get_json("/v1/embeddings").await;
@@ -237,8 +282,12 @@ async fn requests_choose_loras_by_list_and_tags_and_bad_choices_are_refused() {
     // Accepted: the list, tags in both prompts, the same choice twice with the same weights.
     for body in [
         job(json!({"loras": [{"name": "style", "weight": 0.5}]})),
-        job(json!({"prompt": "a cat <lora:style:0.5>, sd1emb", "loras": [{"name": "style", "weight": 0.5}]})),
-        job(json!({"prompt": "a cat <lora:style:te=1:unet=-1.5>", "negative_prompt": "<lora:new:1>"})),
+        job(
+            json!({"prompt": "a cat <lora:style:0.5>, sd1emb", "loras": [{"name": "style", "weight": 0.5}]}),
+        ),
+        job(
+            json!({"prompt": "a cat <lora:style:te=1:unet=-1.5>", "negative_prompt": "<lora:new:1>"}),
+        ),
         job(json!({"prompt": "<lora:style>"})),
     ] {
         let body = if body["negative_prompt"] == "<lora:new:1>" {
@@ -250,9 +299,27 @@ async fn requests_choose_loras_by_list_and_tags_and_bad_choices_are_refused() {
         let (status, _, answer) = w.submit_raw(body.to_string()).await;
         assert_eq!(status, 202, "{body}: {answer}");
     }
-    refused(&w, job(json!({"loras": [{"name": "nope"}]})), "loras[0].name", &["`nope`", "unknown", "style"]).await;
-    refused(&w, job(json!({"loras": [{"name": "style", "weight": 4.5}]})), "loras[0].weight", &["-4..=4"]).await;
-    refused(&w, job(json!({"loras": [{"name": "style", "unet_weight": -5}]})), "loras[0].unet_weight", &["-4..=4"]).await;
+    refused(
+        &w,
+        job(json!({"loras": [{"name": "nope"}]})),
+        "loras[0].name",
+        &["`nope`", "unknown", "style"],
+    )
+    .await;
+    refused(
+        &w,
+        job(json!({"loras": [{"name": "style", "weight": 4.5}]})),
+        "loras[0].weight",
+        &["-4..=4"],
+    )
+    .await;
+    refused(
+        &w,
+        job(json!({"loras": [{"name": "style", "unet_weight": -5}]})),
+        "loras[0].unet_weight",
+        &["-4..=4"],
+    )
+    .await;
     refused(
         &w,
         job(json!({"loras": [{"name": "style"}, {"name": "style", "weight": 0.2}]})),
@@ -267,14 +334,62 @@ async fn requests_choose_loras_by_list_and_tags_and_bad_choices_are_refused() {
         &["stable-diffusion-xl", "stable-diffusion-1"],
     )
     .await;
-    refused(&w, job(json!({"loras": [{"name": "broken"}]})), "loras[0].name", &["truncated"]).await;
-    refused(&w, job(json!({"loras": [{"name": "evil"}]})), "loras[0].name", &["pickle", "evil.pt"]).await;
-    refused(&w, job(json!({"loras": [{"name": "a-model"}]})), "loras[0].name", &["no LoRA tensors"]).await;
-    refused(&w, job(json!({"prompt": "a cat <lora:nope:1>"})), "prompt", &["<lora:nope:1>", "unknown"]).await;
-    refused(&w, job(json!({"negative_prompt": "<lora:nope>"})), "negative_prompt", &["<lora:nope>"]).await;
-    refused(&w, job(json!({"prompt": "a cat <lora:style:7>"})), "prompt", &["<lora:style:7>", "-4..=4"]).await;
-    refused(&w, job(json!({"prompt": "<lora:style:x>"})), "prompt", &["not a number"]).await;
-    refused(&w, job(json!({"prompt": "<hypernet:style:1>"})), "prompt", &["not supported"]).await;
+    refused(
+        &w,
+        job(json!({"loras": [{"name": "broken"}]})),
+        "loras[0].name",
+        &["truncated"],
+    )
+    .await;
+    refused(
+        &w,
+        job(json!({"loras": [{"name": "evil"}]})),
+        "loras[0].name",
+        &["pickle", "evil.pt"],
+    )
+    .await;
+    refused(
+        &w,
+        job(json!({"loras": [{"name": "a-model"}]})),
+        "loras[0].name",
+        &["no LoRA tensors"],
+    )
+    .await;
+    refused(
+        &w,
+        job(json!({"prompt": "a cat <lora:nope:1>"})),
+        "prompt",
+        &["<lora:nope:1>", "unknown"],
+    )
+    .await;
+    refused(
+        &w,
+        job(json!({"negative_prompt": "<lora:nope>"})),
+        "negative_prompt",
+        &["<lora:nope>"],
+    )
+    .await;
+    refused(
+        &w,
+        job(json!({"prompt": "a cat <lora:style:7>"})),
+        "prompt",
+        &["<lora:style:7>", "-4..=4"],
+    )
+    .await;
+    refused(
+        &w,
+        job(json!({"prompt": "<lora:style:x>"})),
+        "prompt",
+        &["not a number"],
+    )
+    .await;
+    refused(
+        &w,
+        job(json!({"prompt": "<hypernet:style:1>"})),
+        "prompt",
+        &["not supported"],
+    )
+    .await;
     refused(
         &w,
         job(json!({"prompt": "a cat <lora:style:0.3>", "loras": [{"name": "style"}]})),
@@ -282,7 +397,13 @@ async fn requests_choose_loras_by_list_and_tags_and_bad_choices_are_refused() {
         &["other weights"],
     )
     .await;
-    refused(&w, job(json!({"prompt": "a cat, xlemb"})), "prompt", &["xlemb", "stable-diffusion-xl"]).await;
+    refused(
+        &w,
+        job(json!({"prompt": "a cat, xlemb"})),
+        "prompt",
+        &["xlemb", "stable-diffusion-xl"],
+    )
+    .await;
     // Nothing was queued by the refusals.
     let (_, ready) = w.get_json("/ready").await;
     assert!(ready["queue_length"].as_u64().unwrap() <= 4, "{ready}");
@@ -295,18 +416,40 @@ async fn without_the_folders_lists_are_empty_and_loras_are_refused() {
         let (status, list) = w.get_json(path).await;
         assert_eq!((status, list), (200, json!([])), "{path}");
     }
-    refused(&w, job(json!({"loras": [{"name": "style"}]})), "loras[0].name", &["--lora-dir"]).await;
-    refused(&w, job(json!({"prompt": "<lora:style:1>"})), "prompt", &["--lora-dir"]).await;
+    refused(
+        &w,
+        job(json!({"loras": [{"name": "style"}]})),
+        "loras[0].name",
+        &["--lora-dir"],
+    )
+    .await;
+    refused(
+        &w,
+        job(json!({"prompt": "<lora:style:1>"})),
+        "prompt",
+        &["--lora-dir"],
+    )
+    .await;
 }
 
 #[test]
 fn a_missing_folder_is_refused_at_start() {
     let model = common::tiny_model().to_str().unwrap().to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-worker"))
-        .args(["--port", "0", "--model-path", &model, "--lora-dir", "/no/such/loras"])
+        .args([
+            "--port",
+            "0",
+            "--model-path",
+            &model,
+            "--lora-dir",
+            "/no/such/loras",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("--lora-dir") && stderr.contains("not a folder"), "{stderr}");
+    assert!(
+        stderr.contains("--lora-dir") && stderr.contains("not a folder"),
+        "{stderr}"
+    );
 }

@@ -333,7 +333,8 @@ mod tests {
 
     #[test]
     fn families_from_keys_and_widths() {
-        let sd1 = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight";
+        let sd1 =
+            "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight";
         assert_eq!(family(&[(sd1, &[4, 768])], &[]), "stable-diffusion-1");
         assert_eq!(family(&[(sd1, &[4, 1024])], &[]), "stable-diffusion-2");
         assert_eq!(family(&[(sd1, &[4, 2048])], &[]), "stable-diffusion-xl");
@@ -354,14 +355,20 @@ mod tests {
         assert_eq!(family(&[(xl2, &[4, 32])], &[]), "stable-diffusion-xl");
         let peft = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight";
         let f = LoraFile::from_header(&header(&[(peft, &[4, 768])], &[])).unwrap();
-        assert_eq!((f.family_name(), f.format), ("stable-diffusion-1", LoraFormat::Peft));
+        assert_eq!(
+            (f.family_name(), f.format),
+            ("stable-diffusion-1", LoraFormat::Peft)
+        );
         let sd3 = "transformer.transformer_blocks.0.attn.add_q_proj.lora_A.weight";
         assert_eq!(family(&[(sd3, &[4, 1536])], &[]), "stable-diffusion-3");
         let flux = "transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight";
         assert_eq!(family(&[(flux, &[4, 3072])], &[]), "unknown");
         let loha = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.hada_w1_b";
         let f = LoraFile::from_header(&header(&[(loha, &[4, 768])], &[])).unwrap();
-        assert_eq!((f.family_name(), f.format), ("stable-diffusion-1", LoraFormat::LycorisLoha));
+        assert_eq!(
+            (f.family_name(), f.format),
+            ("stable-diffusion-1", LoraFormat::LycorisLoha)
+        );
         let e = LoraFile::from_header(&header(&[("model.diffusion_model.x.weight", &[4])], &[]))
             .unwrap_err()
             .to_string();

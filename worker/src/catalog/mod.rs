@@ -124,7 +124,10 @@ impl<T: CatalogKind> Folder<T> {
                 .map(str::to_ascii_lowercase)
                 .unwrap_or_default();
             if PICKLE_EXTENSIONS.contains(&ext.as_str()) {
-                let mut logged = self.pickles_logged.lock().unwrap_or_else(|e| e.into_inner());
+                let mut logged = self
+                    .pickles_logged
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 if logged.insert(path.clone()) {
                     warn!(file = %path.display(), "{} skipped: a pickle can run code when loaded; convert it to .safetensors", T::WHAT);
                 }
@@ -344,7 +347,10 @@ impl Catalogs {
 impl std::fmt::Debug for Catalogs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Catalogs")
-            .field("loras", &self.loras.as_ref().map(|c| c.root().to_path_buf()))
+            .field(
+                "loras",
+                &self.loras.as_ref().map(|c| c.root().to_path_buf()),
+            )
             .field(
                 "embeddings",
                 &self.embeddings.as_ref().map(|c| c.root().to_path_buf()),

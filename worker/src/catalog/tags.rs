@@ -21,10 +21,13 @@ pub struct LoraTag {
     pub unet_weight: f64,
 }
 
+/// A tag that cannot be used: the tag as written, and why.
+pub type BadTag = (String, String);
+
 /// Removes every extra-network tag from `text`. Returns the text without
 /// them and, in order, each tag read, or the tag and why it cannot be used
 /// (another kind of network, no name, a weight that is not a number, `dyn`).
-pub fn extract_lora_tags(text: &str) -> (String, Vec<Result<LoraTag, (String, String)>>) {
+pub fn extract_lora_tags(text: &str) -> (String, Vec<Result<LoraTag, BadTag>>) {
     let mut out = String::with_capacity(text.len());
     let mut tags = Vec::new();
     let mut rest = text;
@@ -85,7 +88,11 @@ fn read_tag(whole: &str, kind: &str, args: &str) -> Result<LoraTag, (String, Str
             _ => positional.push(item),
         }
     }
-    let Some(name) = positional.first().map(|n| n.trim()).filter(|n| !n.is_empty()) else {
+    let Some(name) = positional
+        .first()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+    else {
         return fail("the tag names no LoRA".into());
     };
     let number = |what: &str, v: &str| -> Result<f64, (String, String)> {
@@ -210,14 +217,24 @@ mod tests {
 
     #[test]
     fn reads_tags_as_a1111() {
-        let (clean, tags) =
-            extract_lora_tags("a cat <lora:style:0.8>, <lora:detail> on a <mat>, <lyco:x:0.5:0.25>");
+        let (clean, tags) = extract_lora_tags(
+            "a cat <lora:style:0.8>, <lora:detail> on a <mat>, <lyco:x:0.5:0.25>",
+        );
         assert_eq!(clean, "a cat ,  on a <mat>, ");
         let tags: Vec<_> = tags.into_iter().map(Result::unwrap).collect();
         assert_eq!(tags[0].name, "style");
-        assert_eq!((tags[0].text_encoder_weight, tags[0].unet_weight), (0.8, 0.8));
-        assert_eq!((tags[1].text_encoder_weight, tags[1].unet_weight), (1.0, 1.0));
-        assert_eq!((tags[2].text_encoder_weight, tags[2].unet_weight), (0.5, 0.25));
+        assert_eq!(
+            (tags[0].text_encoder_weight, tags[0].unet_weight),
+            (0.8, 0.8)
+        );
+        assert_eq!(
+            (tags[1].text_encoder_weight, tags[1].unet_weight),
+            (1.0, 1.0)
+        );
+        assert_eq!(
+            (tags[2].text_encoder_weight, tags[2].unet_weight),
+            (0.5, 0.25)
+        );
         assert_eq!(tags[0].text, "<lora:style:0.8>");
         let t = one("<lora:x:te=0.3:unet=-1>").unwrap();
         assert_eq!((t.text_encoder_weight, t.unet_weight), (0.3, -1.0));
@@ -239,7 +256,10 @@ mod tests {
         }
         // Not tags: kept as text.
         let (clean, tags) = extract_lora_tags("a <b> <:x> <lora:> c < d");
-        assert_eq!((clean.as_str(), tags.len()), ("a <b> <:x> <lora:> c < d", 0));
+        assert_eq!(
+            (clean.as_str(), tags.len()),
+            ("a <b> <:x> <lora:> c < d", 0)
+        );
     }
 
     #[test]

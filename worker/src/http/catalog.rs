@@ -29,7 +29,12 @@ pub async fn loras(State(state): State<AppState>) -> Result<Json<Vec<LoraInfo>>,
             .collect()
     })
     .await
-    .map_err(|e| HttpError::new(ErrorCode::Internal, format!("listing the LoRAs failed: {e}")))?;
+    .map_err(|e| {
+        HttpError::new(
+            ErrorCode::Internal,
+            format!("listing the LoRAs failed: {e}"),
+        )
+    })?;
     Ok(Json(list))
 }
 

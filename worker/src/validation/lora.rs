@@ -16,7 +16,7 @@ use sd_worker_sdk::{ApiError, LoraRef};
 
 use super::invalid;
 use crate::catalog::tags::{embeddings_in, extract_lora_tags};
-use crate::catalog::{Catalogs, Found, LoraFile, Lookup};
+use crate::catalog::{Catalogs, Found, Lookup, LoraFile};
 use crate::pipeline::{EmbeddingChoice, LoraChoice};
 
 /// What [`resolve`] makes of a request's texts and `loras`.
@@ -76,7 +76,10 @@ pub fn resolve(
         chosen.push(c);
     }
     let mut texts = Vec::new();
-    for (field, text) in [("prompt", Some(prompt)), ("negative_prompt", negative_prompt)] {
+    for (field, text) in [
+        ("prompt", Some(prompt)),
+        ("negative_prompt", negative_prompt),
+    ] {
         let Some(text) = text else {
             texts.push(None);
             continue;
