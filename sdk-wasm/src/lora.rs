@@ -27,12 +27,15 @@ pub struct LoraRef {
     pub name: String,
     /// Weight of both parts, -4..=4 (1.0 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = -4.0, maximum = 4.0))]
     pub weight: Option<f64>,
     /// Weight on the denoiser (UNet or MMDiT) alone, -4..=4 (`weight` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = -4.0, maximum = 4.0))]
     pub unet_weight: Option<f64>,
     /// Weight on the text encoders alone, -4..=4 (`weight` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = -4.0, maximum = 4.0))]
     pub text_encoder_weight: Option<f64>,
 }
 

@@ -211,6 +211,7 @@ pub struct GenerationParams {
     /// [`crate::lora::MAX_LORAS`], with the prompt's `<lora:name:weight>`
     /// tags), for every operation; names from `GET /v1/loras`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
     pub loras: Option<Vec<crate::LoraRef>>,
     /// Sent by the hive: when present it must name the loaded model.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -430,6 +430,23 @@ async fn without_the_folders_lists_are_empty_and_loras_are_refused() {
         &["--lora-dir"],
     )
     .await;
+    // The contract in the OpenAPI document.
+    let (_, spec) = w.get_json("/openapi.json").await;
+    let schemas = &spec["components"]["schemas"];
+    let weight = &schemas["LoraRef"]["properties"]["weight"];
+    assert_eq!(
+        (weight["minimum"].as_f64(), weight["maximum"].as_f64()),
+        (Some(-4.0), Some(4.0))
+    );
+    assert_eq!(
+        schemas["GenerationParams"]["properties"]["loras"]["maxItems"],
+        16
+    );
+    for s in ["LoraInfo", "LoraMetadata", "EmbeddingInfo"] {
+        assert!(schemas[s].is_object(), "{s}");
+    }
+    assert!(spec["paths"]["/v1/loras"]["get"].is_object());
+    assert!(spec["paths"]["/v1/embeddings"]["get"].is_object());
 }
 
 #[test]
