@@ -8,6 +8,7 @@ mod common;
 
 use common::Worker;
 use safetensors::tensor::{Dtype, TensorView};
+use sd_worker::pipeline::encode::read_png_parameters;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -299,6 +300,12 @@ async fn requests_choose_loras_by_list_and_tags_and_bad_choices_are_refused() {
         let (status, _, answer) = w.submit_raw(body.to_string()).await;
         assert_eq!(status, 202, "{body}: {answer}");
     }
+    // The PNG parameters keep the prompt as written, tags included.
+    let (_, images) = w
+        .run_job(job(json!({"prompt": "a cat <lora:style:0.5>"})))
+        .await;
+    let text = read_png_parameters(&images[0]).unwrap();
+    assert!(text.starts_with("a cat <lora:style:0.5>\n"), "{text}");
     refused(
         &w,
         job(json!({"loras": [{"name": "nope"}]})),
