@@ -15,6 +15,7 @@ pub mod events;
 pub mod hive;
 pub mod info;
 pub mod job;
+pub mod lora;
 pub mod numbers;
 pub mod request;
 pub mod retry;
@@ -31,6 +32,7 @@ pub use events::{GeneratedImage, StreamEvent, DONE_SENTINEL};
 pub use hive::{Heartbeat, HeartbeatWorker, WorkerStatus};
 pub use info::{Defaults, Limits, MemoryEstimate, ModelInfo, WorkerInfo};
 pub use job::{JobAccepted, JobResult, JobSnapshot, JobStatus, Timings};
+pub use lora::{EmbeddingInfo, LoraInfo, LoraMetadata, LoraRef};
 pub use request::{
     GenerationParams, ImageFormat, ImageInput, ImageRequest, JobRequest, Operation, ResizeMode,
     Rng, TextToImageRequest, MAX_SEED,

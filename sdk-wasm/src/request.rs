@@ -207,6 +207,12 @@ pub struct GenerationParams {
     /// for every operation; their residuals are summed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controlnets: Option<Vec<crate::ControlNetUnit>>,
+    /// LoRAs merged into the model for this job (at most
+    /// [`crate::lora::MAX_LORAS`], with the prompt's `<lora:name:weight>`
+    /// tags), for every operation; names from `GET /v1/loras`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
+    pub loras: Option<Vec<crate::LoraRef>>,
     /// Sent by the hive: when present it must name the loaded model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,

@@ -148,6 +148,10 @@ fn measure(
         rng: sd_worker_sdk::Rng::Chacha,
         init: None,
         controls: Vec::new(),
+        loras: Vec::new(),
+        embeddings: Vec::new(),
+        prompt_as_written: "a photograph of an astronaut riding a horse".into(),
+        negative_prompt_as_written: None,
     };
     let runs = args
         .num_images

@@ -117,6 +117,15 @@ pub struct ServeArgs {
         default_value = "jeroenvlek/depth-anything-v2-safetensors"
     )]
     pub depth_model: String,
+    /// A folder of LoRAs (`.safetensors`, searched recursively) that requests
+    /// name in `loras` or by `<lora:name:weight>` tags; read on each use, so
+    /// new files need no restart.
+    #[arg(long, env = "SD_WORKER_LORA_DIR")]
+    pub lora_dir: Option<PathBuf>,
+    /// A folder of textual-inversion embeddings (`.safetensors`, searched
+    /// recursively), used by writing their name in a prompt; read on each use.
+    #[arg(long, env = "SD_WORKER_EMBEDDINGS_DIR")]
+    pub embeddings_dir: Option<PathBuf>,
     /// Identifier reported to the hive and in /v1/info.
     #[arg(long, env = "SD_WORKER_ID")]
     pub worker_id: Option<String>,

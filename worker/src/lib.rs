@@ -5,6 +5,7 @@
 //! -> [`pipeline`] (with [`model`] and [`scheduler`]) -> job events -> [`http`] stream.
 
 pub mod bench;
+pub mod catalog;
 pub mod cli;
 pub mod controlnet;
 pub mod device;

@@ -25,6 +25,8 @@ pub struct Profile {
     pub controlnets: std::sync::Arc<crate::controlnet::ControlNetRegistry>,
     /// The control-map preprocessors requests may name.
     pub preprocessors: std::sync::Arc<crate::preprocess::Preprocessors>,
+    /// The `--lora-dir` and `--embeddings-dir` files requests may name.
+    pub catalogs: crate::catalog::Catalogs,
 }
 
 pub struct Runtime<'a> {
@@ -108,6 +110,7 @@ impl Profile {
             lcm_max_steps: meta.lcm_max_steps,
             controlnets: Default::default(),
             preprocessors: Default::default(),
+            catalogs: Default::default(),
         }
     }
 
@@ -115,6 +118,12 @@ impl Profile {
     pub fn with_preprocessors(mut self, preprocessors: crate::preprocess::Preprocessors) -> Self {
         self.info.preprocessors = preprocessors.names();
         self.preprocessors = std::sync::Arc::new(preprocessors);
+        self
+    }
+
+    /// With the LoRA and embedding folders of `catalogs` on offer.
+    pub fn with_catalogs(mut self, catalogs: crate::catalog::Catalogs) -> Self {
+        self.catalogs = catalogs;
         self
     }
 

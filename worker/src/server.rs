@@ -106,6 +106,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     );
     let state = Shared::new(engine, args.max_body_bytes, decodes);
     let studio = studio_dir(&args)?;
+    let catalogs =
+        crate::catalog::Catalogs::open(args.lora_dir.as_deref(), args.embeddings_dir.as_deref())?;
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -128,6 +130,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         device.clone(),
         dtype,
         worker_id.clone(),
+        catalogs,
     );
     spawn_sweeper(state.clone());
     let hive = args.hive_url.clone().map(|url| HiveConfig {
@@ -271,6 +274,7 @@ fn spawn_model_load(
     device: candle_core::Device,
     dtype: candle_core::DType,
     worker_id: String,
+    catalogs: crate::catalog::Catalogs,
 ) {
     let spec = model_spec(args);
     let queue_capacity = args.queue_size;
@@ -302,7 +306,8 @@ fn spawn_model_load(
                     };
                     let profile = Profile::new(model.meta(), &rt)
                         .with_controlnets(registry)
-                        .with_preprocessors(preprocessors(depth, &device, dtype));
+                        .with_preprocessors(preprocessors(depth, &device, dtype))
+                        .with_catalogs(catalogs);
                     let m = state.engine.metrics();
                     m.model_load.set(model.meta().load_ms as f64 / 1000.0);
                     m.info

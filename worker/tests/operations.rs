@@ -21,6 +21,8 @@ async fn every_route_but_health_and_ready_needs_the_token() {
     let c = &w.client;
     let routes: Vec<(reqwest::Method, &str, Option<Value>)> = vec![
         (reqwest::Method::GET, "/v1/info", None),
+        (reqwest::Method::GET, "/v1/loras", None),
+        (reqwest::Method::GET, "/v1/embeddings", None),
         (reqwest::Method::POST, "/v1/jobs", Some(small_job("auth"))),
         (reqwest::Method::GET, "/v1/jobs/job-x", None),
         (reqwest::Method::DELETE, "/v1/jobs/job-x", None),
@@ -403,6 +405,8 @@ async fn the_openapi_document_covers_every_route_and_the_docs_do_too() {
         "/metrics",
         "/openapi.json",
         "/v1/info",
+        "/v1/loras",
+        "/v1/embeddings",
         "/v1/jobs",
         "/v1/preprocess",
         "/v1/jobs/{id}",

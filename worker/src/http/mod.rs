@@ -4,6 +4,7 @@
 pub mod a1111;
 pub mod adapter;
 pub mod auth;
+pub mod catalog;
 pub mod error;
 pub mod extract;
 pub mod info;
@@ -108,6 +109,8 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
         .route("/metrics", get(info::metrics))
         .route("/openapi.json", get(openapi::spec))
         .route("/v1/info", get(info::info))
+        .route("/v1/loras", get(catalog::loras))
+        .route("/v1/embeddings", get(catalog::embeddings))
         .route("/v1/jobs", post(jobs::submit))
         .route("/v1/preprocess", post(preprocess::preprocess))
         .route("/v1/jobs/{id}", get(jobs::status).delete(jobs::cancel))

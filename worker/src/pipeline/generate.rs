@@ -224,8 +224,12 @@ fn encode_images(
         let bytes = match req.output_format {
             ImageFormat::Png => {
                 let params = Parameters {
-                    prompt: &req.prompt,
-                    negative_prompt: req.negative_prompt.as_deref().unwrap_or_default(),
+                    // As written, LoRA tags included (A1111's infotexts keep them).
+                    prompt: &req.prompt_as_written,
+                    negative_prompt: req
+                        .negative_prompt_as_written
+                        .as_deref()
+                        .unwrap_or_default(),
                     steps: req.steps,
                     scheduler: req.scheduler,
                     guidance_scale: req.guidance_scale,

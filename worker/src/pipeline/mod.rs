@@ -43,6 +43,50 @@ pub struct Request {
     pub init: Option<InitImage>,
     /// ControlNet units, their residuals summed at each step.
     pub controls: Vec<ControlUnit>,
+    /// LoRAs to merge into the model for this job: the request's `loras`,
+    /// then the prompt's and the negative prompt's tags (already removed
+    /// from `prompt` and `negative_prompt`), each name once.
+    pub loras: Vec<LoraChoice>,
+    /// The prompt and negative prompt as the request wrote them, LoRA tags
+    /// included: what A1111's infotexts (the PNG `parameters`) carry, so
+    /// pasting them back chooses the same LoRAs.
+    pub prompt_as_written: String,
+    pub negative_prompt_as_written: Option<String>,
+    /// Embeddings whose names `prompt` or `negative_prompt` hold, in order
+    /// of first appearance (the names stay in the text).
+    pub embeddings: Vec<EmbeddingChoice>,
+}
+
+/// One LoRA of a job, validated: the file exists, is a LoRA for the loaded
+/// model's family (or one its keys do not tell), and its weights are in range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraChoice {
+    /// The name the request used (the catalog's name for the file).
+    pub name: String,
+    pub path: std::path::PathBuf,
+    /// Identifies the file's version (to cache merged weights by).
+    pub stamp: crate::catalog::Stamp,
+    /// A1111's short hash (`Lora hashes:` in the PNG parameters).
+    pub hash: String,
+    /// The layout of its tensors.
+    pub format: crate::catalog::lora::LoraFormat,
+    /// Weight on the denoiser's layers, -4..=4.
+    pub unet_weight: f64,
+    /// Weight on the text encoders' layers, -4..=4.
+    pub text_encoder_weight: f64,
+}
+
+/// One textual-inversion embedding a job's prompts use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingChoice {
+    /// The word in the prompt that stands for it.
+    pub name: String,
+    pub path: std::path::PathBuf,
+    pub stamp: crate::catalog::Stamp,
+    /// A1111's short hash (`TI hashes:` in the PNG parameters).
+    pub hash: String,
+    /// Token vectors it stands for.
+    pub vectors: usize,
 }
 
 /// One ControlNet applied to a job, validated.

@@ -2,6 +2,7 @@
 //! at fault; nothing here can panic on any input.
 
 mod control;
+pub mod lora;
 
 use image::DynamicImage;
 use rand::Rng;
@@ -63,6 +64,17 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
     };
     let default_size = image.as_ref().map(|img| (img.width(), img.height()));
     let mut request = validate_params(&params, profile, default_size)?;
+    let resolved = lora::resolve(
+        params.loras.as_deref(),
+        &request.prompt,
+        request.negative_prompt.as_deref(),
+        &profile.info.model.family,
+        &profile.catalogs,
+    )?;
+    request.prompt = resolved.prompt;
+    request.negative_prompt = resolved.negative_prompt;
+    request.loras = resolved.loras;
+    request.embeddings = resolved.embeddings;
     if let Some(image) = image {
         request.init = Some(init_image(operation, &input, image, &request, profile)?);
     }
@@ -369,6 +381,10 @@ fn validate_params(
         rng: p.rng.unwrap_or_default(),
         init: None,
         controls: Vec::new(),
+        loras: Vec::new(),
+        embeddings: Vec::new(),
+        prompt_as_written: p.prompt.clone(),
+        negative_prompt_as_written: p.negative_prompt.clone(),
     })
 }
 

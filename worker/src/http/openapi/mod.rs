@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{a1111, info, jobs, openai, preprocess, stream, AppState};
+use super::{a1111, catalog, info, jobs, openai, preprocess, stream, AppState};
 
 mod truth;
 
@@ -19,7 +19,7 @@ mod truth;
         description = "Stable Diffusion image-generation worker: submit jobs, follow them as Server-Sent Events, fetch images. \
                        With --api-token, every route but /health and /ready needs `Authorization: Bearer <token>`."
     ),
-    paths(info::health, info::ready, info::metrics, info::info, spec, jobs::submit, preprocess::preprocess, jobs::status, jobs::cancel, jobs::image, stream::stream,
+    paths(info::health, info::ready, info::metrics, info::info, catalog::loras, catalog::embeddings, spec, jobs::submit, preprocess::preprocess, jobs::status, jobs::cancel, jobs::image, stream::stream,
         openai::generations::generations, openai::edits::edits,
         a1111::txt2img, a1111::img2img, a1111::misc::samplers, a1111::misc::schedulers, a1111::misc::sd_models,
         a1111::misc::get_options, a1111::misc::set_options, a1111::misc::progress, a1111::misc::cmd_flags, a1111::memory::memory, a1111::misc::interrupt,
@@ -29,6 +29,7 @@ mod truth;
         sdk::JobRequest, sdk::TextToImageRequest, sdk::ImageRequest, sdk::GenerationParams, sdk::ImageInput, sdk::ResizeMode, sdk::Rng,
         sdk::ImageFormat, sdk::Operation, sdk::JobAccepted, sdk::JobSnapshot, sdk::JobStatus, sdk::Timings, sdk::JobResult,
         sdk::GeneratedImage, sdk::StreamEvent, sdk::ErrorBody, sdk::ApiError, sdk::ErrorCode, sdk::WorkerInfo, sdk::ModelInfo, sdk::MemoryEstimate, sdk::ControlNetInfo, sdk::ControlNetUnit, sdk::PreprocessParams, sdk::PreprocessorName, sdk::PreprocessRequest,
+        sdk::LoraRef, sdk::LoraInfo, sdk::LoraMetadata, sdk::EmbeddingInfo,
         sdk::Limits, sdk::Defaults, sdk::Heartbeat, sdk::HeartbeatWorker, sdk::WorkerStatus,
         openai::generations::ImageGenerationRequest, openai::edits::ImageEditForm, openai::ImagesResponse, openai::ImageData,
         openai::ResponseFormat, openai::OutputFormat, openai::error::OpenAiErrorBody, openai::error::OpenAiError,

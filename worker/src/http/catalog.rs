@@ -1,0 +1,70 @@
+//! `GET /v1/loras` and `GET /v1/embeddings`: the files of `--lora-dir` and
+//! `--embeddings-dir` as they are now (each listing walks the folder again,
+//! so new files appear without a restart). The first listing of a new file
+//! hashes it (reads it once), off the async runtime.
+
+use axum::extract::State;
+use axum::Json;
+use sd_worker_sdk::{self as sdk, EmbeddingInfo, ErrorCode, LoraInfo};
+
+use super::error::HttpError;
+use super::AppState;
+
+/// The LoRAs requests may name, sorted by name; `[]` without `--lora-dir`.
+#[utoipa::path(get, path = "/v1/loras", tag = "worker", responses(
+    (status = 200, description = "The usable LoRAs (pickles and unreadable files are left out, each said once in the log)", body = Vec<sdk::LoraInfo>),
+    (status = 503, description = "Model loading or worker stopping", body = sdk::ErrorBody)))]
+pub async fn loras(State(state): State<AppState>) -> Result<Json<Vec<LoraInfo>>, HttpError> {
+    let Some(catalog) = state.ready_profile()?.catalogs.loras.clone() else {
+        return Ok(Json(Vec::new()));
+    };
+    let list = tokio::task::spawn_blocking(move || {
+        catalog
+            .list()
+            .into_iter()
+            .filter_map(|f| {
+                let hash = f.hash.clone().unwrap_or_default();
+                f.read.ok().map(|r| r.info(&f.name, f.stamp.size, &hash))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| {
+        HttpError::new(
+            ErrorCode::Internal,
+            format!("listing the LoRAs failed: {e}"),
+        )
+    })?;
+    Ok(Json(list))
+}
+
+/// The textual-inversion embeddings prompts may use, sorted by name; `[]`
+/// without `--embeddings-dir`.
+#[utoipa::path(get, path = "/v1/embeddings", tag = "worker", responses(
+    (status = 200, description = "The usable embeddings (pickles and unreadable files are left out, each said once in the log)", body = Vec<sdk::EmbeddingInfo>),
+    (status = 503, description = "Model loading or worker stopping", body = sdk::ErrorBody)))]
+pub async fn embeddings(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<EmbeddingInfo>>, HttpError> {
+    let Some(catalog) = state.ready_profile()?.catalogs.embeddings.clone() else {
+        return Ok(Json(Vec::new()));
+    };
+    let list = tokio::task::spawn_blocking(move || {
+        catalog
+            .list()
+            .into_iter()
+            .filter_map(|f| {
+                let hash = f.hash.clone().unwrap_or_default();
+                f.read.ok().map(|r| r.info(&f.name, f.stamp.size, &hash))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| {
+        HttpError::new(
+            ErrorCode::Internal,
+            format!("listing the embeddings failed: {e}"),
+        )
+    })?;
+    Ok(Json(list))
+}
