@@ -40,6 +40,9 @@ pub enum StreamEvent {
     Complete {
         images: Vec<GeneratedImage>,
         elapsed_ms: u64,
+        /// The job's LoRAs and how much of each matched the model (absent without LoRAs).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        loras: Vec<crate::LoraApplied>,
     },
     /// Terminal: the job failed.
     Error { code: ErrorCode, message: String },

@@ -32,7 +32,7 @@ pub use events::{GeneratedImage, StreamEvent, DONE_SENTINEL};
 pub use hive::{Heartbeat, HeartbeatWorker, WorkerStatus};
 pub use info::{Defaults, Limits, MemoryEstimate, ModelInfo, WorkerInfo};
 pub use job::{JobAccepted, JobResult, JobSnapshot, JobStatus, Timings};
-pub use lora::{EmbeddingInfo, LoraInfo, LoraMetadata, LoraRef};
+pub use lora::{EmbeddingInfo, LoraApplied, LoraInfo, LoraMetadata, LoraRef};
 pub use request::{
     GenerationParams, ImageFormat, ImageInput, ImageRequest, JobRequest, Operation, ResizeMode,
     Rng, TextToImageRequest, MAX_SEED,

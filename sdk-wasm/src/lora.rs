@@ -155,3 +155,21 @@ mod tests {
         assert!(v.get("weight").is_none());
     }
 }
+
+/// How a job's LoRA matched the model, in its `complete` event: every job
+/// says how much of each LoRA took effect (unmatched keys also come as a
+/// `warning` event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
+pub struct LoraApplied {
+    pub name: String,
+    /// A1111's short hash of the file.
+    pub hash: String,
+    /// Tensors in the file.
+    pub tensors: u32,
+    /// Tensors merged into a layer of the model.
+    pub matched_tensors: u32,
+    pub unet_weight: f64,
+    pub text_encoder_weight: f64,
+}

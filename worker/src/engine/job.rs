@@ -157,7 +157,9 @@ impl Job {
     pub fn snapshot(&self) -> JobSnapshot {
         let s = self.state();
         let (result, error) = match s.events.last() {
-            Some(StreamEvent::Complete { images, elapsed_ms }) => (
+            Some(StreamEvent::Complete {
+                images, elapsed_ms, ..
+            }) => (
                 Some(JobResult {
                     images: images.clone(),
                     elapsed_ms: *elapsed_ms,

@@ -66,7 +66,11 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
     // it also sees the job in /metrics.
     let finished = |label: &str| m.jobs_finished.with_label_values(&[op, label]).inc();
     match outcome {
-        Ok(Ok(Outcome::Completed { images, timings })) => {
+        Ok(Ok(Outcome::Completed {
+            images,
+            timings,
+            loras,
+        })) => {
             info!(
                 elapsed_ms,
                 text_encoder_ms = timings.text_encoder_ms as u64,
@@ -90,7 +94,11 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
                 })
                 .collect();
             finished("completed");
-            job.push(StreamEvent::Complete { images, elapsed_ms });
+            job.push(StreamEvent::Complete {
+                images,
+                elapsed_ms,
+                loras,
+            });
         }
         Ok(Ok(Outcome::Cancelled)) if timed_out => {
             let limit = shared.job_timeout.unwrap_or_default();

@@ -81,6 +81,9 @@ pub struct LoraReport {
 /// The set merged into a model and the base values it overwrote.
 #[derive(Default)]
 pub struct Applied {
+    /// The files read for the last job, by path and version, so the next job
+    /// with the same files reuses them (and the merged set) without reading.
+    files: Vec<(std::path::PathBuf, crate::catalog::Stamp, Arc<LoraFile>)>,
     set: Vec<(Arc<LoraFile>, u32, u32)>,
     originals: BTreeMap<Target, Tensor>,
     report: Option<LoraReport>,
@@ -262,6 +265,34 @@ impl LoadedModel {
         state.set = key;
         state.report = Some(report.clone());
         Ok(report)
+    }
+
+    /// The LoRA files at `wanted` (path and version), read from disk unless
+    /// the last call asked for the same file in the same version; only this
+    /// call's files are kept afterwards (memory: the current set's files).
+    ///
+    /// Errors: a file that cannot be read as a LoRA ([`LoraFile::read`]).
+    pub fn lora_files(
+        &self,
+        wanted: &[(&std::path::Path, crate::catalog::Stamp)],
+    ) -> Result<Vec<Arc<LoraFile>>> {
+        let mut state = self.lora_state().lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = Vec::with_capacity(wanted.len());
+        for &(path, stamp) in wanted {
+            let known = state
+                .files
+                .iter()
+                .find(|(p, s, _)| p == path && *s == stamp)
+                .map(|(_, _, f)| f.clone());
+            let file = match known {
+                Some(f) => f,
+                None => Arc::new(LoraFile::read(path)?),
+            };
+            kept.push((path.to_path_buf(), stamp, file));
+        }
+        let files = kept.iter().map(|(_, _, f)| f.clone()).collect();
+        state.files = kept;
+        Ok(files)
     }
 
     /// Restores the base weights (no LoRA); what `apply_loras(&[])` does.

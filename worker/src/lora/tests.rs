@@ -274,7 +274,10 @@ fn loha_modules_merge_and_dora_ones_are_reported_unsupported() {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap();
-    assert!(diff <= 1e-6 * size.max(1.0), "merged weight off by {diff} (weights up to {size})");
+    assert!(
+        diff <= 1e-6 * size.max(1.0),
+        "merged weight off by {diff} (weights up to {size})"
+    );
     model.remove_loras().unwrap();
     assert_eq!(
         crate::model::test_util::max_diff(&unet.get(name).unwrap(), &base),

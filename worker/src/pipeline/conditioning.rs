@@ -1,13 +1,15 @@
 //! The job's conditioning for the whole batch, through the family's
 //! [`TextConditioner`](crate::model::conditioner::TextConditioner): the
 //! prompt and (when guided) the negative prompt encoded to the same number
-//! of windows, each repeated for the job's images.
+//! of windows, each repeated for the job's images; the job's textual-inversion
+//! embeddings stand for their names in both.
 
 use anyhow::Result;
 use candle_core::Tensor;
 
 use super::{Observer, Request};
 use crate::model::denoiser::Conditioning;
+use crate::model::embeddings::TextualInversions;
 use crate::model::LoadedModel;
 
 /// [uncond x n, cond x n] when `guided`, else [cond x n], for every part the
@@ -16,16 +18,18 @@ use crate::model::LoadedModel;
 pub fn for_batch(
     model: &LoadedModel,
     req: &Request,
+    embeddings: &TextualInversions,
     guided: bool,
     observer: &mut dyn Observer,
 ) -> Result<Conditioning> {
     let conditioner = model.conditioner();
     let n = req.num_images;
-    let cond = conditioner.tokenize(&req.prompt, "prompt")?;
+    let cond = conditioner.tokenize_with(&req.prompt, "prompt", embeddings)?;
     let uncond = if guided {
-        Some(conditioner.tokenize(
+        Some(conditioner.tokenize_with(
             req.negative_prompt.as_deref().unwrap_or_default(),
             "negative prompt",
+            embeddings,
         )?)
     } else {
         None

@@ -28,6 +28,11 @@ pub struct Parameters<'a> {
     pub rng: Rng,
     /// Written as A1111's ControlNet extension writes its units.
     pub controlnets: &'a [super::ControlUnit],
+    /// (name, A1111 short hash) of the job's LoRAs, as A1111 writes them:
+    /// `Lora hashes: "name: hash, …"`.
+    pub lora_hashes: Vec<(&'a str, &'a str)>,
+    /// The same for the embeddings its prompts use: `TI hashes: "…"`.
+    pub ti_hashes: Vec<(&'a str, &'a str)>,
 }
 
 impl Parameters<'_> {
@@ -59,6 +64,15 @@ impl Parameters<'_> {
             Rng::Chacha => {}
             Rng::TorchCpu => text.push_str(", RNG: CPU"),
             Rng::Nv => text.push_str(", RNG: NV"),
+        }
+        for (key, list) in [
+            ("Lora hashes", &self.lora_hashes),
+            ("TI hashes", &self.ti_hashes),
+        ] {
+            if !list.is_empty() {
+                let items: Vec<String> = list.iter().map(|(n, h)| format!("{n}: {h}")).collect();
+                text.push_str(&format!(", {key}: \"{}\"", items.join(", ")));
+            }
         }
         for (i, unit) in self.controlnets.iter().enumerate() {
             text.push_str(&format!(
@@ -174,6 +188,8 @@ mod tests {
             denoising_strength: None,
             rng: Rng::Chacha,
             controlnets: &[],
+            lora_hashes: Vec::new(),
+            ti_hashes: Vec::new(),
         }
         .to_a1111()
     }
@@ -201,6 +217,8 @@ mod tests {
             denoising_strength: Some(0.75),
             rng: Rng::TorchCpu,
             controlnets: &[],
+            lora_hashes: Vec::new(),
+            ti_hashes: Vec::new(),
         }
         .to_a1111();
         assert_eq!(
@@ -233,6 +251,8 @@ mod tests {
                     denoising_strength: strength,
                     rng: Rng::Chacha,
                     controlnets: &[],
+                    lora_hashes: Vec::new(),
+                    ti_hashes: Vec::new(),
                 }
                 .to_a1111();
                 let png = encode_png(&[200u8; 2 * 2 * 3], 2, 2, Some(&text)).unwrap();

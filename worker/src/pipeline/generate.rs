@@ -14,7 +14,7 @@ use super::hooks::inpaint::{InpaintChannels, LatentBlend};
 use super::hooks::StepHook;
 use super::latents::{decode, encode, mask_to_latent, pixels_to_tensor};
 use super::noise::SeededNoise;
-use super::{conditioning, Image, InitImage, Observer, Outcome, Request, StageTimings};
+use super::{adapters, conditioning, Image, InitImage, Observer, Outcome, Request, StageTimings};
 use crate::images::paste_back;
 use crate::model::LoadedModel;
 use crate::scheduler::{self, Scheduler};
@@ -34,14 +34,18 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
         return Ok(Outcome::Completed {
             images: encode_images(model, req, images, &mut timings)?,
             timings,
+            loras: Vec::new(),
         });
     }
     // diffusers skips the unconditional pass entirely at guidance <= 1.
     let guided = req.guidance_scale > 1.0;
 
-    // 1. Conditioning: [uncond x n, cond x n] when guided, else [cond x n].
+    // 1. The job's LoRAs merged (or the base weights back), its embeddings
+    //    loaded; then the conditioning: [uncond x n, cond x n] when guided,
+    //    else [cond x n].
     let t0 = Instant::now();
-    let cond = conditioning::for_batch(model, req, guided, observer)?;
+    let adapters = adapters::prepare(model, req, observer)?;
+    let cond = conditioning::for_batch(model, req, &adapters.embeddings, guided, observer)?;
     timings.text_encoder_ms = ms(t0);
 
     // 2. Starting latents. With ChaCha, noise is drawn first, so a seed gives
@@ -99,7 +103,11 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
     }
     timings.vae_decode_ms = ms(t0);
     let images = encode_images(model, req, images, &mut timings)?;
-    Ok(Outcome::Completed { images, timings })
+    Ok(Outcome::Completed {
+        images,
+        timings,
+        loras: adapters.loras,
+    })
 }
 
 /// Starting latents and inpainting conditioning, per operation:
@@ -240,6 +248,16 @@ fn encode_images(
                     denoising_strength: req.init.as_ref().map(|i| i.strength),
                     rng: req.rng,
                     controlnets: &req.controls,
+                    lora_hashes: req
+                        .loras
+                        .iter()
+                        .map(|l| (l.name.as_str(), l.hash.as_str()))
+                        .collect(),
+                    ti_hashes: req
+                        .embeddings
+                        .iter()
+                        .map(|e| (e.name.as_str(), e.hash.as_str()))
+                        .collect(),
                 };
                 encode_png(rgb.as_raw(), w, h, Some(&params.to_a1111()))?
             }

@@ -3,6 +3,7 @@
 //! It takes a validated [`Request`] and a loaded model, reports each step to an
 //! [`Observer`], and returns encoded images. It knows nothing of HTTP, queues or jobs.
 
+pub mod adapters;
 pub mod conditioning;
 pub mod denoise;
 pub mod encode;
@@ -187,6 +188,8 @@ pub enum Outcome {
     Completed {
         images: Vec<Image>,
         timings: StageTimings,
+        /// The job's LoRAs and how much of each matched the model.
+        loras: Vec<sd_worker_sdk::LoraApplied>,
     },
     Cancelled,
 }

@@ -28,7 +28,7 @@ mod truth;
     components(schemas(
         sdk::JobRequest, sdk::TextToImageRequest, sdk::ImageRequest, sdk::GenerationParams, sdk::ImageInput, sdk::ResizeMode, sdk::Rng,
         sdk::ImageFormat, sdk::Operation, sdk::JobAccepted, sdk::JobSnapshot, sdk::JobStatus, sdk::Timings, sdk::JobResult,
-        sdk::GeneratedImage, sdk::StreamEvent, sdk::ErrorBody, sdk::ApiError, sdk::ErrorCode, sdk::WorkerInfo, sdk::ModelInfo, sdk::MemoryEstimate, sdk::ControlNetInfo, sdk::ControlNetUnit, sdk::PreprocessParams, sdk::PreprocessorName, sdk::PreprocessRequest,
+        sdk::GeneratedImage, sdk::StreamEvent, sdk::ErrorBody, sdk::ApiError, sdk::ErrorCode, sdk::WorkerInfo, sdk::LoraApplied, sdk::ModelInfo, sdk::MemoryEstimate, sdk::ControlNetInfo, sdk::ControlNetUnit, sdk::PreprocessParams, sdk::PreprocessorName, sdk::PreprocessRequest,
         sdk::LoraRef, sdk::LoraInfo, sdk::LoraMetadata, sdk::EmbeddingInfo,
         sdk::Limits, sdk::Defaults, sdk::Heartbeat, sdk::HeartbeatWorker, sdk::WorkerStatus,
         openai::generations::ImageGenerationRequest, openai::edits::ImageEditForm, openai::ImagesResponse, openai::ImageData,
