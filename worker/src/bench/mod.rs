@@ -3,6 +3,8 @@
 //! weights cost the same arithmetic as trained ones, so the numbers hold for
 //! the real model of that shape.
 
+mod adapters;
+
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -49,6 +51,11 @@ pub struct BenchArgs {
     /// its step time beside the plain one.
     #[arg(long)]
     pub controlnet: bool,
+    /// Also time merging and removing a random rank-32 LoRA (every attention
+    /// and feed-forward linear of the UNet and text encoders; then also the
+    /// resnet convs), and the step time with it merged.
+    #[arg(long)]
+    pub lora: bool,
     /// Also print the figures as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -173,13 +180,24 @@ fn measure(
     let controlnet_step_ms = if args.controlnet {
         let req = Request {
             num_images,
-            controls: vec![bench_control_unit(&model, &req, device, dtype)?],
+            controls: vec![adapters::control_unit(&model, &req, device, dtype)?],
             ..req.clone()
         };
         let timed = time_job(&model, &req);
-        let _ = std::fs::remove_dir_all(controlnet_dir());
+        let _ = std::fs::remove_dir_all(adapters::controlnet_dir());
         let (_, _, t) = timed?;
         Some(t.denoise_ms / t.unet_steps.max(1) as f64)
+    } else {
+        None
+    };
+    let lora = if args.lora {
+        Some(adapters::lora_rows(
+            &model,
+            &Request {
+                num_images,
+                ..req.clone()
+            },
+        )?)
     } else {
         None
     };
@@ -205,6 +223,9 @@ fn measure(
             cn,
             cn / step_ms
         );
+    }
+    if let Some(l) = &lora {
+        l.print(step_ms);
     }
     println!("  VAE decode            {:>10.1} ms", timings.vae_decode_ms);
     println!("  end to end            {:>10.1} ms", e2e_ms);
@@ -241,6 +262,7 @@ fn measure(
                 "peak_rss_mib_loading": load_peak, "rss_mib_after_load": rss_after_load,
                 "peak_rss_mib_generating": peak,
                 "controlnet_step_ms": controlnet_step_ms,
+                "lora": lora.as_ref().map(adapters::LoraRows::json),
                 "batch_scaling": runs.iter().map(|(n, e2e, t)| serde_json::json!({
                     "num_images": n, "unet_step_ms": t.denoise_ms / t.unet_steps.max(1) as f64,
                     "vae_decode_ms": t.vae_decode_ms, "end_to_end_ms": e2e,
@@ -251,66 +273,13 @@ fn measure(
     Ok(())
 }
 
-/// One ControlNet unit for `req`: a random-weight ControlNet derived from the
-/// model's UNet (written to a temporary folder, loaded as `--controlnet`
-/// would), a gradient control image at the output size, no preprocessor.
-fn bench_control_unit(
-    model: &LoadedModel,
-    req: &Request,
-    device: &candle_core::Device,
-    dtype: candle_core::DType,
-) -> Result<crate::pipeline::ControlUnit> {
-    use crate::controlnet::{ControlNetOptions, ControlNetRegistry};
-    use crate::model::controlnet::{generate::write_controlnet, ControlNetConfig};
-    let unet = model
-        .unet_config()
-        .context("--controlnet needs a UNet model (SD 1.x, 2.x, XL)")?;
-    let meta = model.meta();
-    let stages = meta.vae_scale_factor.trailing_zeros() as usize + 1;
-    let widths: &[usize] = if unet.block_out_channels[0] >= 256 {
-        &[16, 32, 96, 256]
-    } else {
-        &[8, 16, 32, 64]
-    };
-    let cfg = ControlNetConfig::from_unet(unet, meta.latent_channels, &widths[..stages.min(4)])?;
-    let dir = controlnet_dir();
-    write_controlnet(&dir, &cfg, WeightInit::Fast)?;
-    let opts = ControlNetOptions {
-        models: vec![dir.display().to_string()],
-        ..Default::default()
-    };
-    let registry = ControlNetRegistry::build(&opts, meta, Some(unet), device, dtype)?;
-    let net = registry
-        .resolve("controlnet")
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let (w, h) = (req.width, req.height);
-    Ok(crate::pipeline::ControlUnit {
-        net,
-        image: image::RgbImage::from_fn(w, h, |x, y| {
-            image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128])
-        }),
-        preprocess: Default::default(),
-        preprocessors: Default::default(),
-        conditioning_scale: 1.0,
-        guidance_start: 0.0,
-        guidance_end: 1.0,
-    })
-}
-
 /// Runs one job; returns its batch size, end-to-end time in ms and stage timings.
-fn time_job(model: &LoadedModel, req: &Request) -> Result<(usize, f64, StageTimings)> {
+pub(crate) fn time_job(model: &LoadedModel, req: &Request) -> Result<(usize, f64, StageTimings)> {
     let t0 = Instant::now();
     let Outcome::Completed { timings, .. } = generate::run(model, req, &mut Quiet)? else {
         anyhow::bail!("the benchmark run was cancelled");
     };
     Ok((req.num_images, t0.elapsed().as_secs_f64() * 1000.0, timings))
-}
-
-/// Where `--controlnet` writes its random-weight ControlNet (named `controlnet`).
-fn controlnet_dir() -> PathBuf {
-    std::env::temp_dir()
-        .join(format!("sd-worker-bench-cn-{}", std::process::id()))
-        .join("controlnet")
 }
 
 fn tempdir_in_cache() -> Result<PathBuf> {
