@@ -24,6 +24,8 @@ pub const DEFAULT_SCRIBBLE_THRESHOLD: u32 = 128;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
+// A misspelt or foreign field (A1111's `weight`) is refused, not ignored.
+#[serde(deny_unknown_fields)]
 pub struct ControlNetUnit {
     /// A ControlNet named in `GET /v1/info`'s `controlnets`.
     pub model: String,

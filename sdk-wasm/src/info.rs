@@ -47,6 +47,12 @@ pub struct ModelInfo {
     pub max_prompt_tokens: u32,
     /// Memory the model takes on its device at the worker's dtype.
     pub memory: MemoryEstimate,
+    /// The most extra memory merging LoRAs takes: one copy (at the worker's
+    /// dtype) of every weight a LoRA can adapt (the denoiser's and text
+    /// encoders' linear and convolution weights), kept to restore them. A
+    /// LoRA on the attention and feed-forward layers alone takes about half.
+    #[serde(default)]
+    pub lora_merge_bytes: u64,
 }
 
 /// Memory a loaded model takes, so a hive can place it: the weights, counted,

@@ -22,6 +22,8 @@ pub const MAX_TRIGGER_WORDS: usize = 20;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
+// A misspelt field is refused, not ignored.
+#[serde(deny_unknown_fields)]
 pub struct LoraRef {
     /// A name from `GET /v1/loras` (the file name without `.safetensors`).
     pub name: String,

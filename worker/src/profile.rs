@@ -83,6 +83,8 @@ impl Profile {
                 inpainting: meta.inpainting,
                 max_prompt_tokens: meta.max_prompt_tokens as u32,
                 memory: meta.memory,
+                // Filled in by `with_lora_merge_bytes`.
+                lora_merge_bytes: 0,
             },
             device: rt.device.into(),
             dtype: rt.dtype.into(),
@@ -112,6 +114,12 @@ impl Profile {
             preprocessors: Default::default(),
             catalogs: Default::default(),
         }
+    }
+
+    /// With the model's LoRA merge memory ([`crate::model::LoadedModel::lora_merge_bytes`]).
+    pub fn with_lora_merge_bytes(mut self, bytes: u64) -> Self {
+        self.info.model.lora_merge_bytes = bytes;
+        self
     }
 
     /// With `preprocessors` on offer (and listed in `info`).

@@ -108,6 +108,16 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let studio = studio_dir(&args)?;
     let catalogs =
         crate::catalog::Catalogs::open(args.lora_dir.as_deref(), args.embeddings_dir.as_deref())?;
+    // A local depth model is checked now; a hub one is fetched on first use.
+    if let crate::preprocess::depth_weights::DepthSource::Local(path) =
+        crate::preprocess::depth_weights::DepthSource::parse(&args.depth_model)
+    {
+        anyhow::ensure!(
+            path.exists(),
+            "--depth-model {}: no such file or folder (nor a hub repository `owner/name`; `sd-worker generate-depth-model --out DIR` writes a tiny one for tests)",
+            path.display()
+        );
+    }
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -306,6 +316,7 @@ fn spawn_model_load(
                     };
                     let profile = Profile::new(model.meta(), &rt)
                         .with_controlnets(registry)
+                        .with_lora_merge_bytes(model.lora_merge_bytes())
                         .with_preprocessors(preprocessors(depth, &device, dtype))
                         .with_catalogs(catalogs);
                     let m = state.engine.metrics();

@@ -38,6 +38,9 @@ impl Nets {
             std::fs::create_dir_all(&dir).unwrap();
             write_ldm_controlnet(&canny, &dir.join("single-canny.safetensors")).unwrap();
             write_controlnet(&dir.join("second-canny"), &cfg, WeightInit::Seeded(7)).unwrap();
+            // SD 2.x's differs from SD 1.x's tiny shape only in its projections.
+            let sd2 = ControlNetConfig::for_shape(&ModelShape::tiny_sd2()).unwrap();
+            write_controlnet(&dir.join("sd2-net"), &sd2, WeightInit::Seeded(8)).unwrap();
             let xl = ControlNetConfig::for_shape(&ModelShape::tiny_sdxl()).unwrap();
             write_controlnet(&dir.join("xl-net"), &xl, WeightInit::Seeded(6)).unwrap();
             sd_worker::preprocess::depth_tiny::write_tiny_depth_model(&root.join("depth"), 9)

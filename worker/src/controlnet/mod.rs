@@ -141,7 +141,9 @@ impl ControlNetRegistry {
                 .with_context(|| format!("--controlnet {spec}"))?;
             let folder =
                 source::folder(&folder, unet).with_context(|| format!("--controlnet {spec}"))?;
-            let entry = registry.add(name, folder, meta, unet)?;
+            let entry = registry
+                .add(name, folder, meta, unet)
+                .with_context(|| format!("--controlnet {spec}"))?;
             if let Some(why) = &entry.incompatible {
                 bail!("--controlnet {spec}: {why}");
             }
@@ -174,8 +176,18 @@ impl ControlNetRegistry {
         meta: &ModelMeta,
         unet: Option<&UNetConfig>,
     ) -> Result<Arc<Entry>> {
-        if self.entries.contains_key(&name) {
-            bail!("two ControlNets are named `{name}`; rename one");
+        if let Some(other) = self.entries.get(&name) {
+            bail!(
+                "two ControlNets are named `{name}` ({} and {}); rename one",
+                other.folder.display(),
+                folder.display()
+            );
+        }
+        if folder.join("model_index.json").is_file() || folder.join("unet").is_dir() {
+            bail!(
+                "{} is a Stable Diffusion model folder, not a ControlNet (a ControlNet folder holds a ControlNetModel config.json and its weights)",
+                folder.display()
+            );
         }
         let (config, weights) = controlnet::files_in(&folder)?;
         let dtype = self.lock().dtype;

@@ -295,6 +295,25 @@ impl LoadedModel {
         Ok(files)
     }
 
+    /// The most memory a merged LoRA set keeps: one copy of every weight a
+    /// LoRA can adapt (2-D and 4-D `.weight` tensors of the denoiser and the
+    /// text encoders, embedding tables excepted), in bytes.
+    pub fn lora_merge_bytes(&self) -> u64 {
+        self.weight_tables()
+            .iter()
+            .flat_map(|(_, table)| {
+                table
+                    .names()
+                    .into_iter()
+                    .filter(|n| n.ends_with(".weight") && !n.contains("embedding"))
+                    .filter_map(|n| table.get(&n))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|t| matches!(t.rank(), 2 | 4))
+            .map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64)
+            .sum()
+    }
+
     /// Restores the base weights (no LoRA); what `apply_loras(&[])` does.
     pub fn remove_loras(&self) -> Result<()> {
         self.apply_loras(&[]).map(|_| ())

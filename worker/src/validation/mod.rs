@@ -184,6 +184,18 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
         if let Some(field) = missing_field(&inner).map(within) {
             ApiError::new(ErrorCode::MissingField, format!("`{field}` is required"))
                 .with_field(field)
+        } else if let Some(field) = unknown_field(&inner).map(within) {
+            // Only objects that refuse unknown fields say so (a ControlNet
+            // unit, a LoRA choice): a misspelling there is not ignored.
+            let expected = inner
+                .split_once(", expected ")
+                .map(|(_, e)| format!("; expected {e}"))
+                .unwrap_or_default();
+            ApiError::new(
+                ErrorCode::InvalidValue,
+                format!("`{field}` is not a field here{expected}"),
+            )
+            .with_field(field)
         } else if let Some(field) = duplicate_field(&inner) {
             ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -198,6 +210,11 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
 
 fn duplicate_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("duplicate field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
     Some(rest.split('`').next()?.to_string())
 }
 

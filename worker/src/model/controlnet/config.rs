@@ -365,14 +365,22 @@ impl ControlNetConfig {
             self.in_channels.to_string(),
             unet.out_channels.to_string(),
         );
-        if diffs.is_empty() {
-            return Ok(());
-        }
+        // SD 1.x and 2.x differ in their transformers' projections even
+        // where the widths agree: a ControlNet of the other family was
+        // trained on another text encoder's embeddings.
+        differ(
+            "use_linear_projection",
+            self.use_linear_projection.to_string(),
+            unet.use_linear_projection.to_string(),
+        );
         let unet_family = family_of(
             unet.addition_embed_type.as_deref(),
             theirs.cross_attention_dim,
             unet.use_linear_projection,
         );
+        if diffs.is_empty() {
+            return Ok(());
+        }
         bail!(
             "this {} ControlNet does not fit the {} UNet (ControlNet vs UNet): {}",
             self.family().name(),
