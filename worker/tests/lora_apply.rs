@@ -202,3 +202,43 @@ async fn an_embedding_named_in_the_prompt_changes_the_conditioning() {
     let params = read_png_parameters(&png).unwrap();
     assert!(params.contains("TI hashes: \"shapey: "), "{params}");
 }
+
+/// A1111 clients list the LoRAs and embeddings with A1111's routes, and a
+/// `<lora:...>` tag in an A1111 prompt is applied (its hash in the infotext).
+#[tokio::test]
+async fn a1111_lists_them_and_applies_prompt_tags() {
+    let w = worker().await;
+    let (status, loras) = w.get_json("/sdapi/v1/loras").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = loras
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["peft-style", "style"]);
+    assert_eq!(loras[1]["path"], "style.safetensors");
+    assert!(
+        loras[1]["metadata"]["sshs_model_hash"].is_string(),
+        "{loras}"
+    );
+    let (_, emb) = w.get_json("/sdapi/v1/embeddings").await;
+    assert_eq!(emb["loaded"]["shapey"]["vectors"], 2, "{emb}");
+
+    let body = json!({"prompt": "a red circle <lora:style:0.7>", "steps": 3, "width": 64, "height": 64, "seed": 5});
+    let r = w
+        .client
+        .post(w.url("/sdapi/v1/txt2img"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let out: Value = r.json().await.unwrap();
+    let info: Value = serde_json::from_str(out["info"].as_str().unwrap()).unwrap();
+    let text = info["infotexts"][0].as_str().unwrap();
+    assert!(
+        text.contains("<lora:style:0.7>") && text.contains("Lora hashes: \"style: "),
+        "{text}"
+    );
+}

@@ -419,6 +419,8 @@ async fn the_openapi_document_covers_every_route_and_the_docs_do_too() {
         "/sdapi/v1/samplers",
         "/sdapi/v1/schedulers",
         "/sdapi/v1/sd-models",
+        "/sdapi/v1/loras",
+        "/sdapi/v1/embeddings",
         "/sdapi/v1/options",
         "/sdapi/v1/progress",
         "/sdapi/v1/cmd-flags",

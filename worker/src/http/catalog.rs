@@ -15,8 +15,13 @@ use super::AppState;
     (status = 200, description = "The usable LoRAs (pickles and unreadable files are left out, each said once in the log)", body = Vec<sdk::LoraInfo>),
     (status = 503, description = "Model loading or worker stopping", body = sdk::ErrorBody)))]
 pub async fn loras(State(state): State<AppState>) -> Result<Json<Vec<LoraInfo>>, HttpError> {
+    Ok(Json(list_loras(&state).await?))
+}
+
+/// The LoRAs as `GET /v1/loras` lists them (for the A1111 adapter too).
+pub(crate) async fn list_loras(state: &AppState) -> Result<Vec<LoraInfo>, HttpError> {
     let Some(catalog) = state.ready_profile()?.catalogs.loras.clone() else {
-        return Ok(Json(Vec::new()));
+        return Ok(Vec::new());
     };
     let list = tokio::task::spawn_blocking(move || {
         catalog
@@ -35,7 +40,7 @@ pub async fn loras(State(state): State<AppState>) -> Result<Json<Vec<LoraInfo>>,
             format!("listing the LoRAs failed: {e}"),
         )
     })?;
-    Ok(Json(list))
+    Ok(list)
 }
 
 /// The textual-inversion embeddings prompts may use, sorted by name; `[]`
@@ -46,8 +51,13 @@ pub async fn loras(State(state): State<AppState>) -> Result<Json<Vec<LoraInfo>>,
 pub async fn embeddings(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<EmbeddingInfo>>, HttpError> {
+    Ok(Json(list_embeddings(&state).await?))
+}
+
+/// The embeddings as `GET /v1/embeddings` lists them (for the A1111 adapter too).
+pub(crate) async fn list_embeddings(state: &AppState) -> Result<Vec<EmbeddingInfo>, HttpError> {
     let Some(catalog) = state.ready_profile()?.catalogs.embeddings.clone() else {
-        return Ok(Json(Vec::new()));
+        return Ok(Vec::new());
     };
     let list = tokio::task::spawn_blocking(move || {
         catalog
@@ -66,5 +76,5 @@ pub async fn embeddings(
             format!("listing the embeddings failed: {e}"),
         )
     })?;
-    Ok(Json(list))
+    Ok(list)
 }

@@ -132,6 +132,8 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
         .route("/sdapi/v1/samplers", get(a1111::misc::samplers))
         .route("/sdapi/v1/schedulers", get(a1111::misc::schedulers))
         .route("/sdapi/v1/sd-models", get(a1111::misc::sd_models))
+        .route("/sdapi/v1/loras", get(a1111::networks::loras))
+        .route("/sdapi/v1/embeddings", get(a1111::networks::embeddings))
         // These take bodies a browser posts cross-site without a preflight.
         .route(
             "/sdapi/v1/options",

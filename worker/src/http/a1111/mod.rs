@@ -14,6 +14,7 @@ pub mod controlnet_routes;
 pub mod error;
 pub mod memory;
 pub mod misc;
+pub mod networks;
 pub mod numbers;
 pub mod request;
 
