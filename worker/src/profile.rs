@@ -27,6 +27,9 @@ pub struct Profile {
     pub preprocessors: std::sync::Arc<crate::preprocess::Preprocessors>,
     /// The `--lora-dir` and `--embeddings-dir` files requests may name.
     pub catalogs: crate::catalog::Catalogs,
+    /// The names LoRA keys may give the model's weights: a LoRA that adapts
+    /// none of them is refused before it is queued.
+    pub lora_targets: std::sync::Arc<crate::lora::keys::Targets>,
 }
 
 pub struct Runtime<'a> {
@@ -113,7 +116,14 @@ impl Profile {
             controlnets: Default::default(),
             preprocessors: Default::default(),
             catalogs: Default::default(),
+            lora_targets: Default::default(),
         }
+    }
+
+    /// With the model's LoRA targets ([`crate::lora::keys::Targets`]).
+    pub fn with_lora_targets(mut self, targets: crate::lora::keys::Targets) -> Self {
+        self.lora_targets = std::sync::Arc::new(targets);
+        self
     }
 
     /// With the model's LoRA merge memory ([`crate::model::LoadedModel::lora_merge_bytes`]).

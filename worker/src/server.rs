@@ -317,6 +317,10 @@ fn spawn_model_load(
                     let profile = Profile::new(model.meta(), &rt)
                         .with_controlnets(registry)
                         .with_lora_merge_bytes(model.lora_merge_bytes())
+                        .with_lora_targets(crate::lora::keys::Targets::new(
+                            model.weight_tables(),
+                            model.unet_config().map(|c| c.layers_per_block),
+                        ))
                         .with_preprocessors(preprocessors(depth, &device, dtype))
                         .with_catalogs(catalogs);
                     let m = state.engine.metrics();

@@ -60,6 +60,22 @@ fn files() -> &'static PathBuf {
             &options,
         )
         .unwrap();
+        // Well-formed, but for no layer of this model.
+        let t = |shape: (usize, usize)| {
+            candle_core::Tensor::ones(shape, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap()
+        };
+        let alien = std::collections::HashMap::from([
+            (
+                "lora_unet_other_model_block_proj.lora_down.weight".to_string(),
+                t((4, 8)),
+            ),
+            (
+                "lora_unet_other_model_block_proj.lora_up.weight".to_string(),
+                t((8, 4)),
+            ),
+        ]);
+        candle_core::safetensors::save(&alien, loras.join("alien.safetensors")).unwrap();
         let embeddings = root.join("embeddings");
         std::fs::create_dir_all(&embeddings).unwrap();
         let width = sd_worker::model::shapes::ModelShape::tiny()
@@ -216,12 +232,10 @@ async fn a1111_lists_them_and_applies_prompt_tags() {
         .iter()
         .map(|l| l["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["peft-style", "style"]);
-    assert_eq!(loras[1]["path"], "style.safetensors");
-    assert!(
-        loras[1]["metadata"]["sshs_model_hash"].is_string(),
-        "{loras}"
-    );
+    assert_eq!(names, ["alien", "peft-style", "style"]);
+    let style = &loras[2];
+    assert_eq!(style["path"], "style.safetensors");
+    assert!(style["metadata"]["sshs_model_hash"].is_string(), "{loras}");
     let (_, emb) = w.get_json("/sdapi/v1/embeddings").await;
     assert_eq!(emb["loaded"]["shapey"]["vectors"], 2, "{emb}");
 
@@ -241,4 +255,29 @@ async fn a1111_lists_them_and_applies_prompt_tags() {
         text.contains("<lora:style:0.7>") && text.contains("Lora hashes: \"style: "),
         "{text}"
     );
+}
+
+/// A LoRA none of whose keys names a layer of the model is refused before
+/// anything is queued, by list and by tag.
+#[tokio::test]
+async fn a_lora_for_another_model_is_refused_naming_it() {
+    let w = worker().await;
+    for (body, field) in [
+        (
+            job("a red circle", json!([{"name": "alien"}])),
+            "loras[0].name",
+        ),
+        (job("a red circle <lora:alien:1>", Value::Null), "prompt"),
+    ] {
+        let (status, _, e) = w.submit_raw(body.to_string()).await;
+        assert_eq!(status, 422, "{e}");
+        assert_eq!(e["error"]["field"], field, "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("adapts no layer"),
+            "{e}"
+        );
+    }
 }

@@ -23,6 +23,7 @@ pub struct Target {
 }
 
 /// Every name a LoRA may give each weight of a model.
+#[derive(Default)]
 pub struct Targets {
     by_key: HashMap<String, Target>,
 }
@@ -111,6 +112,12 @@ pub fn ldm_names(module: &str, pairs: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+impl std::fmt::Debug for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Targets({} names)", self.by_key.len())
+    }
+}
+
 impl Targets {
     /// Every weight of `tables` under every name LoRAs use; `unet_layers` is
     /// the UNet's `layers_per_block` (for LDM names).
@@ -153,6 +160,11 @@ impl Targets {
             }
         }
         Self { by_key }
+    }
+
+    /// Whether no weight is known (a profile built without a model).
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
     }
 
     /// The weight a module key (as [`super::format::LoraModule::key`]) adapts.

@@ -17,6 +17,7 @@ use sd_worker_sdk::{ApiError, LoraRef};
 use super::invalid;
 use crate::catalog::tags::{embeddings_in, extract_lora_tags};
 use crate::catalog::{Catalogs, Found, Lookup, LoraFile};
+use crate::lora::keys::Targets;
 use crate::pipeline::{EmbeddingChoice, LoraChoice};
 
 /// What [`resolve`] makes of a request's texts and `loras`.
@@ -39,6 +40,7 @@ pub fn resolve(
     negative_prompt: Option<&str>,
     family: &str,
     catalogs: &Catalogs,
+    targets: &Targets,
 ) -> Result<Resolved, ApiError> {
     let mut chosen: Vec<LoraChoice> = Vec::new();
     for (i, r) in loras.unwrap_or_default().iter().enumerate() {
@@ -65,6 +67,7 @@ pub fn resolve(
             (r.unet_scale(), r.text_encoder_scale()),
             family,
             catalogs,
+            targets,
         )?;
         // A second name for a file already chosen (its name and its path).
         if chosen.iter().any(|o| o.path == c.path) {
@@ -98,6 +101,7 @@ pub fn resolve(
                 weights,
                 family,
                 catalogs,
+                targets,
             )?;
             match chosen.iter().find(|o| o.path == c.path) {
                 Some(o) if (o.unet_weight, o.text_encoder_weight) == weights => {}
@@ -153,6 +157,7 @@ fn choose(
     (unet_weight, text_encoder_weight): (f64, f64),
     family: &str,
     catalogs: &Catalogs,
+    targets: &Targets,
 ) -> Result<LoraChoice, ApiError> {
     let Some(catalog) = &catalogs.loras else {
         return Err(invalid(
@@ -200,6 +205,7 @@ fn choose(
             ));
         }
     }
+    adapts_a_layer(field, what, &found.path, targets)?;
     Ok(LoraChoice {
         name: found.name.clone(),
         hash: found.hash.clone().unwrap_or_default(),
@@ -209,6 +215,38 @@ fn choose(
         unet_weight,
         text_encoder_weight,
     })
+}
+
+/// Refuses a LoRA none of whose modules names a weight of the model (a LoRA
+/// for another model, or a format whose keys are not understood), reading
+/// only the file's header. An empty `targets` (no model facts) checks nothing.
+fn adapts_a_layer(
+    field: &str,
+    what: &str,
+    path: &std::path::Path,
+    targets: &Targets,
+) -> Result<(), ApiError> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let header = crate::catalog::header::read_header(path)
+        .map_err(|e| invalid(field, format!("{what}: {e:#}")))?;
+    let modules: std::collections::BTreeSet<String> = header
+        .tensors
+        .keys()
+        .map(|k| crate::lora::format::split_key(k).0)
+        .collect();
+    if modules.iter().any(|m| targets.resolve(m).is_some()) {
+        return Ok(());
+    }
+    Err(invalid(
+        field,
+        format!(
+            "{what} adapts no layer of this model: none of its {} modules names one (e.g. `{}`); it is a LoRA for another model",
+            modules.len(),
+            modules.iter().next().map(String::as_str).unwrap_or_default()
+        ),
+    ))
 }
 
 /// The embeddings the texts name. One of another family (known from its

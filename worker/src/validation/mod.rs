@@ -70,6 +70,7 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
         request.negative_prompt.as_deref(),
         &profile.info.model.family,
         &profile.catalogs,
+        &profile.lora_targets,
     )?;
     request.prompt = resolved.prompt;
     request.negative_prompt = resolved.negative_prompt;
