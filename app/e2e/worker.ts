@@ -5,7 +5,7 @@
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -92,4 +92,64 @@ export async function generateTinyControlNetWorker(name: string): Promise<{ dir:
   await run(bin, ['generate-model', '--shape', 'tiny', '--out', model]);
   await run(bin, ['generate-controlnet', '--shape', 'tiny', '--seed', '1', '--out', controlnet]);
   return { dir, args: ['--model-path', model, '--controlnet', controlnet] };
+}
+
+/** The LoRA that `generateTinyLoraWorker` gives trigger words, and the words. */
+export const TRIGGER_WORDS = ['sks style', 'oil painting'];
+
+/**
+ * Adds kohya's `ss_tag_frequency` (caption tags and their counts) to a
+ * safetensors file's metadata, as a trained LoRA carries it: `/v1/loras` lists
+ * the tags as trigger words, the most frequent first. The header is padded
+ * with spaces to a multiple of 8 bytes, as the safetensors writers do.
+ */
+async function addTagFrequency(file: string, tags: string[]): Promise<void> {
+  const bytes = await readFile(file);
+  const size = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + size).toString('utf8')) as Record<string, unknown>;
+  const counts = Object.fromEntries(tags.map((t, i) => [t, tags.length - i]));
+  header.__metadata__ = {
+    ...(header.__metadata__ as Record<string, string> | undefined),
+    ss_tag_frequency: JSON.stringify({ '1_set': counts }),
+  };
+  let text = JSON.stringify(header);
+  text += ' '.repeat((8 - (Buffer.byteLength(text) % 8)) % 8);
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(Buffer.byteLength(text)));
+  await writeFile(file, Buffer.concat([length, Buffer.from(text), bytes.subarray(8 + size)]));
+}
+
+/**
+ * The tiny model (`generate-model --shape tiny`) with a `--lora-dir` holding
+ * `loras[0]` and `loras[1]` (kohya LoRAs of it, `generate-lora`; the first
+ * with `TRIGGER_WORDS`) and `xlName`, a LoRA of the tiny SDXL shape (another
+ * family), and an `--embeddings-dir` holding `embedding` (2 vectors of the
+ * tiny text encoder's width, `generate-embedding`). Returns the worker
+ * arguments that load them.
+ */
+export async function generateTinyLoraWorker(
+  loras: [string, string],
+  xlName: string,
+  embedding: string,
+): Promise<{ dir: string; args: string[] }> {
+  const bin = workerBinary();
+  const dir = await mkdtemp(join(tmpdir(), 'sd-studio-e2e-lora-'));
+  const model = join(dir, 'model');
+  const xl = join(dir, 'xl-model');
+  const loraDir = join(dir, 'loras');
+  const embeddingsDir = join(dir, 'embeddings');
+  await Promise.all([mkdir(loraDir), mkdir(embeddingsDir)]);
+  const run = promisify(execFile);
+  await run(bin, ['generate-model', '--shape', 'tiny', '--out', model]);
+  await run(bin, ['generate-model', '--shape', 'tiny-sdxl', '--out', xl]);
+  const lora = (modelDir: string, name: string, seed: number) =>
+    run(bin, ['generate-lora', '--model-path', modelDir, '--seed', String(seed), '--out', join(loraDir, `${name}.safetensors`)]);
+  await lora(model, loras[0], 1);
+  await lora(model, loras[1], 2);
+  await lora(xl, xlName, 3);
+  await addTagFrequency(join(loraDir, `${loras[0]}.safetensors`), TRIGGER_WORDS);
+  // 32: the tiny model's text-encoder width.
+  await run(bin, ['generate-embedding', '--dims', '32', '--seed', '4', '--out', join(embeddingsDir, `${embedding}.safetensors`)]);
+  await rm(xl, { recursive: true, force: true });
+  return { dir, args: ['--model-path', model, '--lora-dir', loraDir, '--embeddings-dir', embeddingsDir] };
 }
