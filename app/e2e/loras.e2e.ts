@@ -15,6 +15,7 @@ import { generateTinyLoraWorker, startWorker, TRIGGER_WORDS, type RunningWorker 
 
 const STYLE = 'style';
 const DETAIL = 'detail';
+const PARTIAL = 'partial';
 const XL = 'xl-only';
 const EMBEDDING = 'shapey';
 
@@ -23,7 +24,7 @@ let dir = '';
 let browser: Browser;
 
 beforeAll(async () => {
-  const made = await generateTinyLoraWorker([STYLE, DETAIL], XL, EMBEDDING);
+  const made = await generateTinyLoraWorker([STYLE, DETAIL, PARTIAL], XL, EMBEDDING);
   dir = made.dir;
   worker = await startWorker({}, made.args);
   await worker.ready();
@@ -64,6 +65,7 @@ describe('LoRAs', () => {
     const loras = (await (await fetch(`${worker!.url}/v1/loras`)).json()) as LoraInfo[];
     expect(loras.map((l) => [l.name, l.family])).toEqual([
       [DETAIL, 'stable-diffusion-1'],
+      [PARTIAL, 'stable-diffusion-1'],
       [STYLE, 'stable-diffusion-1'],
       [XL, 'stable-diffusion-xl'],
     ]);
@@ -157,6 +159,22 @@ describe('LoRAs', () => {
     const again = JSON.parse((await next).postData() ?? '{}') as { loras?: unknown };
     expect(again.loras).toEqual([{ name: DETAIL, weight: 0.6 }]);
     await page.getByTestId('lora-matches').locator(`[data-name="${DETAIL}"]`).waitFor({ timeout: 120_000 });
+    await page.context().close();
+  });
+
+  it("shows a LoRA's unmatched tensors: the match count and the worker's lora_unmatched warning", async () => {
+    const page = await open();
+    await page.getByRole('button', { name: `Add ${PARTIAL}` }).click();
+    await prompt(page).fill('a blue square');
+    await page.locator('#field-steps').fill('2');
+    await page.getByTestId('generate').click();
+    const line = page.getByTestId('lora-matches').locator(`[data-name="${PARTIAL}"]`);
+    await line.waitFor({ timeout: 120_000 });
+    const m = /: (\d+) of (\d+) tensors matched/.exec((await line.textContent()) ?? '');
+    expect(Number(m![2]) - Number(m![1])).toBe(2);
+    await expect(line.getAttribute('class')).resolves.toContain('warn');
+    await page.locator('[data-testid="job-warning"][data-code="lora_unmatched"]').waitFor();
+    await screenshot(page, 'loras-unmatched');
     await page.context().close();
   });
 });
