@@ -5,7 +5,7 @@
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -92,4 +92,83 @@ export async function generateTinyControlNetWorker(name: string): Promise<{ dir:
   await run(bin, ['generate-model', '--shape', 'tiny', '--out', model]);
   await run(bin, ['generate-controlnet', '--shape', 'tiny', '--seed', '1', '--out', controlnet]);
   return { dir, args: ['--model-path', model, '--controlnet', controlnet] };
+}
+
+/** The LoRA that `generateTinyLoraWorker` gives trigger words, and the words. */
+export const TRIGGER_WORDS = ['sks style', 'oil painting'];
+
+/**
+ * Rewrites a safetensors file's JSON header with `edit` (the tensor data
+ * stays), padded with spaces to a multiple of 8 bytes as the writers do.
+ */
+async function editHeader(file: string, edit: (header: Record<string, unknown>) => Record<string, unknown>): Promise<void> {
+  const bytes = await readFile(file);
+  const size = Number(bytes.readBigUInt64LE(0));
+  const header = edit(JSON.parse(bytes.subarray(8, 8 + size).toString('utf8')) as Record<string, unknown>);
+  let text = JSON.stringify(header);
+  text += ' '.repeat((8 - (Buffer.byteLength(text) % 8)) % 8);
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(Buffer.byteLength(text)));
+  await writeFile(file, Buffer.concat([length, Buffer.from(text), bytes.subarray(8 + size)]));
+}
+
+/** Adds kohya's `ss_tag_frequency` (caption tags and counts): `/v1/loras` lists the tags as trigger words. */
+function addTagFrequency(file: string, tags: string[]): Promise<void> {
+  const counts = Object.fromEntries(tags.map((t, i) => [t, tags.length - i]));
+  return editHeader(file, (header) => ({
+    ...header,
+    __metadata__: {
+      ...(header.__metadata__ as Record<string, string> | undefined),
+      ss_tag_frequency: JSON.stringify({ '1_set': counts }),
+    },
+  }));
+}
+
+/** Renames the tensors of module `from` (a kohya prefix) to `to`: a module the model lacks stays unmatched. */
+function renameModule(file: string, from: string, to: string): Promise<void> {
+  return editHeader(file, (header) =>
+    Object.fromEntries(Object.entries(header).map(([k, v]) => [k.startsWith(`${from}.`) ? to + k.slice(from.length) : k, v])),
+  );
+}
+
+/**
+ * The tiny model (`generate-model --shape tiny`) with a `--lora-dir` holding
+ * `loras[0]`, `loras[1]` and `loras[2]` (kohya LoRAs of it, `generate-lora`;
+ * the first with `TRIGGER_WORDS`, the third with one module renamed to a layer
+ * the model lacks: its 2 tensors stay unmatched) and `xlName`, a LoRA of the tiny SDXL shape (another
+ * family), and an `--embeddings-dir` holding `embedding` (2 vectors of the
+ * tiny text encoder's width, `generate-embedding`). Returns the worker
+ * arguments that load them.
+ */
+export async function generateTinyLoraWorker(
+  loras: [string, string, string],
+  xlName: string,
+  embedding: string,
+): Promise<{ dir: string; args: string[] }> {
+  const bin = workerBinary();
+  const dir = await mkdtemp(join(tmpdir(), 'sd-studio-e2e-lora-'));
+  const model = join(dir, 'model');
+  const xl = join(dir, 'xl-model');
+  const loraDir = join(dir, 'loras');
+  const embeddingsDir = join(dir, 'embeddings');
+  await Promise.all([mkdir(loraDir), mkdir(embeddingsDir)]);
+  const run = promisify(execFile);
+  await run(bin, ['generate-model', '--shape', 'tiny', '--out', model]);
+  await run(bin, ['generate-model', '--shape', 'tiny-sdxl', '--out', xl]);
+  const lora = (modelDir: string, name: string, seed: number) =>
+    run(bin, ['generate-lora', '--model-path', modelDir, '--seed', String(seed), '--out', join(loraDir, `${name}.safetensors`)]);
+  await lora(model, loras[0], 1);
+  await lora(model, loras[1], 2);
+  await lora(model, loras[2], 5);
+  await lora(xl, xlName, 3);
+  await addTagFrequency(join(loraDir, `${loras[0]}.safetensors`), TRIGGER_WORDS);
+  await renameModule(
+    join(loraDir, `${loras[2]}.safetensors`),
+    'lora_te_text_model_encoder_layers_0_mlp_fc1',
+    'lora_te_text_model_encoder_layers_9_mlp_fc1',
+  );
+  // 32: the tiny model's text-encoder width.
+  await run(bin, ['generate-embedding', '--dims', '32', '--seed', '4', '--out', join(embeddingsDir, `${embedding}.safetensors`)]);
+  await rm(xl, { recursive: true, force: true });
+  return { dir, args: ['--model-path', model, '--lora-dir', loraDir, '--embeddings-dir', embeddingsDir] };
 }

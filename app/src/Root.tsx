@@ -17,7 +17,7 @@ export function Root(): ReactNode {
   if (connection.state === 'ready') {
     return (
       <SdProvider client={client}>
-        <Studio info={connection.info} workerUrl={workerUrl} />
+        <Studio info={connection.info} workerUrl={workerUrl} client={client} />
       </SdProvider>
     );
   }

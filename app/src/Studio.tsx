@@ -2,13 +2,14 @@
 // image and its mask, the gallery and the prompt history.
 
 import { useImageToImage, useInpainting, useTextToImage, type JobState } from '@sd-worker/react';
-import type { WorkerInfo } from '@sd-worker/sdk';
+import type { Client, WorkerInfo } from '@sd-worker/sdk';
 import { useCallback, useEffect, useEffectEvent, useRef, useState, type FormEvent, type ReactNode } from 'react';
 import { ControlNetSection } from './components/ControlNetSection.js';
 import { errorId, fieldId, FieldError, controlProps } from './components/Field.js';
 import { Gallery } from './components/Gallery.js';
 import { ImageInput } from './components/ImageInput.js';
 import { Lightbox, type LightboxAction } from './components/Lightbox.js';
+import { LoraMatches, LoraSection } from './components/LoraSection.js';
 import { MaskEditor, type MaskEditorHandle } from './components/MaskEditor.js';
 import { ParamsPanel } from './components/ParamsPanel.js';
 import { ProgressView } from './components/ProgressView.js';
@@ -33,7 +34,18 @@ import { addImage, deleteImage, getValue, listImages, setValue, type GalleryEntr
 import { blobBytes, dataUrlToBlob, downloadBlob, loadImage, type LoadedImage } from './lib/images.js';
 import { readPngParameters } from './lib/png-text.js';
 import { clearPrompts, loadPrompts, rememberPrompt } from './lib/prompt-history.js';
+import {
+  appendWords,
+  buildLoras,
+  chosenOfRefs,
+  normalizeLoraField,
+  restoreChosen,
+  restoreLoras,
+  restoreNote,
+  withoutLoraErrors,
+} from './loras.js';
 import { useControlUnits } from './use-control-units.js';
+import { useLoras } from './use-loras.js';
 
 const MODES: [Mode, string][] = [
   ['txt2img', 'Text to image'],
@@ -103,7 +115,16 @@ function useRecorder(mode: Mode, job: JobState, onAdded: (seed: number) => void)
   }, [status, jobId, images, mode, onAdded]);
 }
 
-export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: string }): ReactNode {
+export function Studio({
+  info,
+  workerUrl,
+  client,
+}: {
+  info: WorkerInfo;
+  workerUrl: string;
+  /** The client of the lists (LoRAs, embeddings); the jobs use the provider's. */
+  client: Client | Promise<Client>;
+}): ReactNode {
   const txt2img = useTextToImage({ persistKey: 'studio:txt2img' });
   const img2img = useImageToImage({ persistKey: 'studio:img2img' });
   const inpaint = useInpainting({ persistKey: 'studio:inpaint' });
@@ -141,6 +162,7 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
   }, []);
 
   const controls = useControlUnits(info);
+  const loras = useLoras(client);
 
   const [gallery, setGallery] = useState<GalleryEntry[]>([]);
   const refreshGallery = useCallback(async () => {
@@ -181,7 +203,7 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
 
   const job = jobs[mode];
   const rawField = job.error?.field;
-  const serverField = rawField ? normalizeUnitField(FIELD_ALIASES[rawField] ?? rawField) : null;
+  const serverField = rawField ? normalizeLoraField(normalizeUnitField(FIELD_ALIASES[rawField] ?? rawField)) : null;
   const errors: FieldErrors = { ...clientErrors };
   if (serverField && job.error) errors[serverField] = job.error.message;
   const generalError = job.status === 'failed' && job.error && !serverField ? errorText(job.error, workerUrl) : null;
@@ -219,8 +241,14 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
     const text = file.type === 'image/png' ? await readPngParameters(await blobBytes(file)) : null;
     const parsed = text ? parseA1111(text, info.schedulers) : null;
     if (!parsed) return false;
-    setForm((f) => formFromParsed(f, parsed, info.schedulers));
-    setNotice(`Parameters read from ${file.name}.`);
+    // The PNG's LoRAs (its prompts' tags, its `Lora hashes`) become chosen LoRAs when this worker has them.
+    const restored = restoreLoras(parsed.prompt, parsed.negative_prompt, loras.available, parsed.extra['Lora hashes']);
+    const withLoras = { ...parsed, prompt: restored.prompt, negative_prompt: restored.negative_prompt };
+    setForm((f) => formFromParsed(f, withLoras, info.schedulers));
+    loras.replace(restored.chosen);
+    setClientErrors(withoutLoraErrors);
+    const note = restoreNote(restored);
+    setNotice(`Parameters read from ${file.name}.${note ? ` ${note}` : ''}`);
     return true;
   };
 
@@ -255,6 +283,9 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
     // ControlNet units go with every operation (the gallery keeps the request without them).
     const control = buildControlNets(controls.units);
     Object.assign(found, control.errors);
+    // So do the chosen LoRAs (kept in the gallery's request: Reuse restores them).
+    const lora = buildLoras(loras.chosen);
+    Object.assign(found, lora.errors);
     if (mode !== 'txt2img' && !input) found.image = 'Choose an input image first.';
     let maskUrl: string | null = null;
     if (mode === 'inpaint' && input) {
@@ -268,6 +299,7 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
     setClientErrors({});
     setNotice('');
     setPrompts((list) => rememberPrompt(list, form.prompt, form.negative_prompt));
+    if (lora.loras) params.loras = lora.loras;
     setPending(mode, params);
     const { operation: _, ...rest } = params;
     const request = control.controlnets ? { ...rest, controlnets: control.controlnets } : rest;
@@ -293,6 +325,7 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
         const params: JobParams | null = entry.params;
         if (params) {
           setForm((f) => formFromParams(f, params, entry.seed, true));
+          loras.replace(restoreChosen(chosenOfRefs(params.loras ?? []), loras.available));
         } else {
           const text = await readPngParameters(await blobBytes(entry.blob));
           const parsed = text ? parseA1111(text, info.schedulers) : null;
@@ -417,6 +450,20 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
               </>
             )}
 
+            <LoraSection
+              info={info}
+              loras={loras}
+              errors={errors}
+              onEdited={() => setClientErrors(withoutLoraErrors)}
+              onAppend={(words, negative) =>
+                setForm((f) =>
+                  negative
+                    ? { ...f, negative_prompt: appendWords(f.negative_prompt, words) }
+                    : { ...f, prompt: appendWords(f.prompt, words) },
+                )
+              }
+            />
+
             <ControlNetSection
               info={info}
               controls={controls}
@@ -478,11 +525,12 @@ export function Studio({ info, workerUrl }: { info: WorkerInfo; workerUrl: strin
                 Cancelled.
               </p>
             )}
-            {job.warnings.map((w) => (
-              <p key={w.code} className="notice warn">
+            {job.warnings.map((w, i) => (
+              <p key={`${w.code}-${i}`} className="notice warn" data-testid="job-warning" data-code={w.code}>
                 {w.message}
               </p>
             ))}
+            {job.status === 'completed' && <LoraMatches loras={job.loras} />}
             {job.status === 'completed' && (
               <ul className="results" data-testid="results">
                 {job.images.map((image, i) => (

@@ -17,6 +17,7 @@ const job = (patch: Partial<JobState>): JobState => ({
   images: [],
   error: null,
   warnings: [],
+  loras: [],
   ...patch,
 });
 

@@ -36,6 +36,30 @@ pub enum Command {
     GenerateDepthModel(GenerateArgs),
     /// Write a deterministic random textual-inversion embedding (.safetensors).
     GenerateEmbedding(GenerateEmbeddingArgs),
+    /// Write a deterministic random LoRA (.safetensors) for a model folder's
+    /// weights: every attention / feed-forward linear of the denoiser and
+    /// the text encoders.
+    GenerateLora(GenerateLoraArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateLoraArgs {
+    /// The model folder (diffusers layout) whose layers the LoRA adapts.
+    #[arg(long)]
+    pub model_path: PathBuf,
+    /// Layout of the tensors: kohya, diffusers or peft.
+    #[arg(long, default_value = "kohya")]
+    pub format: String,
+    /// Rank of each module's `down`/`up` pair.
+    #[arg(long, default_value_t = 4)]
+    pub rank: usize,
+    /// Seed of the values (same seed and model, byte-identical file).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output file (.safetensors); its stem is the name requests and
+    /// `<lora:name:weight>` tags use.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -63,6 +63,43 @@ fn generate_embedding(args: &sd_worker::cli::GenerateEmbeddingArgs) -> anyhow::R
     Ok(())
 }
 
+fn generate_lora(args: &sd_worker::cli::GenerateLoraArgs) -> anyhow::Result<()> {
+    use sd_worker::lora::generate::{write_lora, LoraGenOptions};
+    use sd_worker::lora::LoraFormat;
+    use sd_worker::model::{LoadOptions, LoadedModel, ModelSpec};
+    let format = match args.format.as_str() {
+        "kohya" => LoraFormat::Kohya,
+        "diffusers" => LoraFormat::Diffusers,
+        "peft" => LoraFormat::Peft,
+        other => anyhow::bail!("unknown LoRA format `{other}`; one of: kohya, diffusers, peft"),
+    };
+    anyhow::ensure!(args.rank > 0, "--rank must be at least 1");
+    let model = LoadedModel::load(
+        &ModelSpec::Local(args.model_path.clone()),
+        &candle_core::Device::Cpu,
+        LoadOptions {
+            dtype: candle_core::DType::F32,
+            skip_t5: false,
+        },
+    )?;
+    let layers = model.unet_config().map(|c| c.layers_per_block);
+    let modules = write_lora(
+        &args.out,
+        format,
+        model.weight_tables(),
+        layers,
+        args.rank,
+        args.seed,
+        &LoraGenOptions::default(),
+    )?;
+    println!(
+        "wrote a {} LoRA of {modules} modules to {}",
+        args.format,
+        args.out.display()
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     sd_worker::device::pin_cpu_threads();
     let cli = Cli::parse();
@@ -84,6 +121,7 @@ fn main() -> std::process::ExitCode {
             )
         }
         Some(Command::GenerateEmbedding(args)) => generate_embedding(&args),
+        Some(Command::GenerateLora(args)) => generate_lora(&args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };

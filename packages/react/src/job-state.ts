@@ -1,6 +1,13 @@
 // The state of one job as components see it, and how stream events change it.
 
-import { imageDataUrl, SdError, type GeneratedImage, type ImageFormat, type StreamEvent } from '@sd-worker/sdk';
+import {
+  imageDataUrl,
+  SdError,
+  type GeneratedImage,
+  type ImageFormat,
+  type LoraApplied,
+  type StreamEvent,
+} from '@sd-worker/sdk';
 
 /** One status for everything a hook can be doing: no contradicting flags. */
 export type GenerationStatus = 'idle' | 'submitting' | 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
@@ -42,6 +49,8 @@ export interface JobState {
   error: SdError | null;
   /** Non-fatal notices, such as a prompt cut to the text encoder's window. */
   warnings: JobWarning[];
+  /** The job's LoRAs and how many of each one's tensors matched the model (the `complete` event's; empty without). */
+  loras: LoraApplied[];
 }
 
 export const IDLE_STATE: JobState = Object.freeze({
@@ -53,6 +62,7 @@ export const IDLE_STATE: JobState = Object.freeze({
   images: [],
   error: null,
   warnings: [],
+  loras: [],
 }) as JobState;
 
 export function initialJobState(jobId: string, queuePosition: number | null = null): JobState {
@@ -91,7 +101,13 @@ export function applyEvent(state: JobState, event: StreamEvent): JobState {
     case 'preview':
       return { ...state, status: 'running', preview: imageDataUrl(event) };
     case 'complete':
-      return { ...state, status: 'completed', queuePosition: null, images: event.images.map(toJobImage) };
+      return {
+        ...state,
+        status: 'completed',
+        queuePosition: null,
+        images: event.images.map(toJobImage),
+        loras: event.loras ?? [],
+      };
     case 'error':
       return {
         ...state,

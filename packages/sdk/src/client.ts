@@ -3,11 +3,13 @@
 import { SdClient } from '../wasm/sd_worker_sdk.js';
 import type {
   ClientOptions,
+  EmbeddingInfo,
   GenerateOptions,
   GeneratedImage,
   JobAccepted,
   JobRequest,
   JobSnapshot,
+  LoraInfo,
   PreprocessOptions,
   PreprocessRequest,
   StreamEnd,
@@ -60,6 +62,25 @@ export class Client {
   /** `GET /v1/info`: the model, limits and defaults. */
   info(): Promise<WorkerInfo> {
     return this.#call((raw) => raw.info());
+  }
+
+  /**
+   * `GET /v1/loras`: the LoRA files the worker can apply (sorted by name; `[]`
+   * without `--lora-dir`), each with its detected `family`, `format`,
+   * A1111 short `hash` and `trigger_words`. Request them by `name` in a job's
+   * `loras` or with a `<lora:name:weight>` tag in its prompt.
+   */
+  loras(): Promise<LoraInfo[]> {
+    return this.#call((raw) => raw.loras());
+  }
+
+  /**
+   * `GET /v1/embeddings`: the textual-inversion embeddings the worker has
+   * (sorted by name; `[]` without `--embeddings-dir`). Writing an embedding's
+   * `name` in a prompt uses it.
+   */
+  embeddings(): Promise<EmbeddingInfo[]> {
+    return this.#call((raw) => raw.embeddings());
   }
 
   /**

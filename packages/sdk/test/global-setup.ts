@@ -1,7 +1,10 @@
 // Vitest globalSetup shared by the packages' tests: starts the real worker on a
 // freshly generated tiny model (random weights, milliseconds per step), twice:
 // once open (CORS `*`), once with `--api-token test-token`. Tests read the URLs
-// with `inject('workerUrl')` / `inject('authWorkerUrl')`.
+// with `inject('workerUrl')` / `inject('authWorkerUrl')`. The open one also has
+// a LoRA (`generate-lora`, named `inject('loraName')`) in its `--lora-dir` and an
+// embedding (`generate-embedding`, `inject('embeddingName')`) in its
+// `--embeddings-dir`; the other has neither.
 //
 // The binary: $SD_WORKER_BIN, else the first of $CARGO_TARGET_DIR/debug/sd-worker,
 // the repository's target/debug/sd-worker and ~/.cache/sd-worker/target/debug/sd-worker
@@ -9,7 +12,7 @@
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -20,6 +23,8 @@ import type { TestProject } from 'vitest/node';
 import type {} from './provided-context.js';
 
 const TOKEN = 'test-token';
+const LORA = 'tiny-style';
+const EMBEDDING = 'shapey';
 const REPO_ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
 
 export function workerBinary(): string {
@@ -107,10 +112,29 @@ export default async function setup(project: TestProject): Promise<() => Promise
     await rm(modelDir, { recursive: true, force: true });
   };
   try {
-    await promisify(execFile)(bin, ['generate-model', '--shape', 'tiny', '--out', modelDir]);
+    const run = promisify(execFile);
+    await run(bin, ['generate-model', '--shape', 'tiny', '--out', join(modelDir, 'model')]);
+    const loraDir = join(modelDir, 'loras');
+    const embeddingsDir = join(modelDir, 'embeddings');
+    await Promise.all([mkdir(loraDir), mkdir(embeddingsDir)]);
+    await run(bin, [
+      'generate-lora',
+      '--model-path',
+      join(modelDir, 'model'),
+      '--format',
+      'kohya',
+      '--seed',
+      '1',
+      '--out',
+      join(loraDir, `${LORA}.safetensors`),
+    ]);
+    // 32: the tiny model's text-encoder width.
+    const embedding = join(embeddingsDir, `${EMBEDDING}.safetensors`);
+    await run(bin, ['generate-embedding', '--dims', '32', '--seed', '3', '--out', embedding]);
+    const model = join(modelDir, 'model');
     [open, auth] = await Promise.all([
-      startWorker(bin, modelDir, []),
-      startWorker(bin, modelDir, ['--api-token', TOKEN]),
+      startWorker(bin, model, ['--lora-dir', loraDir, '--embeddings-dir', embeddingsDir]),
+      startWorker(bin, model, ['--api-token', TOKEN]),
     ]);
   } catch (e) {
     await teardown();
@@ -119,5 +143,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('workerUrl', open.url);
   project.provide('authWorkerUrl', auth.url);
   project.provide('authToken', TOKEN);
+  project.provide('loraName', LORA);
+  project.provide('embeddingName', EMBEDDING);
   return teardown;
 }

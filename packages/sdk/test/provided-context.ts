@@ -8,6 +8,10 @@ declare module 'vitest' {
     authWorkerUrl: string;
     /** The token of `authWorkerUrl`. */
     authToken: string;
+    /** A kohya LoRA of the tiny model in `workerUrl`'s `--lora-dir` (none in `authWorkerUrl`'s). */
+    loraName: string;
+    /** A 2-vector embedding in `workerUrl`'s `--embeddings-dir`. */
+    embeddingName: string;
   }
 }
 

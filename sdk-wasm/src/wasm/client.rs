@@ -98,6 +98,28 @@ impl SdClient {
         })
     }
 
+    /// The LoRA files the worker can apply (`GET /v1/loras`); empty when it
+    /// has none.
+    #[wasm_bindgen(unchecked_return_type = "Promise<LoraInfo[]>")]
+    pub fn loras(&self) -> Promise {
+        let config = self.config.clone();
+        future_to_promise(async move {
+            let text = call(&config, "GET", "/v1/loras", None, None).await?;
+            Ok(parse_array(&text)?)
+        })
+    }
+
+    /// The textual-inversion embeddings the worker has (`GET /v1/embeddings`);
+    /// empty when it has none.
+    #[wasm_bindgen(unchecked_return_type = "Promise<EmbeddingInfo[]>")]
+    pub fn embeddings(&self) -> Promise {
+        let config = self.config.clone();
+        future_to_promise(async move {
+            let text = call(&config, "GET", "/v1/embeddings", None, None).await?;
+            Ok(parse_array(&text)?)
+        })
+    }
+
     /// `GET /health`.
     #[wasm_bindgen(unchecked_return_type = "Promise<{ status: string }>")]
     pub fn health(&self) -> Promise {
@@ -254,6 +276,14 @@ fn parse(text: &str) -> Result<JsValue, SdError> {
         .ok()
         .filter(JsValue::is_object)
         .ok_or_else(|| invalid_response("the worker's answer is not a JSON object"))
+}
+
+/// A 2xx body: a JSON array.
+fn parse_array(text: &str) -> Result<JsValue, SdError> {
+    JSON::parse(text)
+        .ok()
+        .filter(js_sys::Array::is_array)
+        .ok_or_else(|| invalid_response("the worker's answer is not a JSON array"))
 }
 
 /// One request with retries: 429/502/503/504 answers always (honouring
