@@ -15,6 +15,7 @@ use super::generate::{write_lora, LoraGenOptions};
 use super::{LoraFile, LoraFormat, LoraUse};
 use crate::model::denoiser::Conditioning;
 use crate::model::generate::{write_model, WeightInit};
+use crate::model::reference::{flat, Sampled};
 use crate::model::shapes::ModelShape;
 use crate::model::{LoadOptions, LoadedModel, ModelSpec};
 
@@ -104,15 +105,6 @@ fn write_reference_inputs() {
 }
 
 #[derive(Deserialize)]
-struct Sampled {
-    shape: Vec<usize>,
-    stride: usize,
-    values: Vec<f64>,
-    mean: f64,
-    abs_mean: f64,
-}
-
-#[derive(Deserialize)]
 struct Outputs {
     prompt_embeds: Sampled,
     pooled_prompt_embeds: Option<Sampled>,
@@ -127,15 +119,6 @@ struct Reference {
     time_ids: Vec<f32>,
     /// model -> case -> outputs ("none": no LoRA).
     models: BTreeMap<String, BTreeMap<String, Outputs>>,
-}
-
-fn flat(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 /// Largest |ours - reference| over the sampled values, mean and mean

@@ -7,24 +7,16 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use serde::Deserialize;
 
 use crate::model::embeddings::{
     write_embedding, EmbeddingFormat, TextualInversion, TextualInversions,
 };
 use crate::model::generate::{write_model, WeightInit};
+use crate::model::reference::{check, Sampled};
 use crate::model::shapes::ModelShape;
 use crate::model::{LoadOptions, LoadedModel, ModelSpec};
-
-#[derive(Deserialize)]
-struct Sampled {
-    shape: Vec<usize>,
-    stride: usize,
-    values: Vec<f64>,
-    mean: f64,
-    abs_mean: f64,
-}
 
 #[derive(Deserialize)]
 struct Family {
@@ -39,48 +31,6 @@ struct Family {
 struct Reference {
     sd: Family,
     sdxl: Family,
-}
-
-/// The reference tests' tolerance (`pipeline/reference_tests.rs`).
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 2e-4 + 1e-3 * b.abs()
-}
-
-/// Checks `ours` against the sample; returns the largest absolute
-/// difference over the sampled values.
-fn check(what: &str, ours: &Tensor, reference: &Sampled) -> f64 {
-    assert_eq!(ours.dims(), reference.shape.as_slice(), "{what}: shape");
-    let flat: Vec<f64> = ours
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let mut worst = 0f64;
-    for (k, want) in reference.values.iter().enumerate() {
-        let got = flat[k * reference.stride];
-        worst = worst.max((got - want).abs());
-        assert!(
-            close(got, *want),
-            "{what}[{}]: ours {got}, diffusers {want}",
-            k * reference.stride
-        );
-    }
-    let n = flat.len() as f64;
-    let mean = flat.iter().sum::<f64>() / n;
-    let abs_mean = flat.iter().map(|v| v.abs()).sum::<f64>() / n;
-    assert!(
-        close(mean, reference.mean),
-        "{what}: mean {mean} vs {}",
-        reference.mean
-    );
-    assert!(
-        close(abs_mean, reference.abs_mean),
-        "{what}: mean magnitude {abs_mean} vs {}",
-        reference.abs_mean
-    );
-    worst
 }
 
 /// Largest difference between the reference with and without the embedding.

@@ -17,6 +17,8 @@ pub mod generate;
 mod load;
 pub mod memory;
 pub mod mmdit;
+#[cfg(test)]
+pub(crate) mod reference;
 pub mod shapes;
 pub mod single_file;
 pub mod source;

@@ -10,17 +10,9 @@ use serde::Deserialize;
 use crate::model::conditioner::EncoderRole;
 use crate::model::denoiser::Conditioning;
 use crate::model::generate::{write_model, WeightInit};
+use crate::model::reference::{self, Sampled};
 use crate::model::shapes::ModelShape;
 use crate::model::{LoadOptions, LoadedModel, ModelSpec};
-
-#[derive(Deserialize)]
-struct Sampled {
-    shape: Vec<usize>,
-    stride: usize,
-    values: Vec<f64>,
-    mean: f64,
-    abs_mean: f64,
-}
 
 #[derive(Deserialize)]
 struct Reference {
@@ -36,36 +28,7 @@ struct Reference {
 }
 
 fn check(what: &str, ours: &Tensor, reference: &Sampled) {
-    assert_eq!(ours.dims(), reference.shape.as_slice(), "{what}: shape");
-    let flat: Vec<f64> = ours
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let close = |a: f64, b: f64| (a - b).abs() <= 2e-4 + 1e-3 * b.abs();
-    for (k, want) in reference.values.iter().enumerate() {
-        let got = flat[k * reference.stride];
-        assert!(
-            close(got, *want),
-            "{what}[{}]: ours {got}, diffusers {want}",
-            k * reference.stride
-        );
-    }
-    let n = flat.len() as f64;
-    let mean = flat.iter().sum::<f64>() / n;
-    let abs_mean = flat.iter().map(|v| v.abs()).sum::<f64>() / n;
-    assert!(
-        close(mean, reference.mean),
-        "{what}: mean {mean} vs {}",
-        reference.mean
-    );
-    assert!(
-        close(abs_mean, reference.abs_mean),
-        "{what}: mean magnitude {abs_mean} vs {}",
-        reference.abs_mean
-    );
+    reference::check(what, ours, reference);
     assert!(
         reference.abs_mean > 0.0 || what.starts_with("negative"),
         "{what}: a trivial reference"

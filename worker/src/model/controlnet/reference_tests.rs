@@ -13,22 +13,9 @@ use std::collections::HashMap;
 use super::{generate::write_controlnet, load, ControlNetConfig};
 use crate::model::config::{read_json, UNetConfig};
 use crate::model::generate::{write_model, WeightInit};
+use crate::model::reference::{check, flat, Sampled};
 use crate::model::shapes::ModelShape;
 use crate::model::unet::{TextTime, Unet};
-
-/// As the pipeline's reference tests: 2e-4 absolute plus 1e-3 relative.
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 2e-4 + 1e-3 * b.abs()
-}
-
-#[derive(Deserialize)]
-struct Sampled {
-    shape: Vec<usize>,
-    stride: usize,
-    values: Vec<f64>,
-    mean: f64,
-    abs_mean: f64,
-}
 
 #[derive(Deserialize)]
 struct Scaled {
@@ -51,46 +38,6 @@ struct Reference {
     timestep: f64,
     time_ids: Vec<f32>,
     models: HashMap<String, HashMap<String, Case>>,
-}
-
-fn flat(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-/// Compares `ours` with diffusers' sampled values, mean and mean
-/// magnitude; returns the largest difference over the sampled values.
-fn check(what: &str, ours: &Tensor, reference: &Sampled) -> f64 {
-    assert_eq!(ours.dims(), reference.shape.as_slice(), "{what}: shape");
-    let ours = flat(ours);
-    let mut worst = 0f64;
-    for (k, want) in reference.values.iter().enumerate() {
-        let got = ours[k * reference.stride];
-        worst = worst.max((got - want).abs());
-        assert!(
-            close(got, *want),
-            "{what}[{}]: ours {got}, diffusers {want}",
-            k * reference.stride
-        );
-    }
-    let n = ours.len() as f64;
-    let mean = ours.iter().sum::<f64>() / n;
-    let abs_mean = ours.iter().map(|v| v.abs()).sum::<f64>() / n;
-    assert!(
-        close(mean, reference.mean),
-        "{what}: mean {mean} vs {}",
-        reference.mean
-    );
-    assert!(
-        close(abs_mean, reference.abs_mean),
-        "{what}: mean magnitude {abs_mean} vs {}",
-        reference.abs_mean
-    );
-    worst
 }
 
 /// `offset + scale * f(freq * i)` for i in 0..n, as the script builds its inputs.
