@@ -62,7 +62,7 @@ async fn serves_the_app_its_assets_and_client_routes() {
         "/favicon.ico",
         "/v1/nope",
         "/v1",
-        "/sdapi/v1/loras",
+        "/sdapi/v1/upscalers",
         "/sdapi/v2/anything",
         "/api/v1/info",
     ] {
