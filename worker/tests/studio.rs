@@ -56,7 +56,7 @@ async fn serves_the_app_its_assets_and_client_routes() {
     }
 
     // A missing file is a 404, not the app in place of a script; so is a
-    // route of an API the worker lacks (an A1111 client asking for LoRAs).
+    // route of an API the worker lacks (an A1111 client asking for upscalers).
     for path in [
         "/assets/gone-9z.js",
         "/favicon.ico",
