@@ -129,7 +129,10 @@ describe('LoRAs', () => {
     const png = Buffer.from(src!.replace(/^data:image\/png;base64,/, ''), 'base64');
     expect(png.toString('latin1')).toMatch(/Lora hashes: "style: [0-9a-f]{12}"/);
 
-    // Forget the choice, then drop the PNG back: the LoRA is chosen again (at weight 1: the PNG has none).
+    // The PNG's prompt carries the choice as a tag, with its weight (as A1111's infotexts do).
+    expect(png.toString('latin1')).toContain(`${TRIGGER_WORDS[0]} <lora:${STYLE}:0.8>`);
+
+    // Forget the choice, then drop the PNG back: the LoRA is chosen again, with its weight.
     await chosen(page).getByRole('button', { name: `Remove ${STYLE}` }).click();
     await prompt(page).fill('something else');
     await expect(chosen(page).count()).resolves.toBe(0);
@@ -137,7 +140,7 @@ describe('LoRAs', () => {
     await expect.poll(() => prompt(page).inputValue()).toBe(`a red circle, ${TRIGGER_WORDS[0]}`);
     await expect(chosen(page).count()).resolves.toBe(1);
     await expect(chosen(page).getAttribute('data-name')).resolves.toBe(STYLE);
-    await page.getByTestId('notice').getByText(`The PNG does not give the weight of “${STYLE}”: set to 1.`).waitFor();
+    await expect(chosen(page).getByRole('spinbutton').inputValue()).resolves.toBe('0.8');
 
     // An A1111 PNG with tags: they become chosen LoRAs with their weights; one this worker lacks is named.
     const a1111 = makePng(

@@ -172,6 +172,11 @@ async fn a_lora_steers_the_picture_and_comes_off_exactly() {
         params.contains(&format!("Lora hashes: \"style: {hash}\"")),
         "{params}"
     );
+    // The choice made by the list is a tag in the PNG's prompt, with its weight.
+    assert!(
+        params.starts_with("a red circle <lora:style:1>\n"),
+        "{params}"
+    );
 
     let (tagged, _, _, _) = run(&w, job(&format!("{prompt} <lora:style:1>"), Value::Null)).await;
     assert_eq!(

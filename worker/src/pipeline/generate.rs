@@ -225,6 +225,7 @@ fn encode_images(
     timings: &mut StageTimings,
 ) -> Result<Vec<Image>> {
     let t0 = Instant::now();
+    let png_prompt = prompt_with_lora_tags(req);
     let mut out = Vec::with_capacity(images.len());
     for (i, rgb) in images.into_iter().enumerate() {
         let seed = req.seed.wrapping_add(i as u64);
@@ -232,8 +233,9 @@ fn encode_images(
         let bytes = match req.output_format {
             ImageFormat::Png => {
                 let params = Parameters {
-                    // As written, LoRA tags included (A1111's infotexts keep them).
-                    prompt: &req.prompt_as_written,
+                    // As written, LoRA tags included (A1111's infotexts keep
+                    // them), and tags for the LoRAs the `loras` list chose.
+                    prompt: &png_prompt,
                     negative_prompt: req
                         .negative_prompt_as_written
                         .as_deref()
@@ -273,6 +275,45 @@ fn encode_images(
     }
     timings.encode_ms = ms(t0);
     Ok(out)
+}
+
+/// The prompt as a PNG's `parameters` write it: as written, with a
+/// `<lora:name:weight>` tag (`<lora:name:te:unet>` when the two weights
+/// differ) appended for each LoRA the request chose by its `loras` list
+/// rather than by a tag. A1111's infotexts carry LoRAs as prompt tags, and
+/// `Lora hashes` has no weights: so the PNG gives back every LoRA with its
+/// weights to A1111 and to the studio.
+fn prompt_with_lora_tags(req: &Request) -> String {
+    use crate::catalog::tags::extract_lora_tags;
+    let tagged: Vec<String> = [
+        Some(req.prompt_as_written.as_str()),
+        req.negative_prompt_as_written.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .flat_map(|text| extract_lora_tags(text).1)
+    .filter_map(Result::ok)
+    .map(|tag| tag.name.to_lowercase())
+    .collect();
+    let mut prompt = req.prompt_as_written.clone();
+    for l in &req.loras {
+        if tagged.contains(&l.name.to_lowercase()) {
+            continue;
+        }
+        let tag = if l.unet_weight == l.text_encoder_weight {
+            format!("<lora:{}:{}>", l.name, l.unet_weight)
+        } else {
+            format!(
+                "<lora:{}:{}:{}>",
+                l.name, l.text_encoder_weight, l.unet_weight
+            )
+        };
+        if !prompt.is_empty() {
+            prompt.push(' ');
+        }
+        prompt.push_str(&tag);
+    }
+    prompt
 }
 
 fn ms(t0: Instant) -> f64 {
