@@ -155,6 +155,9 @@ impl LoraFile {
             .with_context(|| format!("reading LoRA {}", path.display()))?;
         file.path = path.to_path_buf();
         file.metadata = metadata;
+        // diffusers/PEFT files say their scale in the metadata, not per module.
+        super::adapter_metadata::apply(&mut file)
+            .with_context(|| format!("reading LoRA {}", path.display()))?;
         Ok(file)
     }
 

@@ -4,6 +4,7 @@
 //! seam ([`crate::model::weights`]). Switching sets restores the base values
 //! kept from the previous merge first; the same set again does nothing.
 
+pub mod adapter_metadata;
 pub mod format;
 pub mod generate;
 pub mod keys;
