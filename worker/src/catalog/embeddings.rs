@@ -28,6 +28,12 @@ pub struct EmbeddingFile {
 }
 
 impl CatalogKind for EmbeddingFile {
+    type Info = EmbeddingInfo;
+
+    fn listed(&self, name: &str, size_bytes: u64, hash: &str) -> EmbeddingInfo {
+        self.info(name, size_bytes, hash)
+    }
+
     const WHAT: &'static str = "embedding";
 
     fn read(path: &Path) -> Result<Self> {

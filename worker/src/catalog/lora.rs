@@ -73,6 +73,12 @@ pub struct LoraFile {
 }
 
 impl CatalogKind for LoraFile {
+    type Info = LoraInfo;
+
+    fn listed(&self, name: &str, size_bytes: u64, hash: &str) -> LoraInfo {
+        self.info(name, size_bytes, hash)
+    }
+
     const WHAT: &'static str = "LoRA";
 
     fn read(path: &Path) -> Result<Self> {

@@ -49,6 +49,9 @@ pub trait CatalogKind: Clone + Send + Sync + 'static {
     fn read(path: &Path) -> Result<Self>;
     /// Its A1111 short hash (see [`hashes`]); reads the file.
     fn hash(&self, path: &Path) -> Result<String>;
+    /// How the worker's listing (`GET /v1/loras`, `/v1/embeddings`) shows it.
+    type Info: Send + 'static;
+    fn listed(&self, name: &str, size_bytes: u64, hash: &str) -> Self::Info;
 }
 
 /// One file of a catalog.

@@ -3,12 +3,15 @@
 //! so new files appear without a restart). The first listing of a new file
 //! hashes it (reads it once), off the async runtime.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::Json;
 use sd_worker_sdk::{self as sdk, EmbeddingInfo, ErrorCode, LoraInfo};
 
 use super::error::HttpError;
 use super::AppState;
+use crate::catalog::{CatalogKind, Folder};
 
 /// The LoRAs requests may name, sorted by name; `[]` without `--lora-dir`.
 #[utoipa::path(get, path = "/v1/loras", tag = "worker", responses(
@@ -20,27 +23,7 @@ pub async fn loras(State(state): State<AppState>) -> Result<Json<Vec<LoraInfo>>,
 
 /// The LoRAs as `GET /v1/loras` lists them (for the A1111 adapter too).
 pub(crate) async fn list_loras(state: &AppState) -> Result<Vec<LoraInfo>, HttpError> {
-    let Some(catalog) = state.ready_profile()?.catalogs.loras.clone() else {
-        return Ok(Vec::new());
-    };
-    let list = tokio::task::spawn_blocking(move || {
-        catalog
-            .list()
-            .into_iter()
-            .filter_map(|f| {
-                let hash = f.hash.clone().unwrap_or_default();
-                f.read.ok().map(|r| r.info(&f.name, f.stamp.size, &hash))
-            })
-            .collect()
-    })
-    .await
-    .map_err(|e| {
-        HttpError::new(
-            ErrorCode::Internal,
-            format!("listing the LoRAs failed: {e}"),
-        )
-    })?;
-    Ok(list)
+    list(state.ready_profile()?.catalogs.loras.clone(), "LoRAs").await
 }
 
 /// The textual-inversion embeddings prompts may use, sorted by name; `[]`
@@ -56,16 +39,29 @@ pub async fn embeddings(
 
 /// The embeddings as `GET /v1/embeddings` lists them (for the A1111 adapter too).
 pub(crate) async fn list_embeddings(state: &AppState) -> Result<Vec<EmbeddingInfo>, HttpError> {
-    let Some(catalog) = state.ready_profile()?.catalogs.embeddings.clone() else {
+    list(
+        state.ready_profile()?.catalogs.embeddings.clone(),
+        "embeddings",
+    )
+    .await
+}
+
+/// A catalog's usable files as the worker lists them (`[]` without the
+/// folder), off the async runtime: a new file is hashed on its first listing.
+async fn list<T: CatalogKind>(
+    folder: Option<Arc<Folder<T>>>,
+    what: &'static str,
+) -> Result<Vec<T::Info>, HttpError> {
+    let Some(folder) = folder else {
         return Ok(Vec::new());
     };
-    let list = tokio::task::spawn_blocking(move || {
-        catalog
+    tokio::task::spawn_blocking(move || {
+        folder
             .list()
             .into_iter()
             .filter_map(|f| {
                 let hash = f.hash.clone().unwrap_or_default();
-                f.read.ok().map(|r| r.info(&f.name, f.stamp.size, &hash))
+                f.read.ok().map(|r| r.listed(&f.name, f.stamp.size, &hash))
             })
             .collect()
     })
@@ -73,8 +69,7 @@ pub(crate) async fn list_embeddings(state: &AppState) -> Result<Vec<EmbeddingInf
     .map_err(|e| {
         HttpError::new(
             ErrorCode::Internal,
-            format!("listing the embeddings failed: {e}"),
+            format!("listing the {what} failed: {e}"),
         )
-    })?;
-    Ok(list)
+    })
 }

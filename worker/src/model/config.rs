@@ -359,7 +359,7 @@ fn default_mid_block() -> Option<String> {
 fn default_heads() -> PerBlock<usize> {
     PerBlock::All(8)
 }
-fn one_per_block() -> PerBlock<usize> {
+pub(crate) fn one_per_block() -> PerBlock<usize> {
     PerBlock::All(1)
 }
 fn default_groups() -> usize {
@@ -380,22 +380,22 @@ fn default_scaling() -> f64 {
 fn default_positions() -> usize {
     77
 }
-fn one() -> usize {
+pub(crate) fn one() -> usize {
     1
 }
-fn two() -> usize {
+pub(crate) fn two() -> usize {
     2
 }
-fn three() -> usize {
+pub(crate) fn three() -> usize {
     3
 }
-fn four() -> usize {
+pub(crate) fn four() -> usize {
     4
 }
-fn one_f() -> f64 {
+pub(crate) fn one_f() -> f64 {
     1.0
 }
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 

@@ -6,6 +6,8 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModelConfig;
 use serde::{Deserialize, Serialize};
 
+// The serde defaults shared with the UNet's config.
+use crate::model::config::{four, one, one_f, one_per_block, three, two, yes};
 use crate::model::config::{PerBlock, TextTimeConfig, UNetConfig};
 use crate::model::shapes::ModelShape;
 use crate::model::Family;
@@ -403,24 +405,6 @@ fn family_of(addition: Option<&str>, cross_attention_dim: usize, linear: bool) -
 fn class_name() -> String {
     "ControlNetModel".into()
 }
-fn four() -> usize {
-    4
-}
-fn three() -> usize {
-    3
-}
-fn two() -> usize {
-    2
-}
-fn one() -> usize {
-    1
-}
-fn one_f() -> f64 {
-    1.0
-}
-fn yes() -> bool {
-    true
-}
 fn thirty_two() -> usize {
     32
 }
@@ -460,9 +444,6 @@ fn block_out_channels() -> Vec<usize> {
 }
 fn cross_attention_dim() -> usize {
     1280
-}
-fn one_per_block() -> PerBlock<usize> {
-    PerBlock::All(1)
 }
 fn heads() -> PerBlock<usize> {
     PerBlock::All(8)
