@@ -29,6 +29,10 @@ pub struct LoraGenOptions {
     /// Half-width of the uniform distribution of `up`'s values (`down`'s is
     /// `1/sqrt(in)`).
     pub strength: f32,
+    /// diffusers' `lora_adapter_metadata` JSON (`unet.r`, `unet.lora_alpha`,
+    /// `unet.target_modules`, ...) to write in the file's `__metadata__`, as
+    /// `save_lora_weights` does for diffusers / PEFT files.
+    pub adapter_metadata: Option<String>,
 }
 
 impl Default for LoraGenOptions {
@@ -39,11 +43,13 @@ impl Default for LoraGenOptions {
             text_encoders: true,
             alpha: None,
             strength: 0.5,
+            adapter_metadata: None,
         }
     }
 }
 
-/// Attention and feed-forward linears of a UNet / MMDiT, attention and MLP
+/// Attention and feed-forward linears of a UNet / MMDiT (SD 3's context
+/// stream too: `add_*_proj`, `to_add_out`, `ff_context`), attention and MLP
 /// linears of a CLIP text encoder.
 fn is_linear_target(network: Network, module: &str) -> bool {
     match network {
@@ -64,6 +70,12 @@ fn is_linear_target(network: Network, module: &str) -> bool {
             ".to_out.0",
             ".ff.net.0.proj",
             ".ff.net.2",
+            ".add_q_proj",
+            ".add_k_proj",
+            ".add_v_proj",
+            ".to_add_out",
+            ".ff_context.net.0.proj",
+            ".ff_context.net.2",
         ]
         .iter()
         .any(|s| module.ends_with(s)),
@@ -212,7 +224,11 @@ pub fn write_lora(
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
         .collect::<Result<_>>()?;
-    candle_core::safetensors::save(&out, path)
+    let metadata = options
+        .adapter_metadata
+        .as_ref()
+        .map(|m| HashMap::from([("lora_adapter_metadata".to_string(), m.clone())]));
+    safetensors::serialize_to_file(&out, metadata, path)
         .with_context(|| format!("writing LoRA {}", path.display()))?;
     Ok(modules)
 }

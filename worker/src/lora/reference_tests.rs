@@ -23,11 +23,18 @@ use crate::model::{LoadOptions, LoadedModel, ModelSpec};
 const SCALE: f32 = 0.8;
 
 /// (model folder, shape, model seed).
-fn models() -> [(&'static str, ModelShape, u64); 2] {
+fn models() -> [(&'static str, ModelShape, u64); 3] {
     [
         ("sd15", ModelShape::tiny(), 11),
         ("sdxl", ModelShape::tiny_sdxl(), 7),
+        ("sd3", ModelShape::tiny_sd3(), 5),
     ]
+}
+
+/// Whether a model gets a case: SD 3 LoRAs come in diffusers' and PEFT's
+/// layouts (diffusers' SD 3 loader reads no kohya file).
+fn model_has_case(model: &str, case: &str) -> bool {
+    model != "sd3" || matches!(case, "diffusers" | "peft" | "peft_alpha")
 }
 
 /// (case name, format, options, LoRA seed).
@@ -52,8 +59,32 @@ fn cases() -> Vec<(&'static str, LoraFormat, LoraGenOptions, u64)> {
             23,
         ),
         ("peft", LoraFormat::Peft, LoraGenOptions::default(), 24),
+        (
+            "peft_alpha",
+            LoraFormat::Peft,
+            LoraGenOptions {
+                adapter_metadata: Some(ADAPTER_METADATA.to_string()),
+                ..Default::default()
+            },
+            25,
+        ),
     ]
 }
+
+/// `lora_adapter_metadata` as diffusers' `save_lora_weights` writes it: per
+/// component PEFT's `LoraConfig` (r, lora_alpha, target_modules, patterns,
+/// rsLoRA), so each component's scale differs from alpha = rank.
+const ADAPTER_METADATA: &str = r#"{
+ "unet.r": 4, "unet.lora_alpha": 8, "unet.alpha_pattern": {"attn2.to_k": 2},
+ "unet.target_modules": ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"],
+ "transformer.r": 4, "transformer.lora_alpha": 6, "transformer.use_rslora": true,
+ "transformer.target_modules": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj",
+   "add_v_proj", "to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"],
+ "text_encoder.r": 4, "text_encoder.lora_alpha": 2,
+ "text_encoder.target_modules": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+ "text_encoder_2.r": 4, "text_encoder_2.lora_alpha": 16, "text_encoder_2.alpha_pattern": {"fc2": 1},
+ "text_encoder_2.target_modules": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+}"#;
 
 fn load(dir: &Path) -> LoadedModel {
     LoadedModel::load(
@@ -78,6 +109,9 @@ fn write_inputs(root: &Path) -> Vec<(String, LoadedModel, BTreeMap<String, Arc<L
         let layers = model.unet_config().map(|c| c.layers_per_block);
         let mut files = BTreeMap::new();
         for (case, format, options, lseed) in cases() {
+            if !model_has_case(name, case) {
+                continue;
+            }
             let path = dir.join("loras").join(format!("{case}.safetensors"));
             write_lora(
                 &path,
@@ -143,11 +177,15 @@ fn outputs(model: &LoadedModel, reference: &Reference) -> (Tensor, Option<Tensor
     let c = model.conditioner();
     let tokens = c.tokenize(&reference.prompt, "prompt").unwrap();
     let cond = c.encode(&tokens, 1).unwrap();
-    let latents: Vec<f32> = (0..4 * 6 * 8)
+    let channels = model.meta().latent_channels;
+    let latents: Vec<f32> = (0..channels * 6 * 8)
         .map(|i| (i as f64 * 0.1).sin() as f32)
         .collect();
-    let latents = Tensor::from_vec(latents, (1, 4, 6, 8), &Device::Cpu).unwrap();
-    let time_ids = cond.pooled.as_ref().map(|_| {
+    let latents = Tensor::from_vec(latents, (1, channels, 6, 8), &Device::Cpu).unwrap();
+    // SDXL's UNet takes time ids beside the pooled embedding; SD 3's MMDiT
+    // takes the pooled embedding alone.
+    let xl = model.unet_config().is_some();
+    let time_ids = cond.pooled.as_ref().filter(|_| xl).map(|_| {
         Tensor::new(reference.time_ids.as_slice(), &Device::Cpu)
             .unwrap()
             .unsqueeze(0)
