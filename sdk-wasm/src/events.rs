@@ -28,13 +28,21 @@ pub enum StreamEvent {
         percent: f32,
         /// Estimated time to completion, from the mean step time so far.
         eta_ms: u64,
+        /// Which pass the step belongs to: hires-fix jobs (`base`, `hires`;
+        /// `step` and `total` count both passes) and `image_upscale` (one
+        /// step per tile). Absent for single-pass jobs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phase: Option<crate::Phase>,
     },
-    /// A cheap approximation of the current image, decoded from the latents
-    /// without the VAE.
+    /// The current estimate of the final image, decoded from the clean
+    /// latents by the job's `preview_method` (TAESD, or a latent-to-RGB map).
     Preview {
         step: u32,
         image: String,
         format: ImageFormat,
+        /// The pass, as in `progress`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phase: Option<crate::Phase>,
     },
     /// Terminal: the job finished.
     Complete {
@@ -83,6 +91,7 @@ mod tests {
             total: 20,
             percent: 15.0,
             eta_ms: 1700,
+            phase: None,
         };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),

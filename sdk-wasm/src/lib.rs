@@ -10,8 +10,10 @@
 //! parser and the retry policy) are plain Rust, tested natively.
 
 pub mod control;
+pub mod decode;
 pub mod error;
 pub mod events;
+pub mod hires;
 pub mod hive;
 pub mod info;
 pub mod job;
@@ -27,8 +29,10 @@ pub mod wasm;
 pub use control::{
     ControlNetInfo, ControlNetUnit, PreprocessParams, PreprocessRequest, PreprocessorName,
 };
+pub use decode::{PreviewMethod, VaeChoice, VaeTiling};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use events::{GeneratedImage, StreamEvent, DONE_SENTINEL};
+pub use hires::{HiresFix, Phase};
 pub use hive::{Heartbeat, HeartbeatWorker, WorkerStatus};
 pub use info::{Defaults, Limits, MemoryEstimate, ModelInfo, WorkerInfo};
 pub use job::{JobAccepted, JobResult, JobSnapshot, JobStatus, Timings};

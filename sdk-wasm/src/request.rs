@@ -213,6 +213,20 @@ pub struct GenerationParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_items = 16))]
     pub loras: Option<Vec<crate::LoraRef>>,
+    /// `image_generation` only: a second pass at a larger size (A1111's
+    /// "Hires. fix"; see [`crate::HiresFix`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hires: Option<crate::HiresFix>,
+    /// How `preview` events are decoded (`taesd` when the worker has
+    /// `--taesd`, else `latent2rgb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_method: Option<crate::PreviewMethod>,
+    /// The decoder of the final images (`full` when absent; `tiny` needs `--taesd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<crate::VaeChoice>,
+    /// Tiled VAE decode and encode (`auto` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae_tiling: Option<crate::VaeTiling>,
     /// Sent by the hive: when present it must name the loaded model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,

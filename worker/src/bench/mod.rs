@@ -157,6 +157,7 @@ fn measure(
         controls: Vec::new(),
         loras: Vec::new(),
         embeddings: Vec::new(),
+        hires: None,
         prompt_as_written: "a photograph of an astronaut riding a horse".into(),
         negative_prompt_as_written: None,
     };

@@ -51,6 +51,7 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
         timeout: shared.job_timeout,
         timed_out: false,
         shared,
+        phase: None,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         inject_fault(job);
@@ -159,6 +160,8 @@ struct JobObserver<'a> {
     timeout: Option<Duration>,
     timed_out: bool,
     shared: &'a RunnerShared,
+    /// The pass of a multi-pass job, written on its events.
+    phase: Option<sd_worker_sdk::Phase>,
 }
 
 impl Observer for JobObserver<'_> {
@@ -185,8 +188,13 @@ impl Observer for JobObserver<'_> {
             total: total as u32,
             percent: (step as f32 / total as f32 * 100.0 * 10.0).round() / 10.0,
             eta_ms,
+            phase: self.phase,
         });
         !self.job.cancel_requested()
+    }
+
+    fn set_phase(&mut self, phase: sd_worker_sdk::Phase) {
+        self.phase = Some(phase);
     }
 
     fn wants_preview(&self, step: usize) -> bool {
@@ -200,6 +208,7 @@ impl Observer for JobObserver<'_> {
                     step: step as u32,
                     image: base64::engine::general_purpose::STANDARD.encode(jpeg),
                     format: ImageFormat::Jpeg,
+                    phase: self.phase,
                 });
             }
             Err(e) => warn!(error = %format!("{e:#}"), "preview failed"),

@@ -33,6 +33,10 @@ pub struct Parameters<'a> {
     pub lora_hashes: Vec<(&'a str, &'a str)>,
     /// The same for the embeddings its prompts use: `TI hashes: "…"`.
     pub ti_hashes: Vec<(&'a str, &'a str)>,
+    /// A hires fix (then `width` x `height` is the first pass's size, as
+    /// A1111 writes it): `Denoising strength`, `Hires upscale` or `Hires
+    /// resize`, `Hires steps`, `Hires upscaler`.
+    pub hires: Option<&'a super::hires::Hires>,
 }
 
 impl Parameters<'_> {
@@ -57,8 +61,18 @@ impl Parameters<'_> {
             self.height,
             self.model
         ));
-        if let Some(strength) = self.denoising_strength {
+        if let Some(strength) = self.denoising_strength.or(self.hires.map(|h| h.strength)) {
             text.push_str(&format!(", Denoising strength: {strength}"));
+        }
+        if let Some(h) = self.hires {
+            match h.infotext.scale {
+                Some(scale) => text.push_str(&format!(", Hires upscale: {scale}")),
+                None => text.push_str(&format!(", Hires resize: {}x{}", h.width, h.height)),
+            }
+            if let Some(steps) = h.infotext.steps {
+                text.push_str(&format!(", Hires steps: {steps}"));
+            }
+            text.push_str(&format!(", Hires upscaler: {}", h.infotext.upscaler));
         }
         match self.rng {
             Rng::Chacha => {}
@@ -190,6 +204,7 @@ mod tests {
             controlnets: &[],
             lora_hashes: Vec::new(),
             ti_hashes: Vec::new(),
+            hires: None,
         }
         .to_a1111()
     }
@@ -219,6 +234,7 @@ mod tests {
             controlnets: &[],
             lora_hashes: Vec::new(),
             ti_hashes: Vec::new(),
+            hires: None,
         }
         .to_a1111();
         assert_eq!(
@@ -253,6 +269,7 @@ mod tests {
                     controlnets: &[],
                     lora_hashes: Vec::new(),
                     ti_hashes: Vec::new(),
+                    hires: None,
                 }
                 .to_a1111();
                 let png = encode_png(&[200u8; 2 * 2 * 3], 2, 2, Some(&text)).unwrap();

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::denoise::{self, Loop};
 use super::encode::{encode_jpeg, encode_png, Parameters};
+use super::hires::{self, PassObserver};
 use super::hooks::controlnet::{ControlInput, ControlNetHook};
 use super::hooks::inpaint::{InpaintChannels, LatentBlend};
 use super::hooks::StepHook;
@@ -16,9 +17,10 @@ use super::latents::{decode, encode, mask_to_latent, pixels_to_tensor};
 use super::noise::SeededNoise;
 use super::{adapters, conditioning, Image, InitImage, Observer, Outcome, Request, StageTimings};
 use crate::images::paste_back;
+use crate::model::denoiser::Conditioning;
 use crate::model::LoadedModel;
 use crate::scheduler::{self, Scheduler};
-use sd_worker_sdk::ImageFormat;
+use sd_worker_sdk::{ImageFormat, Phase};
 
 pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> Result<Outcome> {
     let mut timings = StageTimings::default();
@@ -48,42 +50,31 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
     let cond = conditioning::for_batch(model, req, &adapters.embeddings, guided, observer)?;
     timings.text_encoder_ms = ms(t0);
 
-    // 2. Starting latents. With ChaCha, noise is drawn first, so a seed gives
-    //    the same starting noise whatever the operation; with torch's
-    //    generator, in diffusers' order (see `prepare`).
+    // 2-3. Starting latents and denoising: the first (or only) pass, then a
+    //      hires fix's second pass from its result.
     let t0 = Instant::now();
-    let mut sched = scheduler::build(req.scheduler, model.scheduler_config(), req.steps)?;
-    let f = model.meta().vae_scale_factor as usize;
-    let (lh, lw) = (req.height as usize / f, req.width as usize / f);
-    let mut noise = SeededNoise::with_rng(req.rng, req.seed, n, model.device(), model.dtype());
-    let (latents, mut hooks) = prepare(model, req, &*sched, start, &mut noise, guided, (lh, lw))?;
-    if !req.controls.is_empty() {
-        let batch = if guided { 2 * n } else { n };
-        hooks.push(Box::new(control_hook(model, req, batch)?));
-    }
-
-    // 3. Denoising.
-    let mut lp = Loop {
-        cond: &cond,
-        guided,
-        guidance_scale: req.guidance_scale,
-        hooks,
-        start,
+    let total = req.steps_to_run();
+    let first = match &req.hires {
+        None => sample(model, req, &cond, guided, observer)?,
+        Some(_) => {
+            let mut pass = PassObserver::new(observer, Phase::Base, 0, total);
+            sample(model, req, &cond, guided, &mut pass)?
+        }
     };
-    let Some(latents) = denoise::run(model, &mut *sched, &mut lp, latents, &mut noise, observer)?
-    else {
+    let Some(mut latents) = first else {
         return Ok(Outcome::Cancelled);
     };
-    timings.unet_steps = req.steps - start;
-    timings.denoise_ms = ms(t0);
-    if !latents
-        .to_dtype(DType::F32)?
-        .sum_all()?
-        .to_scalar::<f32>()?
-        .is_finite()
-    {
-        bail!("the latents became NaN or infinite during denoising (try --dtype f32)");
+    if let Some(h) = &req.hires {
+        let mut pass = PassObserver::new(observer, Phase::Hires, req.first_pass_steps(), total);
+        let Some(second) = hires::second_pass(model, req, h, &cond, guided, &latents, &mut pass)?
+        else {
+            return Ok(Outcome::Cancelled);
+        };
+        check_finite(&second)?;
+        latents = second;
     }
+    timings.unet_steps = total;
+    timings.denoise_ms = ms(t0);
 
     // 4. Decode one image at a time (bounded memory); keep the input's pixels
     //    outside an inpainting mask exactly.
@@ -108,6 +99,55 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
         timings,
         loras: adapters.loras,
     })
+}
+
+/// The first (or only) pass at the request's size: starting latents, hooks,
+/// the denoising loop. `None` when the observer stopped it.
+fn sample(
+    model: &LoadedModel,
+    req: &Request,
+    cond: &Conditioning,
+    guided: bool,
+    observer: &mut dyn Observer,
+) -> Result<Option<Tensor>> {
+    // With ChaCha, noise is drawn first, so a seed gives the same starting
+    // noise whatever the operation; with torch's generator, in diffusers'
+    // order (see `prepare`).
+    let n = req.num_images;
+    let start = req.start_step();
+    let mut sched = scheduler::build(req.scheduler, model.scheduler_config(), req.steps)?;
+    let f = model.meta().vae_scale_factor as usize;
+    let (lh, lw) = (req.height as usize / f, req.width as usize / f);
+    let mut noise = SeededNoise::with_rng(req.rng, req.seed, n, model.device(), model.dtype());
+    let (latents, mut hooks) = prepare(model, req, &*sched, start, &mut noise, guided, (lh, lw))?;
+    if !req.controls.is_empty() {
+        let batch = if guided { 2 * n } else { n };
+        hooks.push(Box::new(control_hook(model, req, batch)?));
+    }
+    let mut lp = Loop {
+        cond,
+        guided,
+        guidance_scale: req.guidance_scale,
+        hooks,
+        start,
+    };
+    let out = denoise::run(model, &mut *sched, &mut lp, latents, &mut noise, observer)?;
+    if let Some(latents) = &out {
+        check_finite(latents)?;
+    }
+    Ok(out)
+}
+
+fn check_finite(latents: &Tensor) -> Result<()> {
+    if !latents
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?
+        .is_finite()
+    {
+        bail!("the latents became NaN or infinite during denoising (try --dtype f32)");
+    }
+    Ok(())
 }
 
 /// Starting latents and inpainting conditioning, per operation:
@@ -244,8 +284,9 @@ fn encode_images(
                     scheduler: req.scheduler,
                     guidance_scale: req.guidance_scale,
                     seed,
-                    width: w,
-                    height: h,
+                    // A hires fix writes the first pass's size (A1111's `Size`).
+                    width: if req.hires.is_some() { req.width } else { w },
+                    height: if req.hires.is_some() { req.height } else { h },
                     model: &model.meta().id,
                     denoising_strength: req.init.as_ref().map(|i| i.strength),
                     rng: req.rng,
@@ -260,6 +301,7 @@ fn encode_images(
                         .iter()
                         .map(|e| (e.name.as_str(), e.hash.as_str()))
                         .collect(),
+                    hires: req.hires.as_ref(),
                 };
                 encode_png(rgb.as_raw(), w, h, Some(&params.to_a1111()))?
             }

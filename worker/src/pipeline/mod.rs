@@ -8,12 +8,14 @@ pub mod conditioning;
 pub mod denoise;
 pub mod encode;
 pub mod generate;
+pub mod hires;
 pub mod hooks;
 pub mod latents;
 pub mod noise;
 pub mod preview;
 #[cfg(test)]
 mod reference_tests;
+pub mod resize;
 
 use candle_core::Tensor;
 use image::RgbImage;
@@ -56,6 +58,8 @@ pub struct Request {
     /// Embeddings whose names `prompt` or `negative_prompt` hold, in order
     /// of first appearance (the names stay in the text).
     pub embeddings: Vec<EmbeddingChoice>,
+    /// Text to image: a second pass at a larger size (the hires fix).
+    pub hires: Option<hires::Hires>,
 }
 
 /// One LoRA of a job, validated: the file exists, is a LoRA for the loaded
@@ -131,8 +135,14 @@ pub struct InitImage {
 
 impl Request {
     /// Denoising steps this request actually runs: image to image starts
-    /// `steps - floor(steps * strength)` steps in, as diffusers does.
+    /// `steps - floor(steps * strength)` steps in, as diffusers does; a
+    /// hires fix adds its second pass's.
     pub fn steps_to_run(&self) -> usize {
+        self.first_pass_steps() + self.hires.as_ref().map_or(0, |h| h.steps_to_run())
+    }
+
+    /// Steps of the first (or only) pass.
+    pub fn first_pass_steps(&self) -> usize {
         self.steps - self.start_step()
     }
 
@@ -162,6 +172,8 @@ pub trait Observer {
     /// (diffusers' `pred_original_sample`): [batch, channels, h, w] in the
     /// denoiser's latent space (scaled and shifted as the denoiser sees them).
     fn preview(&mut self, _step: usize, _clean_latents: &Tensor) {}
+    /// The pass the following steps and previews belong to (multi-pass jobs).
+    fn set_phase(&mut self, _phase: sd_worker_sdk::Phase) {}
 }
 
 /// One output image, encoded.

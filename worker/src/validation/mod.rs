@@ -2,6 +2,7 @@
 //! at fault; nothing here can panic on any input.
 
 mod control;
+pub mod hires;
 pub mod lora;
 
 use image::DynamicImage;
@@ -48,6 +49,12 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
             None
         }
         Operation::ImageTransform | Operation::ImageInpaint => {
+            if params.hires.is_some() {
+                return Err(invalid(
+                    "hires",
+                    "`hires` belongs to image_generation (image_transform runs at the size you ask)",
+                ));
+            }
             let b64 = input.image.as_deref().ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::MissingField,
@@ -86,6 +93,9 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
             input.resize_mode.unwrap_or(ResizeMode::Stretch),
             profile,
         )?;
+    }
+    if let Some(h) = &params.hires {
+        request.hires = Some(hires::hires(h, &request, profile)?);
     }
     Ok(Validated {
         operation,
@@ -180,6 +190,8 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
         // Inside an object of the body (a ControlNet unit), the field's path.
         let within = |field: String| match path.as_str() {
             "." | "" => field,
+            // Inside a nested object the path already ends at the field.
+            at if at.ends_with(&format!(".{field}")) => at.to_string(),
             at => format!("{at}.{field}"),
         };
         if let Some(field) = missing_field(&inner).map(within) {
@@ -401,6 +413,7 @@ fn validate_params(
         controls: Vec::new(),
         loras: Vec::new(),
         embeddings: Vec::new(),
+        hires: None,
         prompt_as_written: p.prompt.clone(),
         negative_prompt_as_written: p.negative_prompt.clone(),
     })

@@ -81,6 +81,21 @@ pub struct SdRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub alwayson_scripts: Option<Map<String, Value>>,
+    /// txt2img with `enable_hr`: the hires fix's factor (2 when absent),
+    /// unless `hr_resize_x`/`hr_resize_y` give the size.
+    #[serde(default, deserialize_with = "numbers::opt_f64")]
+    pub hr_scale: Option<f64>,
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
+    pub hr_resize_x: Option<u32>,
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
+    pub hr_resize_y: Option<u32>,
+    /// "Latent" (the default), "Latent (nearest)", "Latent (bicubic)",
+    /// "Lanczos", "Nearest", or an upscaler of `GET /sdapi/v1/upscalers`.
+    #[serde(default)]
+    pub hr_upscaler: Option<String>,
+    /// 0 or absent: the first pass's `steps`.
+    #[serde(default, deserialize_with = "numbers::opt_u32")]
+    pub hr_second_pass_steps: Option<u32>,
     /// false: `images` comes back empty.
     #[serde(default)]
     pub send_images: Option<bool>,
@@ -178,6 +193,9 @@ impl SdRequest {
         put("rng", json!(self.rng()?.name()));
         if !img2img {
             body.insert("operation".into(), json!("image_generation"));
+            if self.flag("enable_hr") {
+                body.insert("hires".into(), self.hires());
+            }
             return Ok(body);
         }
         let image = self
@@ -331,6 +349,51 @@ impl SdRequest {
         }
     }
 
+    /// Our `hires` for txt2img's `enable_hr` fields: `hr_resize_x`/`_y`
+    /// when either is above 0 (A1111 then ignores `hr_scale`), else
+    /// `hr_scale`; `denoising_strength` is the second pass's.
+    fn hires(&self) -> Value {
+        let mut h = Map::new();
+        let resize = [("width", self.hr_resize_x), ("height", self.hr_resize_y)];
+        if resize.iter().any(|(_, v)| v.is_some_and(|v| v > 0)) {
+            for (k, v) in resize {
+                if let Some(v) = v.filter(|v| *v > 0) {
+                    h.insert(k.into(), json!(v));
+                }
+            }
+        } else if let Some(scale) = self.hr_scale {
+            h.insert("scale".into(), json!(scale));
+        }
+        if let Some(u) = self.hr_upscaler.as_ref().filter(|u| !u.trim().is_empty()) {
+            h.insert("upscaler".into(), json!(u));
+        }
+        if let Some(steps) = self.hr_second_pass_steps {
+            h.insert("steps".into(), json!(steps));
+        }
+        if let Some(s) = self.denoising_strength {
+            h.insert("denoising_strength".into(), json!(s));
+        }
+        Value::Object(h)
+    }
+
+    /// Whether the body's `key` is on, as pydantic reads a bool from any
+    /// JSON: "0", "false", "off", 0, empty objects and lists are off.
+    fn flag(&self, key: &str) -> bool {
+        match self.raw.get(key) {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => {
+                let s = s.trim().to_ascii_lowercase();
+                !(s.is_empty()
+                    || ["false", "no", "off", "f", "n"].contains(&s.as_str())
+                    || s.parse::<f64>().is_ok_and(|x| x == 0.0))
+            }
+            Some(Value::Object(m)) => !m.is_empty(),
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Number(n)) => n.as_f64().is_some_and(|x| x != 0.0),
+            _ => false,
+        }
+    }
+
     /// What was sent but not used and would change the result, for `info.warnings`.
     pub fn ignored(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -349,24 +412,36 @@ impl SdRequest {
                 "inpainting_fill ignored: the masked area starts from the original (1)".into(),
             );
         }
-        let on = |k: &str| match self.raw.get(k) {
-            Some(Value::Bool(b)) => *b,
-            // As pydantic reads a string for a bool or a number: "0", "false", "off" are off.
-            Some(Value::String(s)) => {
-                let s = s.trim().to_ascii_lowercase();
-                !(s.is_empty()
-                    || ["false", "no", "off", "f", "n"].contains(&s.as_str())
-                    || s.parse::<f64>().is_ok_and(|x| x == 0.0))
+        let on = |k: &str| self.flag(k);
+        // The hires pass with another sampler, prompt or checkpoint.
+        if on("enable_hr") {
+            for key in [
+                "hr_sampler_name",
+                "hr_scheduler",
+                "hr_prompt",
+                "hr_negative_prompt",
+                "hr_checkpoint_name",
+            ] {
+                let set = match self.raw.get(key) {
+                    Some(Value::String(s)) => {
+                        let s = s.trim();
+                        !s.is_empty()
+                            && !s.eq_ignore_ascii_case("use same sampler")
+                            && !s.eq_ignore_ascii_case("use same scheduler")
+                            && !s.eq_ignore_ascii_case("use same checkpoint")
+                    }
+                    _ => false,
+                };
+                if set {
+                    out.push(format!(
+                        "{key} ignored: the hires pass uses the first pass's"
+                    ));
+                }
             }
-            Some(Value::Object(m)) => !m.is_empty(),
-            Some(Value::Array(a)) => !a.is_empty(),
-            Some(Value::Number(n)) => n.as_f64().is_some_and(|x| x != 0.0),
-            _ => false,
-        };
+        }
         // A1111 reads `inpaint_full_res` ("only masked") only when inpainting.
         let masked = self.mask.is_some();
         for key in [
-            "enable_hr",
             "restore_faces",
             "tiling",
             "script_name",
@@ -574,12 +649,38 @@ mod tests {
     }
 
     #[test]
+    fn enable_hr_becomes_hires() {
+        let body = |v: Value| {
+            req(v)
+                .to_job_body(false, &diffusion(), SchedulerName::Euler)
+                .unwrap()
+        };
+        let b = body(
+            json!({"enable_hr": true, "hr_scale": 1.5, "hr_upscaler": "Latent (nearest)",
+                            "hr_second_pass_steps": 4, "denoising_strength": 0.55}),
+        );
+        assert_eq!(
+            b["hires"],
+            json!({"scale": 1.5, "upscaler": "Latent (nearest)", "steps": 4, "denoising_strength": 0.55})
+        );
+        // A size wins over the scale, as in A1111; off means no hires.
+        let b =
+            body(json!({"enable_hr": "true", "hr_scale": 2, "hr_resize_x": 128, "hr_resize_y": 0}));
+        assert_eq!(b["hires"], json!({"width": 128}));
+        assert!(body(json!({"enable_hr": false, "hr_scale": 2}))
+            .get("hires")
+            .is_none());
+    }
+
+    #[test]
     fn ignored_settings_are_listed() {
-        let r =
-            req(json!({"override_settings": {"CLIP_stop_at_last_layers": 2}, "enable_hr": true}));
+        let r = req(json!({"override_settings": {"CLIP_stop_at_last_layers": 2},
+                            "enable_hr": true, "hr_sampler_name": "Euler", "hr_prompt": ""}));
         let w = r.ignored();
         assert!(w[0].contains("CLIP_stop_at_last_layers"), "{w:?}");
-        assert!(w.iter().any(|s| s.starts_with("enable_hr")), "{w:?}");
+        // The hires fix runs; a second sampler for it does not.
+        assert!(w.iter().any(|s| s.starts_with("hr_sampler_name")), "{w:?}");
+        assert_eq!(w.len(), 2, "{w:?}");
         let off = req(json!({"enable_hr": "false", "subseed_strength": "0", "tiling": 0.0}));
         assert!(off.ignored().is_empty(), "{:?}", off.ignored());
         let on = req(json!({"subseed_strength": " 0.5 "}));
