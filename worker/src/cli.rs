@@ -40,6 +40,22 @@ pub enum Command {
     /// weights: every attention / feed-forward linear of the denoiser and
     /// the text encoders.
     GenerateLora(GenerateLoraArgs),
+    /// Write a random-weight tiny TAESD (diffusers' `AutoencoderTiny` layout,
+    /// the published structure 8 channels wide).
+    GenerateTaesd(GenerateTaesdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateTaesdArgs {
+    /// Latent channels: 4 (SD 1/2, SDXL: taesd, taesdxl) or 16 (SD 3: taesd3).
+    #[arg(long, default_value_t = 4)]
+    pub latent_channels: usize,
+    /// Seed of the weights (same seed, byte-identical files).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,7 @@ pub mod shapes;
 pub mod single_file;
 pub mod source;
 pub mod t5;
+pub mod taesd;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod transformer;
