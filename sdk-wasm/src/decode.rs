@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 #[serde(rename_all = "snake_case")]
 pub enum PreviewMethod {
-    /// A per-family linear map from latent channels to RGB, at the latent
-    /// size (1/8 of the image): instant, blurry and off in colour.
-    #[serde(alias = "Approx cheap", alias = "latent_2_rgb")]
-    Latent2rgb,
-    /// TAESD, the tiny autoencoder (`--taesd`), at the full size: a real
-    /// picture for about 1% of the VAE's cost. The default when loaded.
+    /// The model's own VAE on the latents averaged down to at most 32 cells
+    /// a side (a 256-pixel preview; at most 1/4 of a full decode). Right
+    /// colours for every model, unlike a fitted latent-to-RGB table, but
+    /// soft. The default without `--taesd`.
+    Vae,
+    /// TAESD, the tiny autoencoder (`--taesd`), at the full size: a sharp
+    /// picture for a few percent of the VAE's cost. The default when loaded.
     #[serde(alias = "TAESD")]
     Taesd,
 }
@@ -57,8 +58,8 @@ mod tests {
 
     #[test]
     fn wire_names() {
-        let p: PreviewMethod = serde_json::from_str(r#""latent2rgb""#).unwrap();
-        assert_eq!(p, PreviewMethod::Latent2rgb);
+        let p: PreviewMethod = serde_json::from_str(r#""vae""#).unwrap();
+        assert_eq!(p, PreviewMethod::Vae);
         assert_eq!(
             serde_json::to_string(&PreviewMethod::Taesd).unwrap(),
             r#""taesd""#

@@ -35,7 +35,8 @@ pub enum StreamEvent {
         phase: Option<crate::Phase>,
     },
     /// The current estimate of the final image, decoded from the clean
-    /// latents by the job's `preview_method` (TAESD, or a latent-to-RGB map).
+    /// latents by the job's `preview_method` (TAESD at full size, or the
+    /// model's VAE at a reduced size).
     Preview {
         step: u32,
         image: String,

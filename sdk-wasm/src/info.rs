@@ -22,6 +22,10 @@ pub struct WorkerInfo {
     pub controlnets: Vec<crate::ControlNetInfo>,
     /// Preprocessors a unit's or `POST /v1/preprocess`'s `preprocessor` may name.
     pub preprocessors: Vec<crate::PreprocessorName>,
+    /// Whether TAESD is loaded (`--taesd`): `preview_method: taesd` (then
+    /// the default) and `vae: tiny` need it.
+    #[serde(default)]
+    pub taesd: bool,
     pub limits: Limits,
     pub defaults: Defaults,
     pub queue_capacity: u32,

@@ -218,7 +218,7 @@ pub struct GenerationParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hires: Option<crate::HiresFix>,
     /// How `preview` events are decoded (`taesd` when the worker has
-    /// `--taesd`, else `latent2rgb`).
+    /// `--taesd`, else `vae`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_method: Option<crate::PreviewMethod>,
     /// The decoder of the final images (`full` when absent; `tiny` needs `--taesd`).

@@ -50,6 +50,10 @@ pub struct GenerateTaesdArgs {
     /// Latent channels: 4 (SD 1/2, SDXL: taesd, taesdxl) or 16 (SD 3: taesd3).
     #[arg(long, default_value_t = 4)]
     pub latent_channels: usize,
+    /// Pixels per latent a side: 8 for every published model; 4 for the
+    /// project's tiny test models (`generate-model --shape tiny`).
+    #[arg(long, default_value_t = 8)]
+    pub scale_factor: usize,
     /// Seed of the weights (same seed, byte-identical files).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -157,6 +161,12 @@ pub struct ServeArgs {
         default_value = "jeroenvlek/depth-anything-v2-safetensors"
     )]
     pub depth_model: String,
+    /// TAESD, the tiny autoencoder, for full-size previews and `vae: tiny`
+    /// decodes: a diffusers `AutoencoderTiny` folder, a hub repository
+    /// `owner/name`, or `auto` (madebyollin's `taesd` for SD 1.x/2.x,
+    /// `taesdxl` for SDXL, `taesd3` for SD 3, by the model's family).
+    #[arg(long, env = "SD_WORKER_TAESD")]
+    pub taesd: Option<String>,
     /// A folder of LoRAs (`.safetensors`, searched recursively) that requests
     /// name in `loras` or by `<lora:name:weight>` tags; read on each use, so
     /// new files need no restart.

@@ -122,17 +122,19 @@ fn main() -> std::process::ExitCode {
         }
         Some(Command::GenerateEmbedding(args)) => generate_embedding(&args),
         Some(Command::GenerateLora(args)) => generate_lora(&args),
-        Some(Command::GenerateTaesd(args)) => {
-            sd_worker::model::taesd::generate_tiny(&args.out, args.latent_channels, args.seed).map(
-                |()| {
-                    println!(
-                        "wrote a tiny {}-channel TAESD to {}",
-                        args.latent_channels,
-                        args.out.display()
-                    )
-                },
+        Some(Command::GenerateTaesd(args)) => sd_worker::model::taesd::generate_tiny_scaled(
+            &args.out,
+            args.latent_channels,
+            args.scale_factor,
+            args.seed,
+        )
+        .map(|()| {
+            println!(
+                "wrote a tiny {}-channel TAESD to {}",
+                args.latent_channels,
+                args.out.display()
             )
-        }
+        }),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };

@@ -105,6 +105,8 @@ impl Profile {
             controlnets: Vec::new(),
             // Filled in by `with_preprocessors`.
             preprocessors: Vec::new(),
+            // Filled in by `with_taesd`.
+            taesd: false,
             limits,
             defaults,
             queue_capacity: rt.queue_capacity,
@@ -123,6 +125,12 @@ impl Profile {
     /// With the model's LoRA targets ([`crate::lora::keys::Targets`]).
     pub fn with_lora_targets(mut self, targets: crate::lora::keys::Targets) -> Self {
         self.lora_targets = std::sync::Arc::new(targets);
+        self
+    }
+
+    /// With TAESD loaded (previews and `vae: tiny` on offer).
+    pub fn with_taesd(mut self, loaded: bool) -> Self {
+        self.info.taesd = loaded;
         self
     }
 

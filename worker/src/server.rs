@@ -292,6 +292,7 @@ fn spawn_model_load(
     let (max_pixels, max_images) = (args.max_pixels, args.max_images);
     let skip_t5 = args.no_t5;
     let depth = crate::preprocess::depth_weights::DepthSource::parse(&args.depth_model);
+    let taesd = args.taesd.clone();
     let controlnets = crate::controlnet::ControlNetOptions {
         models: args.controlnets.clone(),
         dir: args.controlnet_dir.clone(),
@@ -303,7 +304,14 @@ fn spawn_model_load(
             info!(?spec, device = %device_name(&device), dtype = dtype_name(dtype), "loading model");
             hold_load_for_tests();
             match LoadedModel::load(&spec, &device, LoadOptions { dtype, skip_t5 }) {
-                Ok(model) => {
+                Ok(mut model) => {
+                    if let Some(t) = &taesd {
+                        if let Err(e) = load_taesd(&mut model, t, &device, dtype) {
+                            error!(error = %format!("{e:#}"), "could not load TAESD");
+                            eprintln!("error: --taesd {t}: {e:#}");
+                            std::process::exit(2);
+                        }
+                    }
                     let dev = device_name(&device);
                     let rt = Runtime { worker_id: &worker_id, device: &dev, dtype: dtype_name(dtype), queue_capacity, max_input_pixels, max_pixels, max_images };
                     let registry = match crate::controlnet::ControlNetRegistry::build(&controlnets, model.meta(), model.unet_config(), &device, dtype) {
@@ -317,6 +325,7 @@ fn spawn_model_load(
                     let profile = Profile::new(model.meta(), &rt)
                         .with_controlnets(registry)
                         .with_lora_merge_bytes(model.lora_merge_bytes())
+                        .with_taesd(model.vae().tiny().is_some())
                         .with_lora_targets(crate::lora::keys::Targets::new(
                             model.weight_tables(),
                             model.unet_config().map(|c| c.layers_per_block),
@@ -345,6 +354,34 @@ fn spawn_model_load(
             }
         })
         .expect("spawning the model-load thread");
+}
+
+/// Loads `--taesd` (a folder, a hub repository, or `auto`: the family's
+/// madebyollin repository) beside the model's VAE.
+fn load_taesd(
+    model: &mut LoadedModel,
+    spec: &str,
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+) -> anyhow::Result<()> {
+    use crate::model::Family;
+    let repo = match (spec, model.meta().family) {
+        ("auto", Family::StableDiffusionXl) => "madebyollin/taesdxl",
+        ("auto", Family::StableDiffusion3) => "madebyollin/taesd3",
+        ("auto", _) => "madebyollin/taesd",
+        (other, _) => other,
+    };
+    let local = std::path::Path::new(repo);
+    let dir = if local.exists() {
+        local.to_path_buf()
+    } else if repo.split('/').count() == 2 && !repo.starts_with('.') && !repo.starts_with('/') {
+        crate::model::source::hub_controlnet(repo, dtype != candle_core::DType::F32)?
+    } else {
+        anyhow::bail!("no such folder (nor a hub repository `owner/name`, nor `auto`)");
+    };
+    let tiny = crate::model::taesd::Taesd::load(&dir, device, dtype)?;
+    info!(taesd = %dir.display(), parameters = tiny.parameter_count(), "TAESD loaded");
+    model.set_taesd(tiny)
 }
 
 /// The built-in preprocessors and `depth`, whose model loads on first use

@@ -158,6 +158,7 @@ fn measure(
         loras: Vec::new(),
         embeddings: Vec::new(),
         hires: None,
+        decoding: Default::default(),
         prompt_as_written: "a photograph of an astronaut riding a horse".into(),
         negative_prompt_as_written: None,
     };

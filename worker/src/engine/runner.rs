@@ -202,7 +202,7 @@ impl Observer for JobObserver<'_> {
     }
 
     fn preview(&mut self, step: usize, clean_latents: &Tensor) {
-        match preview_jpeg(self.model, clean_latents) {
+        match preview_jpeg(self.model, clean_latents, self.job.request.decoding.preview) {
             Ok(jpeg) => {
                 self.job.push(StreamEvent::Preview {
                     step: step as u32,

@@ -176,6 +176,29 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// Adds TAESD (`--taesd`) for previews and `vae: tiny`.
+    ///
+    /// Errors: its latent channels are not the model's (a TAESD of another
+    /// family: `taesd` for SD 1.x/2.x, `taesdxl` for SDXL, `taesd3` for SD 3).
+    pub fn set_taesd(&mut self, tiny: taesd::Taesd) -> anyhow::Result<()> {
+        if tiny.latent_channels() != self.meta.latent_channels {
+            anyhow::bail!(
+                "this TAESD decodes {}-channel latents but the model's have {} (SD 1.x/2.x: taesd, SDXL: taesdxl, SD 3: taesd3)",
+                tiny.latent_channels(),
+                self.meta.latent_channels
+            );
+        }
+        if tiny.scale_factor() != self.meta.vae_scale_factor as usize {
+            anyhow::bail!(
+                "this TAESD makes {} pixels per latent but the model's VAE {}",
+                tiny.scale_factor(),
+                self.meta.vae_scale_factor
+            );
+        }
+        self.vae.set_tiny(tiny);
+        Ok(())
+    }
+
     /// Facts requests are validated against.
     pub fn meta(&self) -> &ModelMeta {
         &self.meta

@@ -5,11 +5,14 @@ use anyhow::Result;
 use candle_core::{DType, Tensor};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 
+use super::taesd::Taesd;
 use super::vae_encoder::VaeEncoder;
 
 pub struct Vae {
     decoder: AutoEncoderKL,
     encoder: VaeEncoder,
+    /// TAESD (`--taesd`): previews and `vae: tiny` decodes.
+    tiny: Option<Taesd>,
     dtype: DType,
     /// `scaling_factor` of the VAE's config: latents are (z - shift) x scale.
     pub scaling_factor: f64,
@@ -28,10 +31,21 @@ impl Vae {
         Self {
             decoder,
             encoder,
+            tiny: None,
             dtype,
             scaling_factor,
             shift_factor,
         }
+    }
+
+    /// TAESD, when the worker loaded one.
+    pub fn tiny(&self) -> Option<&Taesd> {
+        self.tiny.as_ref()
+    }
+
+    /// Adds TAESD beside the full VAE.
+    pub fn set_tiny(&mut self, tiny: Taesd) {
+        self.tiny = Some(tiny);
     }
 
     /// The dtype the VAE runs in: f32 when the config asks to be upcast from

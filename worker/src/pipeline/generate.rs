@@ -13,7 +13,7 @@ use super::hires::{self, PassObserver};
 use super::hooks::controlnet::{ControlInput, ControlNetHook};
 use super::hooks::inpaint::{InpaintChannels, LatentBlend};
 use super::hooks::StepHook;
-use super::latents::{decode, encode, mask_to_latent, pixels_to_tensor};
+use super::latents::{decode_with, encode, mask_to_latent, pixels_to_tensor};
 use super::noise::SeededNoise;
 use super::{adapters, conditioning, Image, InitImage, Observer, Outcome, Request, StageTimings};
 use crate::images::paste_back;
@@ -81,7 +81,7 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
     let t0 = Instant::now();
     let mut images = Vec::with_capacity(n);
     for i in 0..n {
-        let mut rgb = decode(model, &latents.i(i..i + 1)?)?;
+        let mut rgb = decode_with(model, &latents.i(i..i + 1)?, req.decoding.vae)?;
         if let Some(InitImage {
             image,
             mask: Some(mask),

@@ -7,6 +7,7 @@ use image::{GrayImage, RgbImage};
 
 use super::noise::SeededNoise;
 use crate::model::LoadedModel;
+use sd_worker_sdk::VaeChoice;
 
 /// RGB8 to a [1, 3, H, W] tensor in [-1, 1] on the model's device, in the
 /// VAE's dtype.
@@ -106,12 +107,31 @@ pub fn encode(
 /// Latents [1, c, h, w] to interleaved RGB8, as diffusers does:
 /// x / scaling_factor (+ shift), decode, (x / 2 + 0.5) clamped to [0, 1], x 255, rounded.
 pub fn decode(model: &LoadedModel, latents: &Tensor) -> Result<RgbImage> {
+    decode_with(model, latents, VaeChoice::Full)
+}
+
+/// [`decode`] by the chosen decoder: the model's VAE, or TAESD (which takes
+/// the denoiser's latents as they are, see [`crate::model::taesd::Taesd::decode`]).
+///
+/// Errors: `Tiny` without TAESD loaded (validation refuses such jobs).
+pub fn decode_with(model: &LoadedModel, latents: &Tensor, choice: VaeChoice) -> Result<RgbImage> {
     let vae = model.vae();
-    let mut x = (latents.to_dtype(vae.dtype())? / vae.scaling_factor)?;
-    if let Some(shift) = vae.shift_factor {
-        x = (x + shift)?;
-    }
-    let img = vae.decode(&x)?;
+    let img = match (choice, vae.tiny()) {
+        (VaeChoice::Tiny, Some(tiny)) => tiny.decode(latents)?,
+        (VaeChoice::Tiny, None) => anyhow::bail!("TAESD is not loaded (--taesd)"),
+        (VaeChoice::Full, _) => {
+            let mut x = (latents.to_dtype(vae.dtype())? / vae.scaling_factor)?;
+            if let Some(shift) = vae.shift_factor {
+                x = (x + shift)?;
+            }
+            vae.decode(&x)?
+        }
+    };
+    to_rgb(&img)
+}
+
+/// Pixels [1, 3, H, W] in about [-1, 1] to RGB8.
+fn to_rgb(img: &Tensor) -> Result<RgbImage> {
     let img = ((img.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
     let img = (img * 255.0)?.round()?.to_dtype(DType::U8)?;
     let (_, _, h, w) = img.dims4()?;

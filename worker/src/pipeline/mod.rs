@@ -60,6 +60,29 @@ pub struct Request {
     pub embeddings: Vec<EmbeddingChoice>,
     /// Text to image: a second pass at a larger size (the hires fix).
     pub hires: Option<hires::Hires>,
+    /// How previews and the final images are decoded.
+    pub decoding: Decoding,
+}
+
+/// The decoders of a job, validated against what the worker loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoding {
+    /// The previews' decoder.
+    pub preview: sd_worker_sdk::PreviewMethod,
+    /// The final images' decoder (`tiny` only with TAESD loaded).
+    pub vae: sd_worker_sdk::VaeChoice,
+    /// Tiled VAE decode and encode.
+    pub tiling: sd_worker_sdk::VaeTiling,
+}
+
+impl Default for Decoding {
+    fn default() -> Self {
+        Self {
+            preview: sd_worker_sdk::PreviewMethod::Vae,
+            vae: sd_worker_sdk::VaeChoice::Full,
+            tiling: sd_worker_sdk::VaeTiling::Auto,
+        }
+    }
 }
 
 /// One LoRA of a job, validated: the file exists, is a LoRA for the loaded

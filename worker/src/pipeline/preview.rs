@@ -12,15 +12,19 @@
 //! Why not a fixed latent-to-RGB table (A1111's and ComfyUI's cheap
 //! previews): such a table is fitted to one VAE, and a linear map is a poor fit
 //! for some VAEs (on the bundled model's VAE a least-squares map is ~45/255
-//! off), while the VAE itself is right for every model. A faster decoder (TAESD)
-//! can replace [`preview_jpeg`] behind the same call.
+//! off), while the VAE itself is right for every model.
+//!
+//! With TAESD loaded (`--taesd`), `preview_method: taesd` (then the default)
+//! decodes x0 at the full size with it instead: sharp, for a few percent of
+//! the VAE's cost.
 
 use anyhow::Result;
 use candle_core::{IndexOp, Tensor};
 
 use super::encode::encode_jpeg;
-use super::latents::decode;
+use super::latents::{decode, decode_with};
 use crate::model::LoadedModel;
+use sd_worker_sdk::{PreviewMethod, VaeChoice};
 
 /// Longest side, in latent cells, that a preview decodes.
 const MAX_PREVIEW_CELLS: usize = 32;
@@ -37,12 +41,21 @@ pub fn reduction(h: usize, w: usize) -> usize {
 }
 
 /// JPEG preview of the first image of `clean_latents` ([batch, channels, h,
-/// w], in the denoiser's latent space): averaged down by [`reduction`],
-/// decoded by the VAE (with its scale and shift), JPEG quality 80.
+/// w], in the denoiser's latent space), JPEG quality 80: by TAESD at the full
+/// size, or averaged down by [`reduction`] and decoded by the VAE (with its
+/// scale and shift).
 ///
-/// Errors: the VAE decode fails (the caller logs it and goes on).
-pub fn preview_jpeg(model: &LoadedModel, clean_latents: &Tensor) -> Result<Vec<u8>> {
+/// Errors: the decode fails (the caller logs it and goes on).
+pub fn preview_jpeg(
+    model: &LoadedModel,
+    clean_latents: &Tensor,
+    method: PreviewMethod,
+) -> Result<Vec<u8>> {
     let first = clean_latents.i(0..1)?;
+    if method == PreviewMethod::Taesd && model.vae().tiny().is_some() {
+        let rgb = decode_with(model, &first, VaeChoice::Tiny)?;
+        return encode_jpeg(rgb.as_raw(), rgb.width(), rgb.height(), 80);
+    }
     let (_, _, h, w) = first.dims4()?;
     let k = reduction(h, w);
     let small = if k > 1 {

@@ -414,8 +414,36 @@ fn validate_params(
         loras: Vec::new(),
         embeddings: Vec::new(),
         hires: None,
+        decoding: decoding(p, info.taesd)?,
         prompt_as_written: p.prompt.clone(),
         negative_prompt_as_written: p.negative_prompt.clone(),
+    })
+}
+
+/// The job's decoders: TAESD previews by default when it is loaded; TAESD
+/// asked for without it, a 422 naming the field.
+fn decoding(p: &GenerationParams, taesd: bool) -> Result<crate::pipeline::Decoding, ApiError> {
+    use sd_worker_sdk::{PreviewMethod, VaeChoice};
+    let missing = |field: &str| {
+        invalid(
+            field,
+            format!("`{field}` asks for TAESD, which this worker has not loaded (start it with --taesd)"),
+        )
+    };
+    let preview = match p.preview_method {
+        Some(PreviewMethod::Taesd) if !taesd => return Err(missing("preview_method")),
+        Some(m) => m,
+        None if taesd => PreviewMethod::Taesd,
+        None => PreviewMethod::Vae,
+    };
+    let vae = p.vae.unwrap_or_default();
+    if vae == VaeChoice::Tiny && !taesd {
+        return Err(missing("vae"));
+    }
+    Ok(crate::pipeline::Decoding {
+        preview,
+        vae,
+        tiling: p.vae_tiling.unwrap_or_default(),
     })
 }
 

@@ -113,6 +113,24 @@ impl TaesdConfig {
         }
     }
 
+    /// [`Self::tiny`] with `scale_factor` (a power of two, at least 2)
+    /// pixels per latent: one stage per factor of two, plus the first (the
+    /// project's tiny test models have 4-pixel latents).
+    pub fn tiny_scaled(latent_channels: usize, scale_factor: usize) -> Self {
+        let stages = scale_factor.max(2).ilog2() as usize + 1;
+        let mut encoder = vec![3; stages];
+        encoder[0] = 1;
+        let mut decoder = vec![3; stages];
+        decoder[stages - 1] = 1;
+        Self {
+            encoder_block_out_channels: vec![8; stages],
+            decoder_block_out_channels: vec![8; stages],
+            num_encoder_blocks: encoder,
+            num_decoder_blocks: decoder,
+            ..Self::published(latent_channels)
+        }
+    }
+
     /// Errors for configs diffusers' `AutoencoderTiny` cannot run or this
     /// implementation does not support, naming the field.
     pub fn validate(&self) -> Result<()> {

@@ -64,10 +64,28 @@ const ENCODER_OUT_GAIN: f64 = 25.0;
 /// `out_dir`, its weights seeded by `seed` (byte-identical files per seed).
 /// Errors: `latent_channels` 0, unwritable `out_dir`.
 pub fn generate_tiny(out_dir: &Path, latent_channels: usize, seed: u64) -> Result<()> {
+    generate_tiny_scaled(out_dir, latent_channels, 8, seed)
+}
+
+/// [`generate_tiny`] for latents of `scale_factor` pixels a side
+/// ([`TaesdConfig::tiny_scaled`]; 8 is [`TaesdConfig::tiny`]).
+/// Errors: `latent_channels` 0, a factor that is not a power of two >= 2,
+/// unwritable `out_dir`.
+pub fn generate_tiny_scaled(
+    out_dir: &Path,
+    latent_channels: usize,
+    scale_factor: usize,
+    seed: u64,
+) -> Result<()> {
     ensure!(latent_channels > 0, "latent channels must be positive");
-    write_taesd(
-        out_dir,
-        &TaesdConfig::tiny(latent_channels),
-        WeightInit::Seeded(seed),
-    )
+    ensure!(
+        scale_factor >= 2 && scale_factor.is_power_of_two(),
+        "the scale factor must be a power of two, at least 2"
+    );
+    let cfg = if scale_factor == 8 {
+        TaesdConfig::tiny(latent_channels)
+    } else {
+        TaesdConfig::tiny_scaled(latent_channels, scale_factor)
+    };
+    write_taesd(out_dir, &cfg, WeightInit::Seeded(seed))
 }

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use super::config::read_json;
 use super::memory;
 pub use config::TaesdConfig;
-pub use generate::generate_tiny;
+pub use generate::{generate_tiny, generate_tiny_scaled};
 use network::{Decoder, Encoder};
 
 /// The weights file diffusers saves an `AutoencoderTiny` to.
