@@ -122,6 +122,15 @@ fn main() -> std::process::ExitCode {
         }
         Some(Command::GenerateEmbedding(args)) => generate_embedding(&args),
         Some(Command::GenerateLora(args)) => generate_lora(&args),
+        Some(Command::GenerateUpscaler(args)) => {
+            sd_worker::upscale::generate(&args.kind, args.seed, &args.out).map(|()| {
+                println!(
+                    "wrote a tiny {} upscaler to {}",
+                    args.kind,
+                    args.out.display()
+                )
+            })
+        }
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };

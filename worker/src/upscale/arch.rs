@@ -244,7 +244,7 @@ fn rename_old(tensors: &HashMap<String, Tensor>) -> Result<HashMap<String, Tenso
                 0 => format!("conv_first.{tail}"),
                 _ if i == 3 * ups + 2 => format!("conv_hr.{tail}"),
                 _ if i == 3 * ups + 4 => format!("conv_last.{tail}"),
-                _ if i % 3 == 0 && i / 3 >= 1 && i / 3 <= ups => format!("conv_up{}.{tail}", i / 3),
+                _ if i.is_multiple_of(3) && i / 3 >= 1 && i / 3 <= ups => format!("conv_up{}.{tail}", i / 3),
                 _ => bail!("unexpected key `{k}` in an ESRGAN (original layout) with {ups} upsampling stages"),
             }
         } else {

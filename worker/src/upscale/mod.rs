@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 enum Net {
-    Rrdb(rrdbnet::RrdbNet),
+    Rrdb(Box<rrdbnet::RrdbNet>),
     Compact(srvgg::SrvggNet),
 }
 
@@ -73,7 +73,7 @@ impl Upscaler {
         let params = tensors.values().map(|t| t.elem_count()).sum();
         let vb = VarBuilder::from_tensors(tensors, dtype, device);
         let net = match &arch {
-            UpscalerArch::Esrgan(c) => Net::Rrdb(rrdbnet::RrdbNet::new(c, vb)?),
+            UpscalerArch::Esrgan(c) => Net::Rrdb(Box::new(rrdbnet::RrdbNet::new(c, vb)?)),
             UpscalerArch::Compact(c) => Net::Compact(srvgg::SrvggNet::new(c, vb)?),
         };
         Ok(Self {

@@ -184,7 +184,11 @@ pub fn reflect_pad_to_multiple(x: &Tensor, m: usize) -> Result<Tensor> {
 /// to `side - 1`, then the last value (spandrel's `pad_tensor` falls back to
 /// replicate there).
 pub fn pad_end(x: &Tensor, ph: usize, pw: usize) -> Result<Tensor> {
-    let mut x = x.clone();
+    if ph == 0 && pw == 0 {
+        return Ok(x.clone());
+    }
+    // index_select reads contiguous tensors only (a tile is a narrowed view).
+    let mut x = x.contiguous()?;
     for (dim, pad) in [(2, ph), (3, pw)] {
         if pad == 0 {
             continue;
