@@ -59,7 +59,9 @@ impl RrdbConfig {
 /// Shapes of a Real-ESRGAN SRVGGNetCompact (PReLU activations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactConfig {
+    /// Input image channels (3).
     pub in_nc: usize,
+    /// Output image channels (3).
     pub out_nc: usize,
     /// Feature channels (64 in the released models).
     pub nf: usize,
@@ -72,7 +74,9 @@ pub struct CompactConfig {
 /// A detected upscaler architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpscalerArch {
+    /// ESRGAN / Real-ESRGAN RRDBNet (any key layout).
     Esrgan(RrdbConfig),
+    /// Real-ESRGAN SRVGGNetCompact.
     Compact(CompactConfig),
 }
 

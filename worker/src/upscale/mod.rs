@@ -47,6 +47,8 @@ pub struct Upscaler {
 
 impl Upscaler {
     /// Loads `path` (`.safetensors`, `.pth` / `.pt`) onto `device` in f32.
+    /// A `.pth` is read only through Candle's pickle reader, which takes the
+    /// tensors out as data and never executes code from the file.
     ///
     /// Errors: see [`load::read_state_dict`] (file type, malformed file) and
     /// [`arch::detect`] (not an upscaler, an unsupported architecture or

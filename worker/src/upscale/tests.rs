@@ -240,6 +240,17 @@ fn tiles_equal_the_whole_image_and_report_progress() {
 }
 
 #[test]
+fn half_precision_weights_run_close_to_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, up) = tiny(dir.path(), "compact-x2");
+    let half = Upscaler::load_with_dtype(&path, &Device::Cpu, DType::F16).unwrap();
+    assert_eq!(half.weight_bytes() * 2, up.weight_bytes());
+    let x = image(9, 7);
+    let d = max_diff(&up.forward(&x).unwrap(), &half.forward(&x).unwrap());
+    assert!(d < 1e-2, "f16 differs by {d}");
+}
+
+#[test]
 fn the_callback_cancels_and_tile_zero_is_untiled() {
     let dir = tempfile::tempdir().unwrap();
     let (_, up) = tiny(dir.path(), "compact-x2");
