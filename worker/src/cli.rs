@@ -43,6 +43,10 @@ pub enum Command {
     /// Write a random-weight tiny TAESD (diffusers' `AutoencoderTiny` layout,
     /// the published structure 8 channels wide).
     GenerateTaesd(GenerateTaesdArgs),
+    /// Write a tiny deterministic random model upscaler (.safetensors) in a
+    /// user file's key layout: ESRGAN (basicsr or original layout) or
+    /// Real-ESRGAN compact.
+    GenerateUpscaler(GenerateUpscalerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +62,20 @@ pub struct GenerateTaesdArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateUpscalerArgs {
+    /// esrgan-x4, esrgan-x2, esrgan-x1, esrgan-old-x4, esrgan-old-x2,
+    /// esrgan-old-plus-x4, compact-x4 or compact-x2.
+    #[arg(long, default_value = "esrgan-x4")]
+    pub kind: String,
+    /// Seed of the weights (same kind and seed, byte-identical file).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output file (.safetensors).
     #[arg(long)]
     pub out: PathBuf,
 }

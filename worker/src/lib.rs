@@ -21,4 +21,5 @@ pub mod preprocess;
 pub mod profile;
 pub mod scheduler;
 pub mod server;
+pub mod upscale;
 pub mod validation;

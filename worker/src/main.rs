@@ -135,6 +135,15 @@ fn main() -> std::process::ExitCode {
                 args.out.display()
             )
         }),
+        Some(Command::GenerateUpscaler(args)) => {
+            sd_worker::upscale::generate(&args.kind, args.seed, &args.out).map(|()| {
+                println!(
+                    "wrote a tiny {} upscaler to {}",
+                    args.kind,
+                    args.out.display()
+                )
+            })
+        }
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };
