@@ -23,6 +23,7 @@ pub mod request;
 pub mod retry;
 pub mod schedulers;
 pub mod sse;
+pub mod upscale;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
@@ -42,3 +43,4 @@ pub use request::{
     Rng, TextToImageRequest, MAX_SEED,
 };
 pub use schedulers::{SchedulerName, SchedulerSpec, SCHEDULERS};
+pub use upscale::{UpscaleRequest, UpscalerInfo};

@@ -18,6 +18,8 @@ pub enum JobRequest {
     ImageTransform(ImageRequest),
     /// Inpainting: the white part of `mask` (or the transparent part of `image`) repainted.
     ImageInpaint(ImageRequest),
+    /// `image` made larger by an upscaler (no diffusion, no prompt).
+    ImageUpscale(crate::UpscaleRequest),
 }
 
 impl JobRequest {
@@ -26,14 +28,16 @@ impl JobRequest {
             JobRequest::ImageGeneration(_) => Operation::ImageGeneration,
             JobRequest::ImageTransform(_) => Operation::ImageTransform,
             JobRequest::ImageInpaint(_) => Operation::ImageInpaint,
+            JobRequest::ImageUpscale(_) => Operation::ImageUpscale,
         }
     }
 
-    /// Parameters shared by every operation.
-    pub fn params(&self) -> &GenerationParams {
+    /// Parameters shared by the diffusion operations (None for `image_upscale`).
+    pub fn params(&self) -> Option<&GenerationParams> {
         match self {
-            JobRequest::ImageGeneration(r) => &r.params,
-            JobRequest::ImageTransform(r) | JobRequest::ImageInpaint(r) => &r.params,
+            JobRequest::ImageGeneration(r) => Some(&r.params),
+            JobRequest::ImageTransform(r) | JobRequest::ImageInpaint(r) => Some(&r.params),
+            JobRequest::ImageUpscale(_) => None,
         }
     }
 }
@@ -47,13 +51,15 @@ pub enum Operation {
     ImageGeneration,
     ImageTransform,
     ImageInpaint,
+    ImageUpscale,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 3] = [
+    pub const ALL: [Operation; 4] = [
         Operation::ImageGeneration,
         Operation::ImageTransform,
         Operation::ImageInpaint,
+        Operation::ImageUpscale,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +67,7 @@ impl Operation {
             Operation::ImageGeneration => "image_generation",
             Operation::ImageTransform => "image_transform",
             Operation::ImageInpaint => "image_inpaint",
+            Operation::ImageUpscale => "image_upscale",
         }
     }
 }
@@ -308,9 +315,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.operation(), Operation::ImageGeneration);
-        assert_eq!(r.params().prompt, "a cat");
-        assert_eq!(r.params().seed, Some(42));
-        assert_eq!(r.params().model.as_deref(), Some("m"));
+        assert_eq!(r.params().unwrap().prompt, "a cat");
+        assert_eq!(r.params().unwrap().seed, Some(42));
+        assert_eq!(r.params().unwrap().model.as_deref(), Some("m"));
     }
 
     #[test]
@@ -340,7 +347,7 @@ mod tests {
             r#"{"operation":"image_inpaint","prompt":"p","steps":4.0,"width":1e2,"height":64.0,"num_images":2.0,"preview_every":1.0,"mask_blur":3.0,"seed":-1}"#,
         )
         .unwrap();
-        let p = r.params();
+        let p = r.params().unwrap();
         assert_eq!(
             (p.steps, p.width, p.height, p.num_images, p.preview_every),
             (Some(4), Some(100), Some(64), Some(2), Some(1))
@@ -382,18 +389,21 @@ mod tests {
                 r#"{{"operation":"image_generation","prompt":"p"{extra}}}"#
             ))
         };
-        assert_eq!(parse("").unwrap().params().rng, None);
+        assert_eq!(parse("").unwrap().params().unwrap().rng, None);
         let r = parse(r#","rng":"torch-cpu""#).unwrap();
-        assert_eq!(r.params().rng, Some(Rng::TorchCpu));
+        assert_eq!(r.params().unwrap().rng, Some(Rng::TorchCpu));
         assert_eq!(
             serde_json::to_value(&r).unwrap()["rng"],
             Rng::TorchCpu.name()
         );
         assert_eq!(
-            parse(r#","rng":"chacha""#).unwrap().params().rng,
+            parse(r#","rng":"chacha""#).unwrap().params().unwrap().rng,
             Some(Rng::Chacha)
         );
-        assert_eq!(parse(r#","rng":"nv""#).unwrap().params().rng, Some(Rng::Nv));
+        assert_eq!(
+            parse(r#","rng":"nv""#).unwrap().params().unwrap().rng,
+            Some(Rng::Nv)
+        );
         assert_eq!(Rng::Nv.name(), "nv");
         assert!(parse(r#","rng":"nv-gpu""#).is_err());
         // AUTOMATIC1111's infotext spellings (`RNG: NV`, `RNG: CPU`) and its
@@ -405,7 +415,7 @@ mod tests {
             ("cpu", Rng::TorchCpu),
         ] {
             let got = parse(&format!(r#","rng":"{spelling}""#)).unwrap();
-            assert_eq!(got.params().rng, Some(rng), "{spelling}");
+            assert_eq!(got.params().unwrap().rng, Some(rng), "{spelling}");
         }
         assert!(parse(r#","rng":"Nv-Philox""#).is_err());
     }

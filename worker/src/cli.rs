@@ -179,6 +179,12 @@ pub struct ServeArgs {
         default_value = "jeroenvlek/depth-anything-v2-safetensors"
     )]
     pub depth_model: String,
+    /// A folder of model upscalers (ESRGAN, Real-ESRGAN and its compact
+    /// models; `.safetensors`, or `.pth` read without running its code) for
+    /// `image_upscale` and `hires.upscaler`; read on each use, so new files
+    /// need no restart. `lanczos` and `nearest` are always there.
+    #[arg(long, env = "SD_WORKER_UPSCALER_DIR")]
+    pub upscaler_dir: Option<PathBuf>,
     /// TAESD, the tiny autoencoder, for full-size previews and `vae: tiny`
     /// decodes: a diffusers `AutoencoderTiny` folder, a hub repository
     /// `owner/name`, or `auto` (madebyollin's `taesd` for SD 1.x/2.x,

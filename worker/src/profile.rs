@@ -30,6 +30,8 @@ pub struct Profile {
     /// The names LoRA keys may give the model's weights: a LoRA that adapts
     /// none of them is refused before it is queued.
     pub lora_targets: std::sync::Arc<crate::lora::keys::Targets>,
+    /// The upscalers `image_upscale` and `hires.upscaler` may name.
+    pub upscalers: std::sync::Arc<crate::upscale::registry::UpscalerRegistry>,
 }
 
 pub struct Runtime<'a> {
@@ -119,12 +121,23 @@ impl Profile {
             preprocessors: Default::default(),
             catalogs: Default::default(),
             lora_targets: Default::default(),
+            upscalers: std::sync::Arc::new(crate::upscale::registry::UpscalerRegistry::new(
+                None,
+                &candle_core::Device::Cpu,
+                candle_core::DType::F32,
+            )),
         }
     }
 
     /// With the model's LoRA targets ([`crate::lora::keys::Targets`]).
     pub fn with_lora_targets(mut self, targets: crate::lora::keys::Targets) -> Self {
         self.lora_targets = std::sync::Arc::new(targets);
+        self
+    }
+
+    /// With `registry`'s upscalers on offer.
+    pub fn with_upscalers(mut self, registry: crate::upscale::registry::UpscalerRegistry) -> Self {
+        self.upscalers = std::sync::Arc::new(registry);
         self
     }
 

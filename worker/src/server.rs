@@ -108,6 +108,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let studio = studio_dir(&args)?;
     let catalogs =
         crate::catalog::Catalogs::open(args.lora_dir.as_deref(), args.embeddings_dir.as_deref())?;
+    if let Some(dir) = &args.upscaler_dir {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "--upscaler-dir {}: not a folder",
+            dir.display()
+        );
+    }
     // A local depth model is checked now; a hub one is fetched on first use.
     if let crate::preprocess::depth_weights::DepthSource::Local(path) =
         crate::preprocess::depth_weights::DepthSource::parse(&args.depth_model)
@@ -293,6 +300,7 @@ fn spawn_model_load(
     let skip_t5 = args.no_t5;
     let depth = crate::preprocess::depth_weights::DepthSource::parse(&args.depth_model);
     let taesd = args.taesd.clone();
+    let upscaler_dir = args.upscaler_dir.clone();
     let controlnets = crate::controlnet::ControlNetOptions {
         models: args.controlnets.clone(),
         dir: args.controlnet_dir.clone(),
@@ -326,6 +334,7 @@ fn spawn_model_load(
                         .with_controlnets(registry)
                         .with_lora_merge_bytes(model.lora_merge_bytes())
                         .with_taesd(model.vae().tiny().is_some())
+                        .with_upscalers(crate::upscale::registry::UpscalerRegistry::new(upscaler_dir, &device, dtype))
                         .with_lora_targets(crate::lora::keys::Targets::new(
                             model.weight_tables(),
                             model.unet_config().map(|c| c.layers_per_block),

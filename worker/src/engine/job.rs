@@ -11,12 +11,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
-use crate::pipeline::Request;
+use crate::pipeline::Work;
 
 pub struct Job {
     pub id: String,
     pub operation: Operation,
-    pub request: Request,
+    pub request: Work,
     pub preview_every: u32,
     cancel: AtomicBool,
     state: Mutex<JobState>,
@@ -38,7 +38,7 @@ struct JobState {
 }
 
 impl Job {
-    pub fn new(id: String, operation: Operation, request: Request, preview_every: u32) -> Self {
+    pub fn new(id: String, operation: Operation, request: Work, preview_every: u32) -> Self {
         let total_steps = request.steps_to_run() as u32;
         Self {
             id,
@@ -191,7 +191,7 @@ impl Job {
             queue_position: s.queue_position,
             step: s.step,
             total_steps: s.total_steps,
-            seed: self.request.seed,
+            seed: self.request.seed(),
             cancel_requested: self.cancel_requested() && !s.status.is_terminal(),
             timings: Timings {
                 created_at_ms: s.created_at_ms,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
-use crate::pipeline::Request;
+use crate::pipeline::Work;
 use job::Job;
 use queue::{JobQueue, PushError};
 use registry::{Lookup, Registry};
@@ -79,7 +79,7 @@ impl Engine {
         &self,
         id: String,
         operation: Operation,
-        request: Request,
+        request: Work,
         preview_every: u32,
     ) -> Result<(Arc<Job>, u32), PushError> {
         let job = Arc::new(Job::new(id, operation, request, preview_every));

@@ -14,7 +14,7 @@ use tracing::{error, info, info_span, warn};
 use super::job::Job;
 use super::RunnerShared;
 use crate::model::LoadedModel;
-use crate::pipeline::{generate, preview::preview_jpeg, Observer, Outcome};
+use crate::pipeline::{preview::preview_jpeg, Observer, Outcome};
 
 /// Runs jobs until the queue closes.
 pub fn run(model: LoadedModel, shared: Arc<RunnerShared>) {
@@ -55,7 +55,7 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         inject_fault(job);
-        generate::run(model, &job.request, &mut observer)
+        job.request.run(model, &mut observer)
     }));
     let timed_out = observer.timed_out;
     let elapsed = started.elapsed();
@@ -144,7 +144,8 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
 fn inject_fault(job: &Job) {
     #[cfg(debug_assertions)]
     if let Ok(marker) = std::env::var("SD_WORKER_TEST_PANIC_ON_PROMPT") {
-        if !marker.is_empty() && job.request.prompt.contains(&marker) {
+        let prompt = job.request.generation().map_or("", |r| r.prompt.as_str());
+        if !marker.is_empty() && prompt.contains(&marker) {
             panic!("injected fault (SD_WORKER_TEST_PANIC_ON_PROMPT)");
         }
     }
@@ -202,7 +203,10 @@ impl Observer for JobObserver<'_> {
     }
 
     fn preview(&mut self, step: usize, clean_latents: &Tensor) {
-        match preview_jpeg(self.model, clean_latents, self.job.request.decoding.preview) {
+        let Some(req) = self.job.request.generation() else {
+            return;
+        };
+        match preview_jpeg(self.model, clean_latents, req.decoding.preview) {
             Ok(jpeg) => {
                 self.job.push(StreamEvent::Preview {
                     step: step as u32,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use sd_worker_sdk::{self as sdk, EmbeddingInfo, ErrorCode, LoraInfo};
+use sd_worker_sdk::{self as sdk, EmbeddingInfo, ErrorCode, LoraInfo, UpscalerInfo};
 
 use super::error::HttpError;
 use super::AppState;
@@ -24,6 +24,32 @@ pub async fn loras(State(state): State<AppState>) -> Result<Json<Vec<LoraInfo>>,
 /// The LoRAs as `GET /v1/loras` lists them (for the A1111 adapter too).
 pub(crate) async fn list_loras(state: &AppState) -> Result<Vec<LoraInfo>, HttpError> {
     list(state.ready_profile()?.catalogs.loras.clone(), "LoRAs").await
+}
+
+/// The upscalers `image_upscale` and `hires.upscaler` may name: the
+/// built-ins (`lanczos`, `nearest`), then `--upscaler-dir`'s models by name
+/// (files that are not upscalers are left out, said in the log).
+#[utoipa::path(get, path = "/v1/upscalers", tag = "worker", responses(
+    (status = 200, description = "The usable upscalers", body = Vec<sdk::UpscalerInfo>),
+    (status = 503, description = "Model loading or worker stopping", body = sdk::ErrorBody)))]
+pub async fn upscalers(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<UpscalerInfo>>, HttpError> {
+    Ok(Json(list_upscalers(&state).await?))
+}
+
+/// The upscalers as `GET /v1/upscalers` lists them (for the A1111 adapter too),
+/// off the async runtime: a new file is read once to detect it.
+pub(crate) async fn list_upscalers(state: &AppState) -> Result<Vec<UpscalerInfo>, HttpError> {
+    let registry = state.ready_profile()?.upscalers.clone();
+    tokio::task::spawn_blocking(move || registry.list())
+        .await
+        .map_err(|e| {
+            HttpError::new(
+                ErrorCode::Internal,
+                format!("listing the upscalers failed: {e}"),
+            )
+        })
 }
 
 /// The textual-inversion embeddings prompts may use, sorted by name; `[]`

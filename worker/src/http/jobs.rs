@@ -89,7 +89,7 @@ async fn accept(
     let body = read_body(Request::from_parts(parts, body)).await?;
     let may_have_images = may_carry_images(&body);
     let (job, position) = validate_and_submit(state, may_have_images, move |_| Ok(body)).await?;
-    let seed = job.request.seed;
+    let seed = job.request.seed();
     Ok((
         StatusCode::ACCEPTED,
         Json(JobAccepted {

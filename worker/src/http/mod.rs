@@ -111,6 +111,7 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
         .route("/v1/info", get(info::info))
         .route("/v1/loras", get(catalog::loras))
         .route("/v1/embeddings", get(catalog::embeddings))
+        .route("/v1/upscalers", get(catalog::upscalers))
         .route("/v1/jobs", post(jobs::submit))
         .route("/v1/preprocess", post(preprocess::preprocess))
         .route("/v1/jobs/{id}", get(jobs::status).delete(jobs::cancel))

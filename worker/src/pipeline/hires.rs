@@ -8,8 +8,6 @@
 
 use anyhow::Result;
 use candle_core::{IndexOp, Tensor};
-use image::imageops::FilterType;
-use image::RgbImage;
 use sd_worker_sdk::Phase;
 
 use super::denoise::{self, Loop};
@@ -20,6 +18,7 @@ use super::{Observer, Request};
 use crate::model::denoiser::Conditioning;
 use crate::model::LoadedModel;
 use crate::scheduler;
+use crate::upscale::registry::UpscalerChoice;
 
 /// A validated hires fix.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,26 +52,9 @@ pub struct HiresInfotext {
 pub enum HiresUpscaler {
     /// The latents resized directly.
     Latent(Interpolation),
-    /// Through pixels, by this upscaler.
-    Pixel(PixelUpscaler),
-}
-
-/// A pixel upscaler of the hires fix (`GET /v1/upscalers`' built-ins).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PixelUpscaler {
-    Lanczos,
-    Nearest,
-}
-
-impl PixelUpscaler {
-    /// `img` resized to exactly `w` x `h`.
-    pub fn upscale(self, img: &RgbImage, w: u32, h: u32) -> RgbImage {
-        let filter = match self {
-            PixelUpscaler::Lanczos => FilterType::Lanczos3,
-            PixelUpscaler::Nearest => FilterType::Nearest,
-        };
-        image::imageops::resize(img, w, h, filter)
-    }
+    /// Through pixels, by this upscaler (a built-in resampler or a model of
+    /// `--upscaler-dir`, then Lanczos to the exact size).
+    Pixel(UpscalerChoice),
 }
 
 impl Hires {
@@ -140,7 +122,7 @@ pub fn second_pass(
             let mut pixels = Vec::with_capacity(n);
             for i in 0..n {
                 let rgb = decode(model, &latents.i(i..i + 1)?)?;
-                let big = up.upscale(&rgb, hires.width, hires.height);
+                let big = up.resize(&rgb, hires.width, hires.height)?;
                 pixels.push(pixels_to_tensor(model, &big)?);
             }
             let pixels = Tensor::cat(&pixels, 0)?;

@@ -64,6 +64,53 @@ pub struct Request {
     pub decoding: Decoding,
 }
 
+/// What a job does: diffusion (text to image, image to image, inpainting),
+/// or an upscale. The engine runs either behind the same queue, events and
+/// cancellation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    Generate(Request),
+    Upscale(crate::upscale::job::UpscaleJob),
+}
+
+impl Work {
+    /// Progress steps the job reports (`started.total`).
+    pub fn steps_to_run(&self) -> usize {
+        match self {
+            Work::Generate(r) => r.steps_to_run(),
+            Work::Upscale(u) => u.steps(),
+        }
+    }
+
+    /// The seed of its first image (0 for an upscale, which draws no noise).
+    pub fn seed(&self) -> u64 {
+        match self {
+            Work::Generate(r) => r.seed,
+            Work::Upscale(_) => 0,
+        }
+    }
+
+    /// The diffusion request, if it is one.
+    pub fn generation(&self) -> Option<&Request> {
+        match self {
+            Work::Generate(r) => Some(r),
+            Work::Upscale(_) => None,
+        }
+    }
+
+    /// Runs it on `model` (an upscale needs none of it).
+    pub fn run(
+        &self,
+        model: &crate::model::LoadedModel,
+        observer: &mut dyn Observer,
+    ) -> anyhow::Result<Outcome> {
+        match self {
+            Work::Generate(r) => generate::run(model, r, observer),
+            Work::Upscale(u) => crate::upscale::job::run(u, observer),
+        }
+    }
+}
+
 /// The decoders of a job, validated against what the worker loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decoding {

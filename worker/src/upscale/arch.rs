@@ -89,6 +89,15 @@ impl UpscalerArch {
         }
     }
 
+    /// Sides are padded up to a multiple of this (4 for pixel-unshuffle
+    /// ESRGAN models, as spandrel's size requirements; 1 otherwise).
+    pub fn size_multiple(&self) -> usize {
+        match self {
+            UpscalerArch::Esrgan(c) if c.shuffle > 1 => 4,
+            _ => 1,
+        }
+    }
+
     /// Output side / input side.
     pub fn scale(&self) -> usize {
         match self {

@@ -12,10 +12,12 @@
 
 pub mod arch;
 pub mod generate;
+pub mod job;
 pub mod load;
+pub mod registry;
 pub mod rrdbnet;
 pub mod srvgg;
-mod tile;
+pub mod tile;
 
 #[cfg(test)]
 mod reference_tests;
@@ -121,10 +123,7 @@ impl Upscaler {
     /// pixel-unshuffle models, spandrel's `SizeRequirements(minimum=2,
     /// multiple_of=4)`; 1 otherwise).
     pub fn size_multiple(&self) -> usize {
-        match &self.arch {
-            UpscalerArch::Esrgan(c) if c.shuffle > 1 => 4,
-            _ => 1,
-        }
+        self.arch.size_multiple()
     }
 
     /// Smallest side the network takes before padding (2 for ESRGAN, 1 for compact).

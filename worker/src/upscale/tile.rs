@@ -34,6 +34,16 @@ fn spans(n: usize, tile: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// Tiles [`upscale_tiled`] runs for an `h` x `w` image (1 untiled) on a
+/// network whose sides are padded to `multiple` ([`Upscaler::size_multiple`]).
+pub fn tile_count(multiple: usize, h: usize, w: usize, tile_size: usize) -> usize {
+    if tile_size == 0 || (h <= tile_size && w <= tile_size) {
+        return 1;
+    }
+    let tile = round_up(tile_size, multiple.max(1));
+    spans(h, tile).len() * spans(w, tile).len()
+}
+
 pub(super) fn upscale_tiled(
     up: &Upscaler,
     image: &Tensor,

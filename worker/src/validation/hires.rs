@@ -8,16 +8,10 @@ use sd_worker_sdk::hires::{
 use sd_worker_sdk::{ApiError, HiresFix};
 
 use super::invalid;
-use crate::pipeline::hires::{Hires, HiresInfotext, HiresUpscaler, PixelUpscaler};
+use crate::pipeline::hires::{Hires, HiresInfotext, HiresUpscaler};
 use crate::pipeline::resize::Interpolation;
 use crate::pipeline::Request;
 use crate::profile::Profile;
-
-/// The pixel upscalers every worker has (`GET /v1/upscalers`' built-ins).
-pub const BUILTIN_PIXEL_UPSCALERS: [(&str, PixelUpscaler); 2] = [
-    ("lanczos", PixelUpscaler::Lanczos),
-    ("nearest", PixelUpscaler::Nearest),
-];
 
 /// Validates `h` against the first pass `req` (already validated).
 pub fn hires(h: &HiresFix, req: &Request, profile: &Profile) -> Result<Hires, ApiError> {
@@ -99,21 +93,18 @@ pub fn hires(h: &HiresFix, req: &Request, profile: &Profile) -> Result<Hires, Ap
         let mode = Interpolation::from_mode(l.mode)
             .map_err(|e| invalid("hires.upscaler", e.to_string()))?;
         (HiresUpscaler::Latent(mode), l.a1111.to_string())
-    } else if let Some((n, p)) = BUILTIN_PIXEL_UPSCALERS
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-    {
-        (HiresUpscaler::Pixel(*p), n.to_string())
     } else {
-        let mut known: Vec<&str> = sd_worker_sdk::hires::LATENT_UPSCALERS
-            .iter()
-            .map(|l| l.name)
-            .collect();
-        known.extend(BUILTIN_PIXEL_UPSCALERS.iter().map(|(n, _)| *n));
-        return Err(invalid(
-            "hires.upscaler",
-            format!("unknown upscaler `{name}`; one of: {}", known.join(", ")),
-        ));
+        let choice = profile.upscalers.resolve(name).map_err(|reason| {
+            let latent: Vec<&str> = sd_worker_sdk::hires::LATENT_UPSCALERS
+                .iter()
+                .map(|l| l.name)
+                .collect();
+            invalid(
+                "hires.upscaler",
+                format!("{reason}; or a latent one: {}", latent.join(", ")),
+            )
+        })?;
+        (HiresUpscaler::Pixel(choice), name.to_string())
     };
     let steps = match h.steps {
         None | Some(0) => req.steps,

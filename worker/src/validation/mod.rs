@@ -4,6 +4,7 @@
 mod control;
 pub mod hires;
 pub mod lora;
+mod upscale;
 
 use image::DynamicImage;
 use rand::Rng;
@@ -13,7 +14,7 @@ use sd_worker_sdk::{
 use serde_json::Value;
 
 use crate::images;
-use crate::pipeline::{InitImage, Request};
+use crate::pipeline::{InitImage, Request, Work};
 use crate::profile::Profile;
 use crate::scheduler::SchedulerKind;
 
@@ -21,14 +22,25 @@ use crate::scheduler::SchedulerKind;
 #[derive(Debug, Clone)]
 pub struct Validated {
     pub operation: Operation,
-    pub request: Request,
+    pub request: Work,
     pub preview_every: u32,
 }
 
 /// Parses and validates a `POST /v1/jobs` body. Decodes input images, so call
 /// it off the async runtime.
 pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiError> {
-    let (operation, params, input) = parse(body)?;
+    let (operation, map) = parse(body)?;
+    if operation == Operation::ImageUpscale {
+        return Ok(Validated {
+            operation,
+            request: Work::Upscale(upscale::upscale(typed(map)?, profile)?),
+            preview_every: 0,
+        });
+    }
+    // The shared parameters and the image fields are read from the same object,
+    // each without flattening, so an error path names the exact field.
+    let params: GenerationParams = typed(map.clone())?;
+    let input: ImageInput = typed(map)?;
     let image = match operation {
         Operation::ImageGeneration => {
             for (field, present) in [
@@ -48,7 +60,8 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
             }
             None
         }
-        Operation::ImageTransform | Operation::ImageInpaint => {
+        // Image to image and inpainting.
+        _ => {
             if params.hires.is_some() {
                 return Err(invalid(
                     "hires",
@@ -99,7 +112,7 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
     }
     Ok(Validated {
         operation,
-        request,
+        request: Work::Generate(request),
         preview_every: params.preview_every.unwrap_or(0),
     })
 }
@@ -123,7 +136,8 @@ pub fn read_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Api
     typed(Value::Object(map))
 }
 
-fn parse(body: &[u8]) -> Result<(Operation, GenerationParams, ImageInput), ApiError> {
+/// The body's `operation` and the rest of its object (`null` fields removed).
+fn parse(body: &[u8]) -> Result<(Operation, Value), ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidJson,
@@ -170,12 +184,7 @@ fn parse(body: &[u8]) -> Result<(Operation, GenerationParams, ImageInput), ApiEr
             .with_field("operation"))
         }
     };
-    // The shared parameters and the image fields are read from the same object,
-    // each without flattening, so an error path names the exact field.
-    let map = Value::Object(map);
-    let params: GenerationParams = typed(map.clone())?;
-    let input: ImageInput = typed(map)?;
-    Ok((operation, params, input))
+    Ok((operation, Value::Object(map)))
 }
 
 /// Reads the contract type `T` from the body's object. A missing required
@@ -191,7 +200,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
         let within = |field: String| match path.as_str() {
             "." | "" => field,
             // Inside a nested object the path already ends at the field.
-            at if at.ends_with(&format!(".{field}")) => at.to_string(),
+            at if at == field || at.ends_with(&format!(".{field}")) => at.to_string(),
             at => format!("{at}.{field}"),
         };
         if let Some(field) = missing_field(&inner).map(within) {

@@ -158,7 +158,14 @@ fn respond(
     plan: &controlnet::Plan,
     images: Vec<GeneratedImage>,
 ) -> Response {
-    let r = &job.request;
+    // A1111's routes queue diffusion jobs only.
+    let Some(r) = job.request.generation() else {
+        return crate::http::error::HttpError::from(sd_worker_sdk::ApiError::new(
+            sd_worker_sdk::ErrorCode::Internal,
+            "an A1111 route answered for a job that is not a generation",
+        ))
+        .into_response();
+    };
     let spec = r.scheduler.wire().spec();
     let n = images.len();
     let seeds: Vec<u64> = images.iter().map(|i| i.seed).collect();

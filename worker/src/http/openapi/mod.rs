@@ -19,7 +19,7 @@ mod truth;
         description = "Stable Diffusion image-generation worker: submit jobs, follow them as Server-Sent Events, fetch images. \
                        With --api-token, every route but /health and /ready needs `Authorization: Bearer <token>`."
     ),
-    paths(info::health, info::ready, info::metrics, info::info, catalog::loras, catalog::embeddings, spec, jobs::submit, preprocess::preprocess, jobs::status, jobs::cancel, jobs::image, stream::stream,
+    paths(info::health, info::ready, info::metrics, info::info, catalog::loras, catalog::embeddings, catalog::upscalers, spec, jobs::submit, preprocess::preprocess, jobs::status, jobs::cancel, jobs::image, stream::stream,
         openai::generations::generations, openai::edits::edits,
         a1111::txt2img, a1111::img2img, a1111::misc::samplers, a1111::misc::schedulers, a1111::misc::sd_models, a1111::networks::loras, a1111::networks::embeddings,
         a1111::misc::get_options, a1111::misc::set_options, a1111::misc::progress, a1111::misc::cmd_flags, a1111::memory::memory, a1111::misc::interrupt,
@@ -29,7 +29,8 @@ mod truth;
         sdk::JobRequest, sdk::TextToImageRequest, sdk::ImageRequest, sdk::GenerationParams, sdk::ImageInput, sdk::ResizeMode, sdk::Rng,
         sdk::ImageFormat, sdk::Operation, sdk::JobAccepted, sdk::JobSnapshot, sdk::JobStatus, sdk::Timings, sdk::JobResult,
         sdk::GeneratedImage, sdk::StreamEvent, sdk::ErrorBody, sdk::ApiError, sdk::ErrorCode, sdk::WorkerInfo, sdk::LoraApplied, sdk::ModelInfo, sdk::MemoryEstimate, sdk::ControlNetInfo, sdk::ControlNetUnit, sdk::PreprocessParams, sdk::PreprocessorName, sdk::PreprocessRequest,
-        sdk::LoraRef, sdk::LoraInfo, sdk::LoraMetadata, sdk::EmbeddingInfo,
+        sdk::LoraRef, sdk::LoraInfo, sdk::LoraMetadata, sdk::EmbeddingInfo, sdk::UpscaleRequest, sdk::UpscalerInfo,
+        sdk::HiresFix, sdk::Phase, sdk::PreviewMethod, sdk::VaeChoice, sdk::VaeTiling,
         sdk::Limits, sdk::Defaults, sdk::Heartbeat, sdk::HeartbeatWorker, sdk::WorkerStatus,
         openai::generations::ImageGenerationRequest, openai::edits::ImageEditForm, openai::ImagesResponse, openai::ImageData,
         openai::ResponseFormat, openai::OutputFormat, openai::error::OpenAiErrorBody, openai::error::OpenAiError,

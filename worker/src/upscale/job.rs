@@ -1,0 +1,118 @@
+//! An `image_upscale` job: the input through the chosen upscaler (a model in
+//! tiles, one progress step each, cancellable between them; or a built-in
+//! resampler in one step), then Lanczos to the requested factor, encoded
+//! with A1111's `Postprocess upscaler` / `Postprocess upscale by` parameters.
+
+use anyhow::Result;
+use image::imageops::FilterType;
+use image::RgbImage;
+use sd_worker_sdk::{ImageFormat, Phase};
+use std::time::Instant;
+
+use super::registry::{run_model, UpscalerChoice};
+use super::tile::tile_count;
+use crate::pipeline::encode::{encode_jpeg, encode_png};
+use crate::pipeline::{Image, Observer, Outcome, StageTimings};
+
+/// A validated `image_upscale` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpscaleJob {
+    pub image: RgbImage,
+    pub upscaler: UpscalerChoice,
+    /// The name the request used (what the PNG says).
+    pub upscaler_name: String,
+    /// The factor asked for, and the output size it makes.
+    pub scale: f64,
+    pub width: u32,
+    pub height: u32,
+    /// Input pixels a side per model tile (0: whole) and their overlap.
+    pub tile_size: usize,
+    pub tile_overlap: usize,
+    pub output_format: ImageFormat,
+}
+
+impl UpscaleJob {
+    /// Progress steps: a model's tiles, or 1.
+    pub fn steps(&self) -> usize {
+        match &self.upscaler {
+            UpscalerChoice::Builtin(_) => 1,
+            UpscalerChoice::Model(m) => tile_count(
+                m.multiple,
+                self.image.height() as usize,
+                self.image.width() as usize,
+                self.tile_size,
+            ),
+        }
+    }
+}
+
+/// Runs the job, reporting each tile to `observer` (`phase: upscale`).
+pub fn run(job: &UpscaleJob, observer: &mut dyn Observer) -> Result<Outcome> {
+    observer.set_phase(Phase::Upscale);
+    let t0 = Instant::now();
+    let total = job.steps();
+    let (w, h) = (job.width, job.height);
+    let out = match &job.upscaler {
+        UpscalerChoice::Builtin(filter) => {
+            let out = image::imageops::resize(&job.image, w, h, *filter);
+            if !observer.step(1, 1) {
+                return Ok(Outcome::Cancelled);
+            }
+            out
+        }
+        UpscalerChoice::Model(m) => {
+            let net = m.load()?;
+            let mut stopped = false;
+            let result = run_model(
+                &net,
+                &job.image,
+                job.tile_size,
+                job.tile_overlap,
+                &mut |done, _| {
+                    if observer.step(done, total) {
+                        Ok(())
+                    } else {
+                        stopped = true;
+                        anyhow::bail!("cancelled")
+                    }
+                },
+            );
+            if stopped {
+                return Ok(Outcome::Cancelled);
+            }
+            let big = result?;
+            if big.dimensions() == (w, h) {
+                big
+            } else {
+                image::imageops::resize(&big, w, h, FilterType::Lanczos3)
+            }
+        }
+    };
+    let decode_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let t1 = Instant::now();
+    let bytes = match job.output_format {
+        ImageFormat::Png => {
+            let params = format!(
+                "Postprocess upscale by: {}, Postprocess upscaler: {}",
+                job.scale, job.upscaler_name
+            );
+            encode_png(out.as_raw(), w, h, Some(&params))?
+        }
+        ImageFormat::Jpeg => encode_jpeg(out.as_raw(), w, h, 92)?,
+    };
+    Ok(Outcome::Completed {
+        images: vec![Image {
+            bytes,
+            format: job.output_format,
+            seed: 0,
+            width: w,
+            height: h,
+        }],
+        timings: StageTimings {
+            vae_decode_ms: decode_ms,
+            encode_ms: t1.elapsed().as_secs_f64() * 1000.0,
+            ..Default::default()
+        },
+        loras: Vec::new(),
+    })
+}
