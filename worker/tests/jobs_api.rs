@@ -369,7 +369,12 @@ async fn info_health_ready_and_unknown_jobs() {
     );
     assert_eq!(
         info["operations"],
-        json!(["image_generation", "image_transform", "image_inpaint"])
+        json!([
+            "image_generation",
+            "image_transform",
+            "image_inpaint",
+            "image_upscale"
+        ])
     );
     assert_eq!(info["limits"]["max_input_pixels"], 4096 * 4096);
     assert_eq!(info["model"]["inpainting"], false);

@@ -134,6 +134,15 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
         .route("/sdapi/v1/schedulers", get(a1111::misc::schedulers))
         .route("/sdapi/v1/sd-models", get(a1111::misc::sd_models))
         .route("/sdapi/v1/loras", get(a1111::networks::loras))
+        .route("/sdapi/v1/upscalers", get(a1111::extras::upscalers))
+        .route(
+            "/sdapi/v1/latent-upscale-modes",
+            get(a1111::extras::latent_upscale_modes),
+        )
+        .route(
+            "/sdapi/v1/extra-single-image",
+            post(a1111::extras::extra_single_image),
+        )
         .route("/sdapi/v1/embeddings", get(a1111::networks::embeddings))
         // These take bodies a browser posts cross-site without a preflight.
         .route(

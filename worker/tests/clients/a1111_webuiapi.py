@@ -69,6 +69,29 @@ def txt2img_with_a_fixed_seed_gives_the_same_png_as_the_same_job_through_v1_jobs
     assert ours("GET", f"/v1/jobs/{r.info['job_id']}")["status"] == "completed"
 
 
+@check
+def txt2img_with_enable_hr_runs_the_hires_fix():
+    r = api.txt2img(prompt=PROMPT, seed=7, steps=3, enable_hr=True, hr_scale=2,
+                    hr_upscaler=webuiapi.HiResUpscaler.Latent, hr_second_pass_steps=2,
+                    denoising_strength=0.5, **SIZE)
+    assert r.image.size == (128, 128), r.image.size
+    text = r.info["infotexts"][0]
+    assert "Hires upscale: 2" in text and "Hires upscaler: Latent" in text, text
+    assert "Size: 64x64" in text and "Hires steps: 2" in text, text
+
+
+@check
+def upscalers_are_listed_and_extras_upscales():
+    names = [u.name if hasattr(u, "name") else u["name"] for u in api.get_upscalers()]
+    assert names[:3] == ["None", "Lanczos", "Nearest"], names
+    modes = [m["name"] for m in api.get_latent_upscale_modes()]
+    assert "Latent" in modes and "Latent (nearest)" in modes, modes
+    r = api.extra_single_image(image=gradient(), upscaler_1=webuiapi.Upscaler.Lanczos,
+                               upscaling_resize=2)
+    assert r.image.size == (128, 128), r.image.size
+    assert "Postprocess upscaler: Lanczos" in r.info, r.info
+
+
 def gradient():
     return Image.frombytes("RGB", (64, 64), bytes(
         c for y in range(64) for x in range(64) for c in (x * 4, y * 4, (x + y) % 256)))

@@ -39,6 +39,16 @@ pub struct SdErrorBody {
 
 /// Our contract's field names as A1111's request calls them.
 pub fn field_of(field: &str) -> String {
+    // The hires fix's fields are txt2img's `hr_*` ones.
+    match field {
+        "hires" | "hires.scale" => return "hr_scale".into(),
+        "hires.upscaler" => return "hr_upscaler".into(),
+        "hires.steps" => return "hr_second_pass_steps".into(),
+        "hires.denoising_strength" => return "denoising_strength".into(),
+        "hires.width" => return "hr_resize_x".into(),
+        "hires.height" => return "hr_resize_y".into(),
+        _ => {}
+    }
     let head = field.split(['.', '[']).next().unwrap_or(field);
     match head {
         "guidance_scale" => "cfg_scale".into(),

@@ -12,6 +12,7 @@ pub mod callers;
 pub mod controlnet;
 pub mod controlnet_routes;
 pub mod error;
+pub mod extras;
 pub mod memory;
 pub mod misc;
 pub mod networks;

@@ -21,7 +21,7 @@ mod truth;
     ),
     paths(info::health, info::ready, info::metrics, info::info, catalog::loras, catalog::embeddings, catalog::upscalers, spec, jobs::submit, preprocess::preprocess, jobs::status, jobs::cancel, jobs::image, stream::stream,
         openai::generations::generations, openai::edits::edits,
-        a1111::txt2img, a1111::img2img, a1111::misc::samplers, a1111::misc::schedulers, a1111::misc::sd_models, a1111::networks::loras, a1111::networks::embeddings,
+        a1111::txt2img, a1111::img2img, a1111::misc::samplers, a1111::misc::schedulers, a1111::misc::sd_models, a1111::networks::loras, a1111::networks::embeddings, a1111::extras::upscalers, a1111::extras::latent_upscale_modes, a1111::extras::extra_single_image,
         a1111::misc::get_options, a1111::misc::set_options, a1111::misc::progress, a1111::misc::cmd_flags, a1111::memory::memory, a1111::misc::interrupt,
         a1111::misc::skip, a1111::misc::png_info, a1111::controlnet_routes::version, a1111::controlnet_routes::model_list,
         a1111::controlnet_routes::module_list, a1111::controlnet_routes::detect),
@@ -35,7 +35,7 @@ mod truth;
         openai::generations::ImageGenerationRequest, openai::edits::ImageEditForm, openai::ImagesResponse, openai::ImageData,
         openai::ResponseFormat, openai::OutputFormat, openai::error::OpenAiErrorBody, openai::error::OpenAiError,
         a1111::request::SdRequest, a1111::SdResponse, a1111::error::SdErrorBody, a1111::misc::Sampler, a1111::misc::Schedule,
-        a1111::misc::SdModel, a1111::networks::SdLora, a1111::misc::Progress, a1111::misc::ProgressState, a1111::misc::PngInfoRequest,
+        a1111::misc::SdModel, a1111::networks::SdLora, a1111::extras::SdUpscaler, a1111::extras::SdLatentMode, a1111::extras::ExtrasRequest, a1111::extras::ExtrasResponse, a1111::misc::Progress, a1111::misc::ProgressState, a1111::misc::PngInfoRequest,
         a1111::misc::PngInfoResponse, a1111::controlnet_routes::CnVersion, a1111::controlnet_routes::CnModelList,
         a1111::controlnet_routes::CnModuleList, a1111::controlnet_routes::DetectRequest, a1111::controlnet_routes::DetectResponse
     )),
