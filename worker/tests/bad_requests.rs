@@ -37,7 +37,7 @@ async fn bad_requests_get_their_status_code_and_field() {
             Some("operation"),
         ),
         (
-            with("operation", json!("image_upscale")),
+            with("operation", json!("image_outpaint")),
             422,
             "invalid_value",
             Some("operation"),

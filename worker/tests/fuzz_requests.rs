@@ -17,6 +17,7 @@ use proptest::test_runner::{
 };
 use sd_worker::images;
 use sd_worker::model::{Family, ModelMeta};
+use sd_worker::pipeline::Work;
 use sd_worker::profile::{Profile, Runtime};
 use sd_worker::scheduler::SchedulerKind;
 use sd_worker::validation::{validate_body, Validated};
@@ -101,6 +102,15 @@ const KNOWN_FIELDS: &[&str] = &[
     "strength",
     "mask_blur",
     "resize_mode",
+    "hires",
+    "preview_method",
+    "vae",
+    "vae_tiling",
+    // image_upscale's.
+    "upscaler",
+    "scale",
+    "tile_size",
+    "tile_overlap",
 ];
 
 /// The image fields, refused on `image_generation`.
@@ -559,7 +569,8 @@ fn mixed_body() -> BoxedStrategy<String> {
 /// image given under one of its names: mostly accepted, so the success path
 /// is checked often.
 fn clean_body() -> BoxedStrategy<String> {
-    select(Operation::ALL.to_vec())
+    // The diffusion operations (`image_upscale` has its own fuzzer below).
+    select(Operation::ALL[..3].to_vec())
         .prop_flat_map(|op| {
             let shared: Vec<_> = SHARED
                 .iter()
@@ -578,7 +589,7 @@ fn clean_body() -> BoxedStrategy<String> {
                         Just(None).boxed(),
                         &["strength", "resize_mode"],
                     ),
-                    Operation::ImageInpaint => (
+                    Operation::ImageInpaint | Operation::ImageUpscale => (
                         named(images).prop_map(Some).boxed(),
                         prop::option::weighted(0.8, named(vec!["mask", "mask_image"])).boxed(),
                         &["strength", "resize_mode", "mask_blur"],
@@ -690,8 +701,12 @@ fn check_error(e: &ApiError) -> Result<(), TestCaseError> {
     prop_assert!(!e.message.trim().is_empty(), "empty message: {e:?}");
     if e.code != ErrorCode::InvalidJson {
         let field = e.field.as_deref().unwrap_or("");
+        // `image_upscale` refuses fields it does not take, naming each.
+        let unknown_refused = e
+            .message
+            .starts_with(&format!("`{field}` is not a field here"));
         prop_assert!(
-            KNOWN_FIELDS.contains(&field),
+            KNOWN_FIELDS.contains(&field) || unknown_refused,
             "a {:?} error must name a request field, got {:?}: {e:?}",
             e.code,
             e.field
@@ -725,7 +740,10 @@ fn check_ok(body: &[u8], v: &Validated) -> Result<(), TestCaseError> {
     // An explicit `null` reads as an absent field: its default applies.
     let sent: serde_json::Map<String, Value> =
         sent.into_iter().filter(|(_, v)| !v.is_null()).collect();
-    let r = &v.request;
+    let r = match &v.request {
+        Work::Generate(r) => r,
+        Work::Upscale(u) => return check_upscale(&sent, u),
+    };
 
     prop_assert_eq!(Some(v.operation.as_str()), sent["operation"].as_str());
     prop_assert!(!r.prompt.trim().is_empty());
@@ -802,7 +820,7 @@ fn check_ok(body: &[u8], v: &Validated) -> Result<(), TestCaseError> {
                 prop_assert!(!has(k), "`{}` accepted on image_generation", k);
             }
         }
-        Operation::ImageTransform | Operation::ImageInpaint => {
+        Operation::ImageTransform | Operation::ImageInpaint | Operation::ImageUpscale => {
             let inpaint = v.operation == Operation::ImageInpaint;
             let init = r.init.as_ref().expect("image operations carry their input");
             prop_assert_eq!(init.image.dimensions(), (r.width, r.height));
@@ -832,6 +850,27 @@ fn check_ok(body: &[u8], v: &Validated) -> Result<(), TestCaseError> {
 
 /// Validates `body` and checks the outcome: the operation accepted, or the
 /// code of the refusal.
+/// An accepted `image_upscale`: the output is the input times the factor
+/// asked (the built-ins' 2 by default), within `max_input_pixels`, and the
+/// tiles in range.
+fn check_upscale(
+    sent: &serde_json::Map<String, Value>,
+    u: &sd_worker::upscale::job::UpscaleJob,
+) -> Result<(), TestCaseError> {
+    let limits = &profile().info.limits;
+    let scale = sent.get("scale").and_then(Value::as_f64).unwrap_or(2.0);
+    prop_assert_eq!(u.scale, scale);
+    prop_assert!(scale > 0.0 && scale <= 8.0);
+    let (w, h) = u.image.dimensions();
+    prop_assert_eq!(u.width as f64, (w as f64 * scale).round().max(1.0));
+    prop_assert_eq!(u.height as f64, (h as f64 * scale).round().max(1.0));
+    prop_assert!(u64::from(u.width) * u64::from(u.height) <= limits.max_input_pixels);
+    prop_assert!(u.tile_size == 0 || (32..=2048).contains(&u.tile_size));
+    prop_assert!(u.tile_size == 0 || u.tile_overlap * 2 < u.tile_size);
+    prop_assert_eq!(u.steps(), 1, "built-in upscalers run in one step");
+    Ok(())
+}
+
 fn check_body(body: &[u8]) -> Result<Result<Operation, ErrorCode>, TestCaseError> {
     match validate_body(body, profile()) {
         Ok(v) => {
@@ -898,6 +937,7 @@ fn structured_bodies_are_accepted_within_limits_or_refused_naming_the_field() {
         AtomicUsize::new(0),
         AtomicUsize::new(0),
         AtomicUsize::new(0),
+        AtomicUsize::new(0),
     ];
     let codes = std::sync::Mutex::new(std::collections::BTreeSet::new());
     run(CASES, body_text(), |body| {
@@ -912,14 +952,69 @@ fn structured_bodies_are_accepted_within_limits_or_refused_naming_the_field() {
         }
         Ok(())
     });
-    // The mix reaches the success path of every operation and many refusals.
-    let accepted: Vec<usize> = accepted.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+    // The mix reaches the success path of every diffusion operation and many
+    // refusals (`image_upscale`, which takes none of their fields, has its own).
+    let accepted: Vec<usize> = accepted[..3]
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .collect();
     assert!(
         accepted.iter().all(|&n| n > 0),
         "accepted per operation: {accepted:?}"
     );
     let codes = codes.into_inner().unwrap();
     assert!(codes.len() >= 5, "error codes seen: {codes:?}");
+}
+
+#[test]
+fn upscale_bodies_are_accepted_within_limits_or_refused_naming_the_field() {
+    let s = samples();
+    let images: Vec<String> = s.images.iter().take(3).cloned().collect();
+    let number = || {
+        prop_oneof![
+            Just(None),
+            (-2.0f64..12.0).prop_map(Some),
+            prop::sample::select(vec![0.0, 1.0, 2.0, 4.0, 8.0, 8.5]).prop_map(Some),
+        ]
+    };
+    let strategy = (
+        prop::sample::select(images),
+        prop::option::of(prop::sample::select(vec![
+            "lanczos", "Nearest", "esrgan", "",
+        ])),
+        number(),
+        prop::option::of(prop::sample::select(vec![0u32, 16, 32, 64, 512, 4096])),
+        prop::option::of(prop::sample::select(vec![0u32, 8, 16, 32, 300])),
+        prop::option::of("[a-z_]{1,8}"),
+    );
+    let accepted = AtomicUsize::new(0);
+    run(
+        1500,
+        strategy,
+        |(image, upscaler, scale, tile, overlap, extra)| {
+            let mut body = serde_json::json!({"operation": "image_upscale", "image": image});
+            if let Some(u) = upscaler {
+                body["upscaler"] = Value::from(u);
+            }
+            if let Some(x) = scale {
+                body["scale"] = Value::from(x);
+            }
+            if let Some(t) = tile {
+                body["tile_size"] = Value::from(t);
+            }
+            if let Some(o) = overlap {
+                body["tile_overlap"] = Value::from(o);
+            }
+            if let Some(k) = extra {
+                body[k] = Value::from(1);
+            }
+            if let Ok(Operation::ImageUpscale) = check_body(body.to_string().as_bytes())? {
+                accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        },
+    );
+    assert!(accepted.load(Ordering::Relaxed) > 50);
 }
 
 #[test]

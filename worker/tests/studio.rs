@@ -56,13 +56,13 @@ async fn serves_the_app_its_assets_and_client_routes() {
     }
 
     // A missing file is a 404, not the app in place of a script; so is a
-    // route of an API the worker lacks (an A1111 client asking for upscalers).
+    // route of an API the worker lacks (an A1111 client asking for scripts).
     for path in [
         "/assets/gone-9z.js",
         "/favicon.ico",
         "/v1/nope",
         "/v1",
-        "/sdapi/v1/upscalers",
+        "/sdapi/v1/scripts-we-lack",
         "/sdapi/v2/anything",
         "/api/v1/info",
     ] {
