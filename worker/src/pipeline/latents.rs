@@ -89,12 +89,12 @@ pub fn encode(
     n: usize,
     noise: &mut SeededNoise,
 ) -> Result<Tensor> {
-    let (mean, logvar) = model.vae().posterior(pixels)?;
+    let vae = model.vae();
+    let (mean, logvar) = vae.posterior_with(pixels, vae.mode())?;
     let std = (logvar * 0.5)?.exp()?;
     let (_, c, h, w) = mean.dims4()?;
     let eps = noise.sample_posterior(&[c, h, w])?.to_dtype(mean.dtype())?;
     let sample = mean.broadcast_add(&eps.broadcast_mul(&std)?)?;
-    let vae = model.vae();
     let shifted = match vae.shift_factor {
         Some(shift) => (sample - shift)?,
         None => sample,
@@ -111,7 +111,7 @@ pub fn decode(model: &LoadedModel, latents: &Tensor) -> Result<RgbImage> {
     if let Some(shift) = vae.shift_factor {
         x = (x + shift)?;
     }
-    let img = vae.decode(&x)?;
+    let img = vae.decode_with(&x, vae.mode())?;
     let img = ((img.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
     let img = (img * 255.0)?.round()?.to_dtype(DType::U8)?;
     let (_, _, h, w) = img.dims4()?;
