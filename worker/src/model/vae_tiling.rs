@@ -108,7 +108,10 @@ impl Tiling {
         };
         let (d, e) = (tiling.decode_steps(), tiling.encode_steps());
         ensure!(
-            d.stride > 0 && e.stride > 0 && d.keep == scale * d.stride && e.keep * scale == e.stride,
+            d.stride > 0
+                && e.stride > 0
+                && d.keep == scale * d.stride
+                && e.keep * scale == e.stride,
             "VAE tiles of {sample_size} pixels overlapping by {overlap_factor} do not line up \
              with the VAE's scale {scale} (choose a multiple of {})",
             4 * scale
@@ -195,7 +198,7 @@ impl Tiling {
     ) -> Result<Tensor> {
         let (_, _, h, w) = pixels.dims4()?;
         ensure!(
-            h % self.scale == 0 && w % self.scale == 0,
+            h.is_multiple_of(self.scale) && w.is_multiple_of(self.scale),
             "a tiled encode needs sides that are multiples of {}, not {w}x{h}",
             self.scale
         );
@@ -288,4 +291,3 @@ pub fn held_bytes(tiling: &Tiling, h: usize, w: usize, dtype_bytes: usize) -> u6
     let image = (3 * h * w * tiling.scale * tiling.scale) as u64;
     (2 * cols as u64 * tile + 2 * image) * dtype_bytes as u64
 }
-

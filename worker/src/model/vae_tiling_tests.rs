@@ -101,7 +101,9 @@ fn tiled_decode_and_encode_match_diffusers() {
     let (mean, logvar) = model.vae().posterior_tiled(&x, &tiling).unwrap();
     let worst_mean = reference::check("mean", &mean, &r.mean);
     let worst_logvar = reference::check("logvar", &logvar, &r.logvar);
-    eprintln!("tiled encode: max |ours - diffusers| = {worst_mean:e} (mean), {worst_logvar:e} (logvar)");
+    eprintln!(
+        "tiled encode: max |ours - diffusers| = {worst_mean:e} (mean), {worst_logvar:e} (logvar)"
+    );
 }
 
 /// Tiling is not exact: each tile's group norms and mid-block attention see
@@ -122,13 +124,20 @@ fn tiled_decode_differs_from_untiled_by_diffusers_gap() {
     let z = wave(&[1, 4, 20, 14], 1.0, 0.1, f64::sin);
     let tiled = vae.decode_tiled(&z, &tiling).unwrap();
     let plain = vae.decode(&z).unwrap();
-    let (max, mean) = (max_abs(&tiled, &plain), mean_abs(&(&tiled - &plain).unwrap()));
+    let (max, mean) = (
+        max_abs(&tiled, &plain),
+        mean_abs(&(&tiled - &plain).unwrap()),
+    );
     eprintln!(
         "tiled vs untiled decode: max {max}, mean {mean} (diffusers' max {})",
         r.decoded_gap
     );
     assert!(max <= 2.5 && mean <= 0.35, "max {max}, mean {mean}");
-    assert!((max - r.decoded_gap).abs() < 1e-3, "{max} vs {}", r.decoded_gap);
+    assert!(
+        (max - r.decoded_gap).abs() < 1e-3,
+        "{max} vs {}",
+        r.decoded_gap
+    );
 
     // One tile (no side past the tile stride, 6 latents / 24 pixels): the
     // tiled path is the untiled decode.
@@ -186,10 +195,16 @@ fn bad_tilings_and_inputs_are_errors() {
 
     let tiling = Tiling::new(32, 4, 0.25).unwrap();
     let x = Tensor::zeros((1, 3, 30, 32), DType::F32, &Device::Cpu).unwrap();
-    let e = tiling.encode(&x, |t| Ok(t.clone())).unwrap_err().to_string();
+    let e = tiling
+        .encode(&x, |t| Ok(t.clone()))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("multiples of 4"), "{e}");
     let z = Tensor::zeros((1, 4, 20, 14), DType::F32, &Device::Cpu).unwrap();
     // A "decoder" that does not scale by 4 gives a wrong-sized image: refused.
-    let e = tiling.decode(&z, |t| Ok(t.clone())).unwrap_err().to_string();
+    let e = tiling
+        .decode(&z, |t| Ok(t.clone()))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("instead of"), "{e}");
 }
