@@ -124,10 +124,18 @@ impl Tiling {
     /// (single-file checkpoints, our generated shapes) gets the larger of the
     /// model's native size `native_side` (pixels) and 512, the smallest
     /// `sample_size` of the published SD VAEs (diffusers' class default, 32,
-    /// would tile every image into 4x4 latents).
+    /// would tile every image into 4x4 latents). The size is rounded down to
+    /// a multiple of 4 x scale (at least one), which always lines up with a
+    /// 0.25 overlap and leaves every published size (512, 768, 1024) as is,
+    /// so an odd config cannot stop a model from loading.
     pub fn for_config(cfg: &VaeConfig, native_side: usize) -> Result<Self> {
         let size = cfg.sample_size.unwrap_or(native_side.max(512));
-        Self::new(size, cfg.scale_factor(), Self::OVERLAP)
+        let unit = 4 * cfg.scale_factor();
+        Self::new(
+            (size / unit).max(1) * unit,
+            cfg.scale_factor(),
+            Self::OVERLAP,
+        )
     }
 
     /// Whether a decode of latents `h` x `w` tiles under `mode` (diffusers'

@@ -190,6 +190,14 @@ fn bad_tilings_and_inputs_are_errors() {
     assert!(Tiling::new(512, 8, 1.0).is_err());
     assert!(Tiling::new(512, 8, -0.1).is_err());
     assert!(Tiling::new(0, 8, 0.25).is_err());
+    // A config's odd sample_size is rounded down to a size that lines up.
+    let mut cfg = ModelShape::sd15().vae;
+    cfg.sample_size = Some(520);
+    assert_eq!(Tiling::for_config(&cfg, 512).unwrap().sample_size, 512);
+    cfg.sample_size = Some(7);
+    assert_eq!(Tiling::for_config(&cfg, 512).unwrap().sample_size, 32);
+    cfg.sample_size = None;
+    assert_eq!(Tiling::for_config(&cfg, 1024).unwrap().sample_size, 1024);
     assert!("sideways".parse::<VaeTiling>().is_err());
     assert_eq!("on".parse::<VaeTiling>().unwrap(), VaeTiling::On);
 
