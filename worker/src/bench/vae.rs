@@ -113,6 +113,12 @@ pub(super) fn run(args: &BenchArgs, device: &Device, dtype: DType) -> Result<()>
             row.peak_increase_mib = rss_mib("VmHWM:")
                 .zip(before)
                 .map(|(p, b)| p.saturating_sub(b));
+            eprintln!(
+                "  {side}x{side} {}: {:.1} s, peak RSS +{} MiB",
+                if tiled { "tiled" } else { "untiled" },
+                row.seconds.unwrap_or(f64::NAN),
+                fmt_mib(row.peak_increase_mib)
+            );
             rows.push(row);
         }
     }

@@ -8,7 +8,9 @@
 //! alive twice (the scores and their softmax), plus the skip connections the
 //! UNet keeps for its up blocks; for SD 3's MMDiT, copies of the joint token
 //! stream and one group of heads' scores. The VAE decodes afterwards, when the
-//! denoiser's memory is free again, so the peak is the larger of the two. For
+//! denoiser's memory is free again, so the peak is the larger of the two; a
+//! decode that tiles ([`super::vae_tiling`], above the VAE's tile size) costs
+//! one tile's working memory plus its output ([`vae_decode_bytes_with`]). For
 //! SD 1.5 at 512x512 in f32 with guidance this gives 2.1 GiB against 2.3 GiB
 //! measured, for SD 3 Medium at 1024x1024 6.0 GiB against 5.7 GiB
 //! (docs/MODELS.md); flash attention on CUDA needs less.
