@@ -4,6 +4,7 @@
 //! the real model of that shape.
 
 mod adapters;
+mod vae;
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -56,6 +57,18 @@ pub struct BenchArgs {
     /// resnet convs), and the step time with it merged.
     #[arg(long)]
     pub lora: bool,
+    /// Instead of a generation: time the shape's VAE decode alone (random
+    /// weights), tiled (diffusers' `enable_tiling`, the VAE's own tile size)
+    /// and untiled, at each of --vae-sizes, with the peak RSS each adds.
+    #[arg(long)]
+    pub vae_tiling: bool,
+    /// Square image sides for --vae-tiling.
+    #[arg(long, default_value = "1024,2048", value_delimiter = ',')]
+    pub vae_sizes: Vec<u32>,
+    /// --vae-tiling: run the untiled decodes even when their memory estimate
+    /// exceeds the memory available (they are skipped otherwise).
+    #[arg(long)]
+    pub vae_untiled_anyway: bool,
     /// Also print the figures as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -72,6 +85,9 @@ impl Observer for Quiet {
 pub fn run(args: &BenchArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let dtype = resolve_dtype(&device, args.dtype.map(|d| d.to_candle()))?;
+    if args.vae_tiling {
+        return vae::run(args, &device, dtype);
+    }
     let mut generated = None;
     let (dir, label) = match &args.model_path {
         Some(dir) => (dir.clone(), dir.display().to_string()),

@@ -20,6 +20,7 @@ use super::text_encoder::ClipTextEncoder;
 use super::tokenizer::ClipTokenizer;
 use super::unet::Unet;
 use super::vae_encoder::VaeEncoder;
+use super::vae_tiling::{Tiling, VaeTiling};
 use super::weights::{self, Network};
 use super::{bundled, memory, single_file};
 use super::{Family, LoadedModel, ModelMeta, ModelSpec};
@@ -201,8 +202,14 @@ impl LoadedModel {
         )
         .map(|paths| memory::parameters(paths))
         .sum::<Result<u64>>()?;
-        let vae_bytes =
-            memory::vae_decode_bytes(&vae_candle, workload(part.latent_side), vae_scale);
+        let tiling = Tiling::for_config(&vae_cfg, part.latent_side * vae_scale)?;
+        let vae_bytes = memory::vae_decode_bytes_with(
+            &vae_candle,
+            workload(part.latent_side),
+            vae_scale,
+            &tiling,
+            VaeTiling::Auto,
+        );
         let memory = memory::estimate(parameters, dtype, part.working_bytes.max(vae_bytes));
 
         let default_scheduler = SchedulerKind::default_for(&scheduler_config);
@@ -276,6 +283,7 @@ impl LoadedModel {
                 vae_dtype,
                 vae_cfg.scaling_factor,
                 vae_cfg.shift_factor,
+                tiling,
             ),
             unet_config: part.unet_config,
             scheduler_config,

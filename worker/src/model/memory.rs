@@ -8,7 +8,9 @@
 //! alive twice (the scores and their softmax), plus the skip connections the
 //! UNet keeps for its up blocks; for SD 3's MMDiT, copies of the joint token
 //! stream and one group of heads' scores. The VAE decodes afterwards, when the
-//! denoiser's memory is free again, so the peak is the larger of the two. For
+//! denoiser's memory is free again, so the peak is the larger of the two; a
+//! decode that tiles ([`super::vae_tiling`], above the VAE's tile size) costs
+//! one tile's working memory plus its output ([`vae_decode_bytes_with`]). For
 //! SD 1.5 at 512x512 in f32 with guidance this gives 2.1 GiB against 2.3 GiB
 //! measured, for SD 3 Medium at 1024x1024 6.0 GiB against 5.7 GiB
 //! (docs/MODELS.md); flash attention on CUDA needs less.
@@ -19,6 +21,7 @@ use candle_core::DType;
 use candle_transformers::models::stable_diffusion::{unet_2d, vae};
 
 use super::mmdit::TransformerConfig;
+use super::vae_tiling::{self, Tiling, VaeTiling};
 use sd_worker_sdk::MemoryEstimate;
 use std::path::PathBuf;
 
@@ -78,6 +81,32 @@ pub fn vae_decode_bytes(cfg: &vae::AutoEncoderKLConfig, w: Workload, scale: usiz
         .copied()
         .unwrap_or(0) as u64;
     (4 * widest * pixels + 2 * latent_tokens * latent_tokens) * bytes
+}
+
+/// [`vae_decode_bytes`] for a decode that tiles as `mode` and `tiling` say
+/// ([`Tiling::tiles_latents`]): when it tiles, the working memory of one
+/// tile (at most `tiling.latent_size` latents a side) plus what the tiled
+/// decode holds meanwhile ([`vae_tiling::held_bytes`]: two rows of decoded
+/// tiles and the output image); otherwise exactly [`vae_decode_bytes`]. The
+/// encoder runs the same blocks at the same resolutions with narrower maps
+/// at full resolution, so this bounds the encode of an image of that size.
+pub fn vae_decode_bytes_with(
+    cfg: &vae::AutoEncoderKLConfig,
+    w: Workload,
+    scale: usize,
+    tiling: &Tiling,
+    mode: VaeTiling,
+) -> u64 {
+    if !tiling.tiles_latents(mode, w.latent_height, w.latent_width) {
+        return vae_decode_bytes(cfg, w, scale);
+    }
+    let tile = Workload {
+        latent_height: w.latent_height.min(tiling.latent_size),
+        latent_width: w.latent_width.min(tiling.latent_size),
+        ..w
+    };
+    vae_decode_bytes(cfg, tile, scale)
+        + vae_tiling::held_bytes(tiling, w.latent_height, w.latent_width, w.dtype_bytes)
 }
 
 /// Peak working memory of an MMDiT for one step over `context_tokens` text
@@ -145,6 +174,44 @@ mod tests {
         let (small, large) = (unet_bytes(&cfg, at(64)), unet_bytes(&cfg, at(128)));
         // Twice the side: 4x the tokens, ~16x the attention scores.
         assert!(large > 14 * small && large < 16 * small, "{small} {large}");
+    }
+
+    /// SD 1.5's VAE (512-pixel tiles): at and below 512x512 the estimate
+    /// is the untiled one in every mode but `On`; at 2048x2048 `Auto` costs
+    /// one tile plus the held pixels, far below the untiled decode.
+    #[test]
+    fn tiled_vae_decode_is_estimated_at_the_tile() {
+        let shape = ModelShape::sd15();
+        let cfg = shape.vae.to_candle().unwrap();
+        let tiling = Tiling::for_config(&shape.vae, 512).unwrap();
+        assert_eq!((tiling.sample_size, tiling.latent_size), (512, 64));
+        let at = |side| Workload {
+            latent_height: side,
+            latent_width: side,
+            batch: 2,
+            dtype_bytes: 4,
+        };
+        for side in [32, 64] {
+            let plain = vae_decode_bytes(&cfg, at(side), 8);
+            for mode in [VaeTiling::Auto, VaeTiling::Off] {
+                assert_eq!(
+                    vae_decode_bytes_with(&cfg, at(side), 8, &tiling, mode),
+                    plain
+                );
+            }
+        }
+        let one_tile = vae_decode_bytes(&cfg, at(64), 8) as f64;
+        let untiled = vae_decode_bytes(&cfg, at(256), 8) as f64;
+        let tiled = vae_decode_bytes_with(&cfg, at(256), 8, &tiling, VaeTiling::Auto) as f64;
+        assert!(untiled / GIB > 40.0, "untiled 2048: {} GiB", untiled / GIB);
+        assert!(
+            tiled > one_tile && tiled < 1.2 * one_tile,
+            "tiled 2048: {} GiB, one tile {} GiB",
+            tiled / GIB,
+            one_tile / GIB
+        );
+        let off = vae_decode_bytes_with(&cfg, at(256), 8, &tiling, VaeTiling::Off) as f64;
+        assert_eq!(off, untiled);
     }
 
     /// SD 3 Medium without T5, f32, guidance (docs/MODELS.md): working

@@ -33,6 +33,9 @@ pub mod unet_blocks;
 mod unet_reference_tests;
 pub mod vae;
 pub mod vae_encoder;
+pub mod vae_tiling;
+#[cfg(test)]
+mod vae_tiling_tests;
 pub mod weights;
 
 use candle_core::{DType, Device};
@@ -216,6 +219,11 @@ impl LoadedModel {
 
     pub fn vae(&self) -> &Vae {
         &self.vae
+    }
+
+    /// The VAE, to change its tiling mode ([`Vae::set_mode`]).
+    pub fn vae_mut(&mut self) -> &mut Vae {
+        &mut self.vae
     }
 
     /// The UNet's `config.json` (None for SD 3's transformer).

@@ -1,12 +1,14 @@
 //! The VAE of a loaded model: Candle's `AutoEncoderKL` decoder, our encoder
-//! ([`super::vae_encoder`]), the dtype they run in and the latent scale.
+//! ([`super::vae_encoder`]), the dtype they run in, the latent scale and the
+//! tiling ([`super::vae_tiling`]).
 
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 
 use super::taesd::Taesd;
-use super::vae_encoder::VaeEncoder;
+use super::vae_encoder::{split_moments, VaeEncoder};
+use super::vae_tiling::{Tiling, VaeTiling};
 
 pub struct Vae {
     decoder: AutoEncoderKL,
@@ -18,15 +20,20 @@ pub struct Vae {
     pub scaling_factor: f64,
     /// `shift_factor` (SD 3's VAE), None for the others.
     pub shift_factor: Option<f64>,
+    tiling: Tiling,
+    mode: VaeTiling,
 }
 
 impl Vae {
+    /// A VAE that tiles with `tiling` when [`VaeTiling::Auto`] says so (the
+    /// mode the pipeline uses until [`Vae::set_mode`] changes it).
     pub fn new(
         decoder: AutoEncoderKL,
         encoder: VaeEncoder,
         dtype: DType,
         scaling_factor: f64,
         shift_factor: Option<f64>,
+        tiling: Tiling,
     ) -> Self {
         Self {
             decoder,
@@ -35,6 +42,8 @@ impl Vae {
             dtype,
             scaling_factor,
             shift_factor,
+            tiling,
+            mode: VaeTiling::Auto,
         }
     }
 
@@ -54,15 +63,67 @@ impl Vae {
         self.dtype
     }
 
+    /// The tile sizes of this VAE ([`Tiling::for_config`]).
+    pub fn tiling(&self) -> &Tiling {
+        &self.tiling
+    }
+
+    /// The tiling mode the pipeline decodes and encodes with (default `Auto`).
+    pub fn mode(&self) -> VaeTiling {
+        self.mode
+    }
+
+    pub fn set_mode(&mut self, mode: VaeTiling) {
+        self.mode = mode;
+    }
+
     /// The posterior of `pixels` [1, 3, H, W] in [-1, 1]: (mean, logvar),
-    /// each [1, latent channels, H / 8, W / 8].
+    /// each [1, latent channels, H / 8, W / 8]. Never tiles.
     pub fn posterior(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
         Ok(self.encoder.posterior(pixels)?)
     }
 
+    /// [`Vae::posterior`] tile by tile, as diffusers' `_tiled_encode`: the
+    /// moments (mean and unclamped log variance) of overlapping pixel tiles,
+    /// blended, then split and the log variance clamped to [-30, 20]. H and W
+    /// must be multiples of the VAE's scale.
+    pub fn posterior_tiled(&self, pixels: &Tensor, tiling: &Tiling) -> Result<(Tensor, Tensor)> {
+        let moments = tiling.encode(pixels, |tile| Ok(self.encoder.moments(tile)?))?;
+        Ok(split_moments(&moments)?)
+    }
+
+    /// [`Vae::posterior`] or [`Vae::posterior_tiled`] with this VAE's tiles,
+    /// as `mode` decides ([`Tiling::tiles_pixels`]).
+    pub fn posterior_with(&self, pixels: &Tensor, mode: VaeTiling) -> Result<(Tensor, Tensor)> {
+        let (_, _, h, w) = pixels.dims4()?;
+        if self.tiling.tiles_pixels(mode, h, w) {
+            self.posterior_tiled(pixels, &self.tiling)
+        } else {
+            self.posterior(pixels)
+        }
+    }
+
     /// Unscaled latents [batch, c, h, w] to pixels [batch, 3, 8h, 8w] in
-    /// about [-1, 1].
+    /// about [-1, 1]. Never tiles.
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
         Ok(self.decoder.decode(z)?)
+    }
+
+    /// [`Vae::decode`] tile by tile, as diffusers' `tiled_decode`:
+    /// overlapping latent tiles decoded alone, blended and cropped. Same
+    /// shapes as [`Vae::decode`]; working memory that of one tile.
+    pub fn decode_tiled(&self, z: &Tensor, tiling: &Tiling) -> Result<Tensor> {
+        tiling.decode(z, |tile| Ok(self.decoder.decode(tile)?))
+    }
+
+    /// [`Vae::decode`] or [`Vae::decode_tiled`] with this VAE's tiles, as
+    /// `mode` decides ([`Tiling::tiles_latents`]).
+    pub fn decode_with(&self, z: &Tensor, mode: VaeTiling) -> Result<Tensor> {
+        let (_, _, h, w) = z.dims4()?;
+        if self.tiling.tiles_latents(mode, h, w) {
+            self.decode_tiled(z, &self.tiling)
+        } else {
+            self.decode(z)
+        }
     }
 }

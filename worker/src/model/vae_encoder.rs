@@ -87,6 +87,13 @@ impl VaeEncoder {
 
     /// Pixels in [-1, 1], [batch, 3, H, W] -> (mean, log variance), each [batch, latent channels, H/f, W/f].
     pub fn posterior(&self, pixels: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        split_moments(&self.moments(pixels)?)
+    }
+
+    /// Pixels in [-1, 1], [batch, 3, H, W] -> the posterior's moments
+    /// [batch, 2 x latent channels, H/f, W/f] (mean, then the unclamped log
+    /// variance), as diffusers' `encoder` + `quant_conv`.
+    pub fn moments(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
         let mut xs = self.conv_in.forward(pixels)?;
         for block in &self.down {
             xs = block.forward(&xs)?;
@@ -97,11 +104,16 @@ impl VaeEncoder {
         if let Some(q) = &self.quant_conv {
             moments = q.forward(&moments)?;
         }
-        let half = moments.dim(1)? / 2;
-        // diffusers clamps the log variance to [-30, 20].
-        Ok((
-            moments.narrow(1, 0, half)?,
-            moments.narrow(1, half, half)?.clamp(-30f32, 20f32)?,
-        ))
+        Ok(moments)
     }
+}
+
+/// Moments [batch, 2c, h, w] -> (mean, log variance clamped to [-30, 20]),
+/// each [batch, c, h, w], as diffusers' `DiagonalGaussianDistribution`.
+pub fn split_moments(moments: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = moments.dim(1)? / 2;
+    Ok((
+        moments.narrow(1, 0, half)?,
+        moments.narrow(1, half, half)?.clamp(-30f32, 20f32)?,
+    ))
 }

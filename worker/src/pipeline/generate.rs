@@ -81,7 +81,12 @@ pub fn run(model: &LoadedModel, req: &Request, observer: &mut dyn Observer) -> R
     let t0 = Instant::now();
     let mut images = Vec::with_capacity(n);
     for i in 0..n {
-        let mut rgb = decode_with(model, &latents.i(i..i + 1)?, req.decoding.vae)?;
+        let mut rgb = decode_with(
+            model,
+            &latents.i(i..i + 1)?,
+            req.decoding.vae,
+            req.decoding.tiling,
+        )?;
         if let Some(InitImage {
             image,
             mask: Some(mask),
@@ -193,7 +198,7 @@ fn prepare(
             model.vae().dtype(),
             model.device(),
         )?;
-        let masked_latents = encode(model, &masked, n, noise)?;
+        let masked_latents = encode(model, &masked, n, noise, req.decoding.tiling)?;
         let mask = Tensor::ones((n, 1, lh, lw), model.dtype(), model.device())?;
         let inpaint = InpaintChannels {
             mask: batch_for_unet(mask)?,
@@ -203,11 +208,14 @@ fn prepare(
     };
     let pixels = pixels_to_tensor(model, &init.image)?;
     let (image_latents, initial_noise) = if noise.posterior_before_noise() {
-        let image_latents = encode(model, &pixels, n, noise)?;
+        let image_latents = encode(model, &pixels, n, noise, req.decoding.tiling)?;
         (image_latents, noise.sample(&shape)?)
     } else {
         let initial_noise = noise.sample(&shape)?;
-        (encode(model, &pixels, n, noise)?, initial_noise)
+        (
+            encode(model, &pixels, n, noise, req.decoding.tiling)?,
+            initial_noise,
+        )
     };
     let latents = if init.strength >= 1.0 && init.mask.is_some() {
         pure_noise(&initial_noise)?
@@ -223,7 +231,7 @@ fn prepare(
         let pixel_mask =
             mask_to_latent(model, &mask.binary, req.height as usize, req.width as usize)?;
         let masked = pixels.broadcast_mul(&(1.0 - pixel_mask.to_dtype(model.vae().dtype())?)?)?;
-        let masked_latents = encode(model, &masked, n, noise)?;
+        let masked_latents = encode(model, &masked, n, noise, req.decoding.tiling)?;
         Box::new(InpaintChannels {
             mask: batch_for_unet(latent_mask.repeat((n, 1, 1, 1))?)?,
             masked_latents: batch_for_unet(masked_latents)?,

@@ -8,10 +8,10 @@
 
 use anyhow::Result;
 use candle_core::{IndexOp, Tensor};
-use sd_worker_sdk::Phase;
+use sd_worker_sdk::{Phase, VaeChoice};
 
 use super::denoise::{self, Loop};
-use super::latents::{decode, encode, pixels_to_tensor};
+use super::latents::{decode_with, encode, pixels_to_tensor};
 use super::noise::SeededNoise;
 use super::resize::{resize, Interpolation};
 use super::{Observer, Request};
@@ -121,18 +121,26 @@ pub fn second_pass(
         HiresUpscaler::Pixel(up) => {
             let mut pixels = Vec::with_capacity(n);
             for i in 0..n {
-                let rgb = decode(model, &latents.i(i..i + 1)?)?;
+                let rgb = decode_with(
+                    model,
+                    &latents.i(i..i + 1)?,
+                    VaeChoice::Full,
+                    req.decoding.tiling,
+                )?;
                 let big = up.resize(&rgb, hires.width, hires.height)?;
                 pixels.push(pixels_to_tensor(model, &big)?);
             }
             let pixels = Tensor::cat(&pixels, 0)?;
             // The same draw order as image to image (see `generate::prepare`).
             if noise.posterior_before_noise() {
-                let image_latents = encode(model, &pixels, n, &mut noise)?;
+                let image_latents = encode(model, &pixels, n, &mut noise, req.decoding.tiling)?;
                 (image_latents, noise.sample(&shape)?)
             } else {
                 let initial = noise.sample(&shape)?;
-                (encode(model, &pixels, n, &mut noise)?, initial)
+                (
+                    encode(model, &pixels, n, &mut noise, req.decoding.tiling)?,
+                    initial,
+                )
             }
         }
     };

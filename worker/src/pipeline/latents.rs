@@ -7,7 +7,7 @@ use image::{GrayImage, RgbImage};
 
 use super::noise::SeededNoise;
 use crate::model::LoadedModel;
-use sd_worker_sdk::VaeChoice;
+use sd_worker_sdk::{VaeChoice, VaeTiling};
 
 /// RGB8 to a [1, 3, H, W] tensor in [-1, 1] on the model's device, in the
 /// VAE's dtype.
@@ -89,13 +89,14 @@ pub fn encode(
     pixels: &Tensor,
     n: usize,
     noise: &mut SeededNoise,
+    tiling: VaeTiling,
 ) -> Result<Tensor> {
-    let (mean, logvar) = model.vae().posterior(pixels)?;
+    let vae = model.vae();
+    let (mean, logvar) = vae.posterior_with(pixels, tiling)?;
     let std = (logvar * 0.5)?.exp()?;
     let (_, c, h, w) = mean.dims4()?;
     let eps = noise.sample_posterior(&[c, h, w])?.to_dtype(mean.dtype())?;
     let sample = mean.broadcast_add(&eps.broadcast_mul(&std)?)?;
-    let vae = model.vae();
     let shifted = match vae.shift_factor {
         Some(shift) => (sample - shift)?,
         None => sample,
@@ -107,14 +108,20 @@ pub fn encode(
 /// Latents [1, c, h, w] to interleaved RGB8, as diffusers does:
 /// x / scaling_factor (+ shift), decode, (x / 2 + 0.5) clamped to [0, 1], x 255, rounded.
 pub fn decode(model: &LoadedModel, latents: &Tensor) -> Result<RgbImage> {
-    decode_with(model, latents, VaeChoice::Full)
+    decode_with(model, latents, VaeChoice::Full, VaeTiling::Auto)
 }
 
-/// [`decode`] by the chosen decoder: the model's VAE, or TAESD (which takes
-/// the denoiser's latents as they are, see [`crate::model::taesd::Taesd::decode`]).
+/// [`decode`] by the chosen decoder: the model's VAE (tiled as `tiling`
+/// says, see [`crate::model::vae_tiling`]), or TAESD (which takes the
+/// denoiser's latents as they are, see [`crate::model::taesd::Taesd::decode`]).
 ///
 /// Errors: `Tiny` without TAESD loaded (validation refuses such jobs).
-pub fn decode_with(model: &LoadedModel, latents: &Tensor, choice: VaeChoice) -> Result<RgbImage> {
+pub fn decode_with(
+    model: &LoadedModel,
+    latents: &Tensor,
+    choice: VaeChoice,
+    tiling: VaeTiling,
+) -> Result<RgbImage> {
     let vae = model.vae();
     let img = match (choice, vae.tiny()) {
         (VaeChoice::Tiny, Some(tiny)) => tiny.decode(latents)?,
@@ -124,7 +131,7 @@ pub fn decode_with(model: &LoadedModel, latents: &Tensor, choice: VaeChoice) -> 
             if let Some(shift) = vae.shift_factor {
                 x = (x + shift)?;
             }
-            vae.decode(&x)?
+            vae.decode_with(&x, tiling)?
         }
     };
     to_rgb(&img)

@@ -24,7 +24,7 @@ use candle_core::{IndexOp, Tensor};
 use super::encode::encode_jpeg;
 use super::latents::{decode, decode_with};
 use crate::model::LoadedModel;
-use sd_worker_sdk::{PreviewMethod, VaeChoice};
+use sd_worker_sdk::{PreviewMethod, VaeChoice, VaeTiling};
 
 /// Longest side, in latent cells, that a preview decodes.
 const MAX_PREVIEW_CELLS: usize = 32;
@@ -53,7 +53,7 @@ pub fn preview_jpeg(
 ) -> Result<Vec<u8>> {
     let first = clean_latents.i(0..1)?;
     if method == PreviewMethod::Taesd && model.vae().tiny().is_some() {
-        let rgb = decode_with(model, &first, VaeChoice::Tiny)?;
+        let rgb = decode_with(model, &first, VaeChoice::Tiny, VaeTiling::Off)?;
         return encode_jpeg(rgb.as_raw(), rgb.width(), rgb.height(), 80);
     }
     let (_, _, h, w) = first.dims4()?;
