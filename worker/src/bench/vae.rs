@@ -1,6 +1,7 @@
 //! `sd-worker bench --vae-tiling`: the VAE decode of a shape alone (random
-//! weights, built in memory), tiled and untiled, at square sizes, with the
-//! time and the peak RSS each decode adds. Each row restarts the
+//! weights, built in memory), tiled and untiled, and TAESD's decode (the
+//! published `AutoencoderTiny` shape for the shape's latents, random
+//! weights) at square sizes, with the time and the peak RSS each decode adds. Each row restarts the
 //! high-water mark (`/proc/self/clear_refs`, Linux >= 4.0) and reports the
 //! peak minus the RSS before it, so the figure is that decode's.
 
@@ -15,6 +16,7 @@ use crate::device::{device_name, dtype_name};
 use crate::model::generate::{build, WeightInit};
 use crate::model::memory::{self, Workload};
 use crate::model::shapes::{ModelShape, SHAPE_NAMES};
+use crate::model::taesd::{Taesd, TaesdConfig};
 use crate::model::vae::Vae;
 use crate::model::vae_encoder::VaeEncoder;
 use crate::model::vae_tiling::{Tiling, VaeTiling};
@@ -24,7 +26,8 @@ const MIB: f64 = (1u64 << 20) as f64;
 /// One timed decode: `None` figures when the row was skipped.
 struct Row {
     side: u32,
-    tiled: bool,
+    /// `tiled`, `untiled` (the VAE) or `taesd`.
+    decoder: &'static str,
     estimate_bytes: u64,
     seconds: Option<f64>,
     peak_increase_mib: Option<u64>,
@@ -55,6 +58,7 @@ pub(super) fn run(args: &BenchArgs, device: &Device, dtype: DType) -> Result<()>
     };
     let tiling = Tiling::for_config(&shape.vae, native_latent * scale)?;
     let vae = random_vae(&shape, device, dtype, tiling)?;
+    let taesd = random_taesd(shape.vae.latent_channels, device, dtype)?;
     let candle_cfg = shape.vae.to_candle()?;
 
     let mut rows = Vec::new();
@@ -76,20 +80,27 @@ pub(super) fn run(args: &BenchArgs, device: &Device, dtype: DType) -> Result<()>
             device,
         )?
         .to_dtype(dtype)?;
-        for tiled in [true, false] {
+        for decoder in ["tiled", "untiled", "taesd"] {
+            let tiled = decoder == "tiled";
             let mode = if tiled { VaeTiling::On } else { VaeTiling::Off };
-            let estimate_bytes =
-                memory::vae_decode_bytes_with(&candle_cfg, w, scale, &tiling, mode);
+            let estimate_bytes = if decoder == "taesd" {
+                taesd.decode_bytes(side as usize, side as usize)
+            } else {
+                memory::vae_decode_bytes_with(&candle_cfg, w, scale, &tiling, mode)
+            };
             let mut row = Row {
                 side,
-                tiled,
+                decoder,
                 estimate_bytes,
                 seconds: None,
                 peak_increase_mib: None,
                 skipped: None,
             };
             let available = available_bytes();
-            if !tiled && !args.vae_untiled_anyway && available.is_some_and(|a| estimate_bytes > a) {
+            if decoder == "untiled"
+                && !args.vae_untiled_anyway
+                && available.is_some_and(|a| estimate_bytes > a)
+            {
                 row.skipped = Some(format!(
                     "estimated {:.1} GiB > {:.1} GiB available (--vae-untiled-anyway runs it)",
                     estimate_bytes as f64 / (1u64 << 30) as f64,
@@ -101,7 +112,12 @@ pub(super) fn run(args: &BenchArgs, device: &Device, dtype: DType) -> Result<()>
             let before = rss_mib("VmRSS:");
             let _ = std::fs::write("/proc/self/clear_refs", "5");
             let t0 = Instant::now();
-            let out = vae.decode_with(&z, mode)?;
+            let out = if decoder == "taesd" {
+                // TAESD takes the denoiser's (scaled) latents.
+                taesd.decode(&(&z * shape.vae.scaling_factor)?)?
+            } else {
+                vae.decode_with(&z, mode)?
+            };
             // Wait for the device (a no-op on the CPU).
             let _ = out
                 .flatten_all()?
@@ -114,8 +130,7 @@ pub(super) fn run(args: &BenchArgs, device: &Device, dtype: DType) -> Result<()>
                 .zip(before)
                 .map(|(p, b)| p.saturating_sub(b));
             eprintln!(
-                "  {side}x{side} {}: {:.1} s, peak RSS +{} MiB",
-                if tiled { "tiled" } else { "untiled" },
+                "  {side}x{side} {decoder}: {:.1} s, peak RSS +{} MiB",
                 row.seconds.unwrap_or(f64::NAN),
                 fmt_mib(row.peak_increase_mib)
             );
@@ -134,7 +149,7 @@ pub(super) fn run(args: &BenchArgs, device: &Device, dtype: DType) -> Result<()>
     );
     println!("    size        decode    time (s)  peak RSS added (MiB)  estimate (MiB)");
     for r in &rows {
-        let what = if r.tiled { "tiled" } else { "untiled" };
+        let what = r.decoder;
         match &r.skipped {
             Some(why) => println!("  {:>4}x{:<4}  {what:>8}  skipped: {why}", r.side, r.side),
             None => println!(
@@ -152,7 +167,7 @@ pub(super) fn run(args: &BenchArgs, device: &Device, dtype: DType) -> Result<()>
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "shape": shape.name, "width": r.side, "height": r.side, "tiled": r.tiled,
+                    "shape": shape.name, "width": r.side, "height": r.side, "decoder": r.decoder,
                     "decode_s": r.seconds, "peak_rss_added_mib": r.peak_increase_mib,
                     "estimate_mib": r.estimate_bytes as f64 / MIB, "skipped": r.skipped,
                 })
@@ -190,6 +205,18 @@ fn random_vae(shape: &ModelShape, device: &Device, dtype: DType, tiling: Tiling)
         shape.vae.shift_factor,
         tiling,
     ))
+}
+
+/// TAESD of the published shape over `latent_channels`, random weights,
+/// built in memory.
+fn random_taesd(latent_channels: usize, device: &Device, dtype: DType) -> Result<Taesd> {
+    let cfg = TaesdConfig::published(latent_channels);
+    let tensors = build(WeightInit::Fast, 5, |vb| Taesd::new(vb, &cfg).map(drop))?;
+    let tensors = tensors
+        .into_iter()
+        .map(|(name, t)| (name, t.detach()))
+        .collect();
+    Taesd::new(VarBuilder::from_tensors(tensors, dtype, device), &cfg)
 }
 
 /// `MemAvailable` from /proc/meminfo, in bytes; None where there is none.

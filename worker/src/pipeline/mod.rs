@@ -67,6 +67,8 @@ pub struct Request {
 /// What a job does: diffusion (text to image, image to image, inpainting),
 /// or an upscale. The engine runs either behind the same queue, events and
 /// cancellation.
+// One per job, moved once into it: the larger variant's size costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Work {
     Generate(Request),
