@@ -51,4 +51,17 @@ export function largestSquare(info: WorkerInfo): number {
   return side;
 }
 
+/** Drops a PNG's bytes on the page, as a file dragged from the desktop. */
+export async function dropPng(page: Page, bytes: Uint8Array, name: string): Promise<void> {
+  await page.evaluate(
+    async ([data, fileName]) => {
+      const file = new File([new Uint8Array(data as number[])], fileName as string, { type: 'image/png' });
+      const transfer = new DataTransfer();
+      transfer.items.add(file);
+      document.body.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    },
+    [[...bytes], name] as const,
+  );
+}
+
 export { makePng } from './png.js';

@@ -172,3 +172,28 @@ export async function generateTinyLoraWorker(
   await rm(xl, { recursive: true, force: true });
   return { dir, args: ['--model-path', model, '--lora-dir', loraDir, '--embeddings-dir', embeddingsDir] };
 }
+
+/**
+ * The tiny model (`generate-model --shape tiny`) with an `--upscaler-dir`
+ * holding `upscaler` (a Real-ESRGAN x2 of `generate-upscaler --kind
+ * esrgan-x2`) and, with `taesd`, a tiny TAESD of its latents (`generate-taesd
+ * --scale-factor 4`: the tiny VAE's 4 pixels per latent). Returns the worker
+ * arguments that load them.
+ */
+export async function generateTinyUpscaleWorker(upscaler: string, taesd: boolean): Promise<{ dir: string; args: string[] }> {
+  const bin = workerBinary();
+  const dir = await mkdtemp(join(tmpdir(), 'sd-studio-e2e-upscale-'));
+  const model = join(dir, 'model');
+  const upscalers = join(dir, 'upscalers');
+  await mkdir(upscalers);
+  const run = promisify(execFile);
+  await run(bin, ['generate-model', '--shape', 'tiny', '--out', model]);
+  await run(bin, ['generate-upscaler', '--kind', 'esrgan-x2', '--seed', '3', '--out', join(upscalers, `${upscaler}.safetensors`)]);
+  const args = ['--model-path', model, '--upscaler-dir', upscalers];
+  if (taesd) {
+    const t = join(dir, 'taesd');
+    await run(bin, ['generate-taesd', '--latent-channels', '4', '--scale-factor', '4', '--seed', '4', '--out', t]);
+    args.push('--taesd', t);
+  }
+  return { dir, args };
+}

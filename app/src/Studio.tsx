@@ -1,5 +1,5 @@
 // The studio: prompt and parameters, the job's progress and result, the input
-// image and its mask, the gallery and the prompt history.
+// image and its mask, the gallery (with upscaling) and the prompt history.
 
 import { useImageToImage, useInpainting, useTextToImage, type JobState } from '@sd-worker/react';
 import type { Client, WorkerInfo } from '@sd-worker/sdk';
@@ -13,7 +13,9 @@ import { LoraMatches, LoraSection } from './components/LoraSection.js';
 import { MaskEditor, type MaskEditorHandle } from './components/MaskEditor.js';
 import { ParamsPanel } from './components/ParamsPanel.js';
 import { ProgressView } from './components/ProgressView.js';
+import { PromptHistory } from './components/PromptHistory.js';
 import { revokeBlobUrl } from './components/thumbs.js';
+import { UpscaleAction } from './components/UpscaleAction.js';
 import { buildControlNets, normalizeUnitField, withoutUnitErrors } from './controlnet.js';
 import {
   buildRequest,
@@ -27,6 +29,7 @@ import {
   type JobParams,
   type Mode,
 } from './form.js';
+import { hiresFromParsed } from './hires.js';
 import { forgetJobParams, jobParams, setJobParams, setPending } from './job-params.js';
 import { parseA1111 } from './lib/a1111.js';
 import { errorText } from './lib/errors.js';
@@ -46,6 +49,7 @@ import {
 } from './loras.js';
 import { useControlUnits } from './use-control-units.js';
 import { useLoras } from './use-loras.js';
+import { useUpscaling } from './use-upscale.js';
 
 const MODES: [Mode, string][] = [
   ['txt2img', 'Text to image'],
@@ -55,6 +59,7 @@ const MODES: [Mode, string][] = [
 
 /** Fields that live in the parameters drawer (opened to show their errors on a phone). */
 const DRAWER_FIELDS = new Set(['steps', 'guidance_scale', 'width', 'height', 'scheduler', 'num_images', 'seed', 'mask_blur']);
+const inDrawer = (field: string) => DRAWER_FIELDS.has(field) || /^(hires|preview_method|vae)\b/.test(field);
 /** The worker's names for a field, to the form's. */
 const FIELD_ALIASES: Record<string, string> = { input_image: 'image', init_image: 'image', mask_image: 'mask' };
 
@@ -197,6 +202,15 @@ export function Studio({
   const [drawer, setDrawer] = useState(false);
   const [lightbox, setLightbox] = useState<GalleryEntry | null>(null);
   const [notice, setNotice] = useState('');
+  // An upscaled image joins the gallery and takes the lightbox's place.
+  const onUpscaled = useCallback(
+    (entry: GalleryEntry) => {
+      void refreshGallery();
+      setLightbox((open) => (open ? entry : open));
+    },
+    [refreshGallery, setLightbox],
+  );
+  const upscaling = useUpscaling(client, onUpscaled);
   const [prompts, setPrompts] = useState(loadPrompts);
   const [cancelling, setCancelling] = useState(false);
   const mask = useRef<MaskEditorHandle>(null);
@@ -213,7 +227,7 @@ export function Studio({
   useEffect(() => {
     if (!refused || !serverField) return;
     const frame = requestAnimationFrame(() => {
-      if (DRAWER_FIELDS.has(serverField)) setDrawer(true);
+      if (inDrawer(serverField)) setDrawer(true);
       requestAnimationFrame(() => focusField(serverField));
     });
     return () => cancelAnimationFrame(frame);
@@ -223,7 +237,7 @@ export function Studio({
     setClientErrors(found);
     const first = Object.keys(found)[0];
     if (first) {
-      if (DRAWER_FIELDS.has(first)) setDrawer(true);
+      if (inDrawer(first)) setDrawer(true);
       requestAnimationFrame(() => focusField(first));
     }
   };
@@ -244,11 +258,13 @@ export function Studio({
     // The PNG's LoRAs (its prompts' tags, its `Lora hashes`) become chosen LoRAs when this worker has them.
     const restored = restoreLoras(parsed.prompt, parsed.negative_prompt, loras.available, parsed.extra['Lora hashes']);
     const withLoras = { ...parsed, prompt: restored.prompt, negative_prompt: restored.negative_prompt };
-    setForm((f) => formFromParsed(f, withLoras, info.schedulers));
+    setForm((f) => formFromParsed(f, withLoras, info.schedulers, upscaling.upscalers));
     loras.replace(restored.chosen);
     setClientErrors(withoutLoraErrors);
     const note = restoreNote(restored);
-    setNotice(`Parameters read from ${file.name}.${note ? ` ${note}` : ''}`);
+    const { unknownUpscaler } = hiresFromParsed(form.hires, parsed.extra, upscaling.upscalers);
+    const hiresNote = unknownUpscaler ? ` Hires upscaler “${unknownUpscaler}” is not on this worker: Latent instead.` : '';
+    setNotice(`Parameters read from ${file.name}.${note ? ` ${note}` : ''}${hiresNote}`);
     return true;
   };
 
@@ -329,9 +345,10 @@ export function Studio({
         } else {
           const text = await readPngParameters(await blobBytes(entry.blob));
           const parsed = text ? parseA1111(text, info.schedulers) : null;
-          if (parsed) setForm((f) => formFromParsed(f, parsed, info.schedulers));
+          if (parsed) setForm((f) => formFromParsed(f, parsed, info.schedulers, upscaling.upscalers));
         }
-        setMode(MODE_OF[entry.operation]);
+        // An upscaled image keeps its source's request.
+        setMode(MODE_OF[params?.operation ?? entry.operation] ?? 'txt2img');
         setLightbox(null);
         setNotice(`Parameters and seed ${entry.seed} loaded.`);
         return;
@@ -554,39 +571,30 @@ export function Studio({
               ✕
             </button>
           </div>
-          <ParamsPanel info={info} mode={mode} form={form} set={patch} errors={errors} lastSeed={lastSeed} />
+          <ParamsPanel
+            info={info}
+            mode={mode}
+            form={form}
+            set={patch}
+            errors={errors}
+            lastSeed={lastSeed}
+            upscalers={upscaling.upscalers}
+          />
         </aside>
         {drawer && <button type="button" className="backdrop" aria-label="Close parameters" onClick={() => setDrawer(false)} />}
       </main>
 
       <Gallery entries={gallery} onOpen={setLightbox} />
-      <Lightbox entry={lightbox} onClose={() => setLightbox(null)} onAction={(a, e) => void onAction(a, e)} />
+      <Lightbox entry={lightbox} onClose={() => setLightbox(null)} onAction={(a, e) => void onAction(a, e)}>
+        {lightbox && (
+          <UpscaleAction
+            entry={lightbox}
+            upscaling={upscaling}
+            maxPixels={info.limits.max_input_pixels}
+            workerUrl={workerUrl}
+          />
+        )}
+      </Lightbox>
     </div>
-  );
-}
-
-function PromptHistory(props: {
-  prompts: { prompt: string; negative_prompt: string; at: number }[];
-  onPick: (p: { prompt: string; negative_prompt: string }) => void;
-  onClear: () => void;
-}): ReactNode {
-  if (props.prompts.length === 0) return null;
-  return (
-    <details className="history">
-      <summary>Prompt history ({props.prompts.length})</summary>
-      <ul>
-        {props.prompts.map((p) => (
-          <li key={`${p.at}-${p.prompt}`}>
-            <button type="button" className="link" onClick={() => props.onPick(p)}>
-              {p.prompt}
-              {p.negative_prompt && <span className="muted"> — not: {p.negative_prompt}</span>}
-            </button>
-          </li>
-        ))}
-      </ul>
-      <button type="button" onClick={props.onClear}>
-        Clear history
-      </button>
-    </details>
   );
 }

@@ -1,7 +1,16 @@
 // The form: what a person sets, the request it becomes, and filling it back
 // from a gallery image or a PNG's parameters.
 
-import { isSchedulerName, type GenerationParams, type Operation, type Rng, type WorkerInfo } from '@sd-worker/sdk';
+import {
+  isSchedulerName,
+  type GenerationParams,
+  type Operation,
+  type PreviewMethod,
+  type Rng,
+  type UpscalerInfo,
+  type WorkerInfo,
+} from '@sd-worker/sdk';
+import { buildHires, defaultHires, hasHiresFields, hiresFromParsed, hiresFromRequest, type HiresForm } from './hires.js';
 import type { ParsedParameters } from './lib/a1111.js';
 
 export type Mode = 'txt2img' | 'img2img' | 'inpaint';
@@ -13,7 +22,8 @@ export const OPERATIONS: Record<Mode, Operation> = {
   inpaint: 'image_inpaint',
 };
 
-export const MODE_OF: Record<Operation, Mode> = {
+/** The mode of a generating operation (`image_upscale` has none: it is a gallery action). */
+export const MODE_OF: Partial<Record<Operation, Mode>> = {
   image_generation: 'txt2img',
   image_transform: 'img2img',
   image_inpaint: 'inpaint',
@@ -37,6 +47,12 @@ export interface FormState {
   mask_blur: string;
   /** Random source of the noise: the worker's own, or PyTorch's CPU generator (diffusers' pictures). */
   rng: Rng;
+  /** Text to image: the hires fix (a second pass at a larger size). */
+  hires: HiresForm;
+  /** How previews are decoded; '' leaves it to the worker (TAESD when it has one). Needs `info.taesd`. */
+  preview_method: PreviewMethod | '';
+  /** Final images decoded by TAESD (`vae: "tiny"`): drafts, fast. Needs `info.taesd`. */
+  fastDecode: boolean;
 }
 
 /** What a gallery entry remembers of its request (no images). */
@@ -63,12 +79,22 @@ export function defaultForm(info: WorkerInfo): FormState {
     strength: '0.75',
     mask_blur: '4',
     rng: 'chacha',
+    hires: defaultHires(d.width, d.height),
+    preview_method: '',
+    fastDecode: false,
   };
 }
 
 /** A stored form merged over the defaults (fields the worker does not offer are dropped). */
 export function restoreForm(info: WorkerInfo, saved: Partial<FormState> | null): FormState {
-  const form = { ...defaultForm(info), ...(saved ?? {}) };
+  const defaults = defaultForm(info);
+  const form = { ...defaults, ...(saved ?? {}) };
+  form.hires = { ...defaults.hires, ...(saved?.hires ?? {}) };
+  // Without TAESD the worker refuses both.
+  if (!info.taesd) {
+    form.preview_method = '';
+    form.fastDecode = false;
+  }
   if (!info.schedulers.includes(form.scheduler)) form.scheduler = info.defaults.scheduler;
   if (form.rng !== 'chacha' && form.rng !== 'torch-cpu' && form.rng !== 'nv') form.rng = 'chacha';
   return form;
@@ -137,6 +163,12 @@ export function buildRequest(form: FormState, mode: Mode, lastSeed: number | nul
     if (blur !== undefined) params.mask_blur = blur;
   }
   if (form.rng !== 'chacha') params.rng = form.rng;
+  if (mode === 'txt2img') {
+    const hires = buildHires(form.hires, errors);
+    if (hires) params.hires = hires;
+  }
+  if (form.preview_method) params.preview_method = form.preview_method;
+  if (form.fastDecode) params.vae = 'tiny';
   // Live previews: about ten per job.
   params.preview_every = Math.max(1, Math.floor((steps ?? 20) / 10));
   return { params, errors };
@@ -157,6 +189,7 @@ export function formFromParams(form: FormState, p: JobParams, seed: number | nul
   if (p.strength !== undefined) next.strength = String(p.strength);
   if (p.mask_blur !== undefined) next.mask_blur = String(p.mask_blur);
   next.rng = p.rng ?? 'chacha';
+  if (p.operation === 'image_generation') next.hires = hiresFromRequest(form.hires, p.hires);
   if (withSeed && seed !== null) {
     next.seedMode = 'fixed';
     next.seed = String(seed);
@@ -166,8 +199,16 @@ export function formFromParams(form: FormState, p: JobParams, seed: number | nul
   return next;
 }
 
-/** The form filled from a PNG's `parameters` (only the schedulers the worker has are taken). */
-export function formFromParsed(form: FormState, p: ParsedParameters, schedulers: string[]): FormState {
+/**
+ * The form filled from a PNG's `parameters` (only the schedulers the worker has
+ * are taken; a hires upscaler only when `upscalers` or the latent ones have it).
+ */
+export function formFromParsed(
+  form: FormState,
+  p: ParsedParameters,
+  schedulers: string[],
+  upscalers: readonly UpscalerInfo[] = [],
+): FormState {
   const next: FormState = { ...form, prompt: p.prompt, negative_prompt: p.negative_prompt };
   if (p.steps !== undefined) next.steps = String(p.steps);
   if (p.guidance_scale !== undefined) next.guidance_scale = String(p.guidance_scale);
@@ -177,7 +218,10 @@ export function formFromParsed(form: FormState, p: ParsedParameters, schedulers:
     next.matchInput = false;
   }
   if (p.scheduler && schedulers.includes(p.scheduler)) next.scheduler = p.scheduler;
-  if (p.strength !== undefined) next.strength = String(p.strength);
+  // A hires image's `Denoising strength` is its second pass's.
+  const hires = hasHiresFields(p.extra);
+  if (p.strength !== undefined && !hires) next.strength = String(p.strength);
+  next.hires = hiresFromParsed(form.hires, p.extra, upscalers).hires;
   if (p.seed !== undefined) {
     next.seedMode = 'fixed';
     next.seed = String(p.seed);

@@ -33,7 +33,7 @@ describe('a PNG the worker wrote', () => {
       expect(parsed.scheduler).toBe(entry.scheduler);
       expect(parsed.strength).toBe(entry.strength ?? undefined);
 
-      const mode = MODE_OF[entry.operation];
+      const mode = MODE_OF[entry.operation]!;
       const { params, errors } = buildRequest(formFromParsed(defaultForm(info), parsed, info.schedulers), mode, null);
       expect(errors).toEqual({});
       expect(params).toMatchObject({

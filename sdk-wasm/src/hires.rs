@@ -18,7 +18,8 @@ pub const DEFAULT_HIRES_UPSCALER: &str = "latent";
 
 /// An upscaler that resizes the first pass's latents directly (no VAE round
 /// trip), as A1111's "Latent" modes do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct LatentUpscaler {
     /// The name a request uses.
     pub name: &'static str,
@@ -53,6 +54,33 @@ pub fn latent_upscaler(name: &str) -> Option<&'static LatentUpscaler> {
     LATENT_UPSCALERS
         .iter()
         .find(|u| u.name.eq_ignore_ascii_case(name) || u.a1111.eq_ignore_ascii_case(name))
+}
+
+/// Where [`typescript_module`]'s output is committed, from the repository root.
+pub const TYPESCRIPT_MODULE_PATH: &str = "packages/sdk/src/latent-upscalers.ts";
+
+/// The TypeScript module of [`LATENT_UPSCALERS`]
+/// (`packages/sdk/src/latent-upscalers.ts`) and the hires fix's defaults, so
+/// that clients offer them without writing them again by hand.
+pub fn typescript_module() -> String {
+    let rows = serde_json::to_string_pretty(&LATENT_UPSCALERS).expect("the table serialises");
+    format!(
+        "// Generated from sdk-wasm/src/hires.rs (`typescript_module`): do not edit.\n\
+         // `SD_WORKER_SDK_WRITE_TS=1 cargo test -p sd-worker-sdk hires` rewrites it;\n\
+         // that test fails while this file is stale.\n\
+         \n\
+         import type {{ LatentUpscaler }} from '../wasm/sd_worker_sdk.js';\n\
+         \n\
+         /** The latent upscalers a hires fix's `upscaler` may name besides `GET /v1/upscalers`' (the first is the default). */\n\
+         export const LATENT_UPSCALERS: readonly LatentUpscaler[] = {rows};\n\
+         \n\
+         /** `hires.scale` when neither it nor `hires.width`/`hires.height` is given. */\n\
+         export const DEFAULT_HIRES_SCALE = {DEFAULT_HIRES_SCALE:?};\n\
+         /** Largest `hires.scale`. */\n\
+         export const MAX_HIRES_SCALE = {MAX_HIRES_SCALE:?};\n\
+         /** `hires.denoising_strength` when absent. */\n\
+         export const DEFAULT_HIRES_STRENGTH = {DEFAULT_HIRES_STRENGTH:?};\n"
+    )
 }
 
 /// `hires` of an `image_generation` request. The target size is `scale` times
@@ -131,6 +159,25 @@ mod tests {
         assert_eq!(latent_upscaler("LATENT-BICUBIC").unwrap().mode, "bicubic");
         assert!(latent_upscaler("lanczos").is_none());
         assert!(latent_upscaler(DEFAULT_HIRES_UPSCALER).is_some());
+    }
+
+    /// The committed TypeScript table must be what the Rust table generates.
+    /// `SD_WORKER_SDK_WRITE_TS=1` rewrites it instead of failing.
+    #[test]
+    fn hires_typescript_module_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(TYPESCRIPT_MODULE_PATH);
+        let want = typescript_module();
+        if std::env::var_os("SD_WORKER_SDK_WRITE_TS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{TYPESCRIPT_MODULE_PATH} is stale: run `SD_WORKER_SDK_WRITE_TS=1 cargo test -p sd-worker-sdk hires`"
+        );
+        assert_eq!(LATENT_UPSCALERS[0].name, DEFAULT_HIRES_UPSCALER);
     }
 
     #[test]

@@ -1,10 +1,16 @@
 // Every image generated here, newest first, kept across reloads.
 
+import type { Operation } from '@sd-worker/sdk';
 import type { ReactNode } from 'react';
 import type { GalleryEntry } from '../lib/gallery-db.js';
 import { blobUrl } from './thumbs.js';
 
-const OP_LABEL = { image_generation: 'Text to image', image_transform: 'Image to image', image_inpaint: 'Inpainting' };
+const OP_LABEL: Record<Operation, string> = {
+  image_generation: 'Text to image',
+  image_transform: 'Image to image',
+  image_inpaint: 'Inpainting',
+  image_upscale: 'Upscaled',
+};
 
 export function Gallery(props: { entries: GalleryEntry[]; onOpen: (entry: GalleryEntry) => void }): ReactNode {
   const { entries, onOpen } = props;

@@ -11,8 +11,10 @@ export function Lightbox(props: {
   entry: GalleryEntry | null;
   onClose: () => void;
   onAction: (action: LightboxAction, entry: GalleryEntry) => void;
+  /** More that can be done with the image (upscaling). */
+  children?: ReactNode;
 }): ReactNode {
-  const { entry, onClose, onAction } = props;
+  const { entry, onClose, onAction, children } = props;
   const dialog = useRef<HTMLDialogElement>(null);
 
   useEffect(() => {
@@ -74,8 +76,16 @@ export function Lightbox(props: {
                 )}
               </>
             )}
+            {entry.upscaled && (
+              <>
+                <dt>Upscaled</dt>
+                <dd data-testid="lightbox-upscaled">
+                  {entry.upscaled.scale}× by {entry.upscaled.upscaler}
+                </dd>
+              </>
+            )}
             <dt>Size</dt>
-            <dd>
+            <dd data-testid="lightbox-size">
               {entry.width}×{entry.height}
             </dd>
             <dt>Made</dt>
@@ -98,6 +108,7 @@ export function Lightbox(props: {
               Delete
             </button>
           </div>
+          {children}
         </div>
       )}
     </dialog>

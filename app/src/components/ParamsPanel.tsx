@@ -1,11 +1,14 @@
 // The parameters, driven by the worker's /v1/info: steps, guidance, size
-// presets, seed (random / fixed / last), number of images, scheduler.
+// presets, the hires fix, seed (random / fixed / last), number of images,
+// scheduler, and the decoders (with TAESD).
 
-import { schedulerLabel, type WorkerInfo } from '@sd-worker/sdk';
+import { schedulerLabel, type UpscalerInfo, type WorkerInfo } from '@sd-worker/sdk';
 import { useMemo, type ReactNode } from 'react';
 import type { FieldErrors, FormState, Mode } from '../form.js';
 import { sizePresets } from '../lib/sizes.js';
+import { DecodeSection } from './DecodeSection.js';
 import { controlProps, Field, FieldError, fieldId } from './Field.js';
+import { HiresSection } from './HiresSection.js';
 
 export function ParamsPanel(props: {
   info: WorkerInfo;
@@ -14,8 +17,10 @@ export function ParamsPanel(props: {
   set: (patch: Partial<FormState>) => void;
   errors: FieldErrors;
   lastSeed: number | null;
+  /** `GET /v1/upscalers` (empty until read). */
+  upscalers?: readonly UpscalerInfo[];
 }): ReactNode {
-  const { info, mode, form, set, errors, lastSeed } = props;
+  const { info, mode, form, set, errors, lastSeed, upscalers = [] } = props;
   const { limits } = info;
   const presets = useMemo(() => sizePresets(info), [info]);
   const matching = mode !== 'txt2img' && form.matchInput;
@@ -143,6 +148,18 @@ export function ParamsPanel(props: {
         </p>
       </fieldset>
 
+      {mode === 'txt2img' && (
+        <HiresSection
+          info={info}
+          hires={form.hires}
+          baseWidth={form.width}
+          baseHeight={form.height}
+          upscalers={upscalers}
+          set={(patch) => set({ hires: { ...form.hires, ...patch } })}
+          errors={errors}
+        />
+      )}
+
       <fieldset className="field">
         <legend>Seed</legend>
         <div className="radios" role="radiogroup" aria-label="Seed">
@@ -252,6 +269,8 @@ export function ParamsPanel(props: {
           />
         </Field>
       )}
+
+      {info.taesd && <DecodeSection form={form} set={set} errors={errors} />}
 
       <p className="hint model-line">
         {info.model.id} · {info.device} · {info.dtype} · native {info.model.native_width}×{info.model.native_height}

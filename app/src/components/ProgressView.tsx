@@ -2,6 +2,7 @@
 // live preview, and Cancel; then its images or what went wrong.
 
 import type { JobState } from '@sd-worker/react';
+import type { Phase } from '@sd-worker/sdk';
 import type { ReactNode } from 'react';
 
 export function formatEta(ms: number | null): string {
@@ -10,6 +11,9 @@ export function formatEta(ms: number | null): string {
   if (s < 60) return `about ${s} s left`;
   return `about ${Math.floor(s / 60)} min ${s % 60} s left`;
 }
+
+/** What a person calls each pass (every `Phase` of the contract). */
+export const PHASE_LABEL: Record<Phase, string> = { base: 'Base pass', hires: 'Hires pass', upscale: 'Upscaling' };
 
 export function ProgressView(props: {
   job: JobState;
@@ -28,13 +32,13 @@ export function ProgressView(props: {
           ? 'Queued: runs next'
           : `Queued: position ${job.queuePosition}`;
   else if (progress)
-    line = `Step ${progress.step} of ${progress.total} · ${Math.round(progress.percent)}% · ${formatEta(progress.etaMs)}`;
+    line = `${progress.phase ? `${PHASE_LABEL[progress.phase]} · ` : ''}Step ${progress.step} of ${progress.total} · ${Math.round(progress.percent)}% · ${formatEta(progress.etaMs)}`;
   else line = 'Starting…';
 
   return (
     <div className="progress-view" data-testid="progress">
       <div className="progress-line">
-        <p role="status" aria-live="polite" data-testid="progress-text">
+        <p role="status" aria-live="polite" data-testid="progress-text" data-phase={progress?.phase}>
           {line}
         </p>
         <button type="button" className="danger" onClick={onCancel} disabled={cancelling}>

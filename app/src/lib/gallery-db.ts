@@ -18,8 +18,17 @@ export interface GalleryEntry {
   seed: number;
   width: number;
   height: number;
-  /** The request, without its images; null when unknown (a job submitted elsewhere). */
+  /** The request, without its images; null when unknown (a job submitted elsewhere). An upscale keeps its source's. */
   params: JobParams | null;
+  /** An `image_upscale` result: how it was made, and from which entry. */
+  upscaled?: Upscaled;
+}
+
+export interface Upscaled {
+  /** The source entry's id. */
+  from: string;
+  upscaler: string;
+  scale: number;
 }
 
 interface StudioDb extends DBSchema {

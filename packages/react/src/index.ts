@@ -9,7 +9,7 @@ export type { GenerationStatus, JobImage, JobProgress, JobState, JobWarning } fr
 export type { PersistMode } from './persist.js';
 export { useGenerationProgress } from './use-generation-progress.js';
 export type { GenerationProgress } from './use-generation-progress.js';
-export { useGeneration, useImageToImage, useInpainting, useTextToImage } from './use-generation.js';
+export { useGeneration, useImageToImage, useInpainting, useTextToImage, useUpscale } from './use-generation.js';
 export type {
   Generation,
   GenerationOptions,
@@ -17,5 +17,6 @@ export type {
   InpaintingParams,
   RequestOf,
   TextToImageParams,
+  UpscaleParams,
 } from './use-generation.js';
 export type { DerivedFlags } from './use-job.js';

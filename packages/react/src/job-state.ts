@@ -6,6 +6,7 @@ import {
   type GeneratedImage,
   type ImageFormat,
   type LoraApplied,
+  type Phase,
   type StreamEvent,
 } from '@sd-worker/sdk';
 
@@ -21,6 +22,12 @@ export interface JobProgress {
   percent: number;
   /** Estimated time to completion; null before the first step. */
   etaMs: number | null;
+  /**
+   * The pass the step belongs to: `base` and `hires` for a hires-fix job
+   * (`step` and `total` count both passes), `upscale` for an `image_upscale`
+   * job (one step per tile); absent for single-pass jobs.
+   */
+  phase?: Phase;
 }
 
 export interface JobImage {
@@ -96,7 +103,13 @@ export function applyEvent(state: JobState, event: StreamEvent): JobState {
         ...state,
         status: 'running',
         queuePosition: null,
-        progress: { step: event.step, total: event.total, percent: event.percent, etaMs: event.eta_ms },
+        progress: {
+          step: event.step,
+          total: event.total,
+          percent: event.percent,
+          etaMs: event.eta_ms,
+          ...(event.phase ? { phase: event.phase } : {}),
+        },
       };
     case 'preview':
       return { ...state, status: 'running', preview: imageDataUrl(event) };

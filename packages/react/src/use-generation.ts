@@ -1,4 +1,4 @@
-// useTextToImage, useImageToImage, useInpainting: submit a job and follow it.
+// useTextToImage, useImageToImage, useInpainting, useUpscale: submit a job and follow it.
 //
 // Submission happens only inside `generate` (an event handler's call), never in
 // an effect, so StrictMode's double effects cannot submit twice.
@@ -15,6 +15,7 @@ export type RequestOf<O extends Operation> = Omit<Extract<JobRequest, { operatio
 export type TextToImageParams = RequestOf<'image_generation'>;
 export type ImageToImageParams = RequestOf<'image_transform'>;
 export type InpaintingParams = RequestOf<'image_inpaint'>;
+export type UpscaleParams = RequestOf<'image_upscale'>;
 
 export interface GenerationOptions {
   /**
@@ -78,7 +79,10 @@ export function useGeneration<O extends Operation>(
       const mine = ++generation.current;
       setLocal({ kind: 'submitting' });
       try {
-        const accepted = await store.submit({ ...params, operation } as JobRequest);
+        // `RequestOf<O>` plus its `operation` is the union's member of `O`, which
+        // TypeScript cannot see through the generic.
+        const request = { ...params, operation } as unknown as Extract<JobRequest, { operation: O }>;
+        const accepted = await store.submit(request);
         if (generation.current !== mine) return accepted.job_id;
         writePersistedJob(persistKey, persist, accepted.job_id);
         setLocal({ kind: 'job', jobId: accepted.job_id, resumed: false });
@@ -136,4 +140,12 @@ export function useImageToImage(options?: GenerationOptions): Generation<ImageTo
 /** Inpainting: `generate({ prompt, image, mask, ... })`; white in `mask` is repainted. */
 export function useInpainting(options?: GenerationOptions): Generation<InpaintingParams> {
   return useGeneration('image_inpaint', options);
+}
+
+/**
+ * Upscaling: `generate({ image, upscaler, scale })`, `upscaler` a name of
+ * `client.upscalers()`; its progress counts tiles (`progress.phase` `upscale`).
+ */
+export function useUpscale(options?: GenerationOptions): Generation<UpscaleParams> {
+  return useGeneration('image_upscale', options);
 }

@@ -15,6 +15,7 @@ import type {
   StreamEnd,
   StreamEvent,
   StreamOptions,
+  UpscalerInfo,
   WorkerInfo,
 } from '../wasm/sd_worker_sdk.js';
 import { SdError, toSdError } from './errors.js';
@@ -81,6 +82,16 @@ export class Client {
    */
   embeddings(): Promise<EmbeddingInfo[]> {
     return this.#call((raw) => raw.embeddings());
+  }
+
+  /**
+   * `GET /v1/upscalers`: what an `image_upscale` job's `upscaler` (and a hires
+   * fix's) may name: the built-in resamplers (`kind: "builtin"`, `lanczos`
+   * and `nearest`), then the model files of the worker's `--upscaler-dir`
+   * (`kind: "model"`, with their `architecture` and own `scale`).
+   */
+  upscalers(): Promise<UpscalerInfo[]> {
+    return this.#call((raw) => raw.upscalers());
   }
 
   /**

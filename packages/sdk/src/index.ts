@@ -2,8 +2,9 @@
 //
 // The contract types (JobRequest, StreamEvent, WorkerInfo, GeneratedImage,
 // ErrorCode, SchedulerName, ...) are generated from the worker's Rust types by
-// tsify and re-exported here unchanged; the scheduler table is generated from
-// the same crate (scheduler-table.ts).
+// tsify and re-exported here unchanged; the scheduler table and the latent
+// upscalers are generated from the same crate (scheduler-table.ts,
+// latent-upscalers.ts).
 
 export type * from '../wasm/sd_worker_sdk.js';
 export { Client, createClient } from './client.js';
@@ -12,6 +13,13 @@ export { SdError, isSdError, toSdError } from './errors.js';
 export type { SdErrorCode, SdErrorInit } from './errors.js';
 export { imageDataUrl, imageMime } from './images.js';
 export { initWasm } from './wasm.js';
+export {
+  DEFAULT_HIRES_SCALE,
+  DEFAULT_HIRES_STRENGTH,
+  LATENT_UPSCALERS,
+  MAX_HIRES_SCALE,
+  latentUpscaler,
+} from './upscalers.js';
 export {
   SCHEDULERS,
   SCHEDULER_SPELLINGS,

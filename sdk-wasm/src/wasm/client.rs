@@ -120,6 +120,18 @@ impl SdClient {
         })
     }
 
+    /// The upscalers an `image_upscale` job's (or a hires fix's)
+    /// `upscaler` may name (`GET /v1/upscalers`): the built-in resamplers,
+    /// then the model files of the worker's `--upscaler-dir`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<UpscalerInfo[]>")]
+    pub fn upscalers(&self) -> Promise {
+        let config = self.config.clone();
+        future_to_promise(async move {
+            let text = call(&config, "GET", "/v1/upscalers", None, None).await?;
+            Ok(parse_array(&text)?)
+        })
+    }
+
     /// `GET /health`.
     #[wasm_bindgen(unchecked_return_type = "Promise<{ status: string }>")]
     pub fn health(&self) -> Promise {
