@@ -66,11 +66,7 @@ async fn taesd_previews_at_full_size_and_decodes_drafts() {
     assert_ne!(a, b);
     // TAESD's last preview is its decode of the final latents.
     let (msgs, _) = w.run_job(job(json!({"vae": "tiny"}))).await;
-    let last = msgs
-        .iter()
-        .filter(|m| m.kind() == "preview")
-        .last()
-        .unwrap();
+    let last = msgs.iter().rfind(|m| m.kind() == "preview").unwrap();
     let preview = rgb(&common::decode_b64(last.json()["image"].as_str().unwrap()));
     let mean_diff = |x: &image::RgbImage, y: &image::RgbImage| {
         x.as_raw()
