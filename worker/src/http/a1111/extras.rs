@@ -183,10 +183,13 @@ fn extras_field(mut e: HttpError) -> HttpError {
 /// an `image_upscale` job (queued, cancellable like any other).
 #[utoipa::path(post, path = "/sdapi/v1/extra-single-image", tag = "a1111", request_body = ExtrasRequest, responses(
     (status = 200, body = ExtrasResponse),
-    (status = 400, description = "An image that cannot be decoded", body = SdErrorBody),
+    (status = 400, description = "Not a JSON object, or an image that cannot be decoded", body = SdErrorBody),
+    (status = 401, body = SdErrorBody),
     (status = 409, description = "The job was cancelled", body = SdErrorBody),
+    (status = 413, description = "Body or input image too large", body = SdErrorBody),
+    (status = 415, description = "Not `Content-Type: application/json`", body = SdErrorBody),
     (status = 422, description = "An unknown upscaler, a factor out of range, or face restoration asked for", body = SdErrorBody),
-    (status = 429, description = "Queue full; see Retry-After", body = SdErrorBody),
+    (status = 429, description = "Queue full or every decoding slot taken; see Retry-After", body = SdErrorBody),
     (status = 503, description = "Model loading or worker stopping", body = SdErrorBody)))]
 pub async fn extra_single_image(
     State(state): State<AppState>,
