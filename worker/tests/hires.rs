@@ -92,7 +92,7 @@ async fn a_second_pass_at_the_target_size_counts_both_passes() {
     let params = read_png_parameters(&out[0]).unwrap();
     assert!(params.contains("Hires resize: 96x72"), "{params}");
     assert!(params.contains("Hires steps: 2"), "{params}");
-    assert!(params.contains("Hires upscaler: lanczos"), "{params}");
+    assert!(params.contains("Hires upscaler: Lanczos"), "{params}");
     assert!(params.contains("Denoising strength: 0.7"), "{params}");
 }
 

@@ -64,6 +64,11 @@ async fn taesd_previews_at_full_size_and_decodes_drafts() {
     let (a, b) = (rgb(&full[0]), rgb(&tiny[0]));
     assert_eq!(b.dimensions(), (64, 48));
     assert_ne!(a, b);
+    // The PNG says which decoder made it.
+    let params = sd_worker::pipeline::encode::read_png_parameters(&tiny[0]).unwrap();
+    assert!(params.contains("VAE: TAESD"), "{params}");
+    let full_params = sd_worker::pipeline::encode::read_png_parameters(&full[0]).unwrap();
+    assert!(!full_params.contains("VAE:"), "{full_params}");
     // TAESD's last preview is its decode of the final latents.
     let (msgs, _) = w.run_job(job(json!({"vae": "tiny"}))).await;
     let last = msgs.iter().rfind(|m| m.kind() == "preview").unwrap();

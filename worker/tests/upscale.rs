@@ -7,7 +7,7 @@
 mod common;
 
 use common::Worker;
-use sd_worker::pipeline::encode::read_png_parameters;
+use sd_worker::pipeline::encode::{read_png_parameters, read_png_text};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -108,11 +108,13 @@ async fn upscalers_are_listed_and_upscale_in_tiles() {
         .collect();
     assert_eq!(progress.len(), 2);
     assert!(progress.iter().all(|p| p["phase"] == "upscale"));
-    let params = read_png_parameters(&images[0]).unwrap();
+    // As A1111's Extras: a `postprocessing` chunk; the input had no
+    // `parameters`, so neither has the output.
     assert_eq!(
-        params,
+        read_png_text(&images[0], "postprocessing").unwrap(),
         "Postprocess upscale by: 2, Postprocess upscaler: esrgan-x2"
     );
+    assert_eq!(read_png_parameters(&images[0]), None);
     // Untiled: the same picture within 1/255 at this overlap.
     let (_, whole) = w
         .run_job(job(json!({"upscaler": "esrgan-x2", "tile_size": 0})))
@@ -142,6 +144,33 @@ async fn upscalers_are_listed_and_upscale_in_tiles() {
         .await;
     assert_eq!(rgb(&out[0]).dimensions(), (60, 45));
     assert_eq!(msgs.iter().filter(|m| m.kind() == "progress").count(), 1);
+}
+
+/// Upscaling a generated PNG keeps how it was made (its `parameters`), as
+/// A1111's Extras does, and adds the upscale in `postprocessing`.
+#[tokio::test]
+async fn an_upscaled_png_keeps_its_parameters() {
+    let w = worker(&[]).await;
+    let (_, generated) = w
+        .run_job(
+            json!({"operation": "image_generation", "prompt": "a red circle", "steps": 2,
+                        "width": 32, "height": 32, "seed": 4}),
+        )
+        .await;
+    let made = read_png_parameters(&generated[0]).unwrap();
+    assert!(made.contains("Seed: 4"), "{made}");
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&generated[0])
+    };
+    let (_, out) = w
+        .run_job(json!({"operation": "image_upscale", "image": b64, "upscaler": "NEAREST"}))
+        .await;
+    assert_eq!(read_png_parameters(&out[0]).as_deref(), Some(made.as_str()));
+    assert_eq!(
+        read_png_text(&out[0], "postprocessing").unwrap(),
+        "Postprocess upscale by: 2, Postprocess upscaler: Nearest"
+    );
 }
 
 #[tokio::test]

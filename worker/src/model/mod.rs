@@ -193,8 +193,9 @@ impl LoadedModel {
         }
         if tiny.scale_factor() != self.meta.vae_scale_factor as usize {
             anyhow::bail!(
-                "this TAESD makes {} pixels per latent but the model's VAE {}",
+                "this TAESD makes {} pixels per latent but the model's VAE makes {} (`sd-worker generate-taesd --scale-factor {}` writes a matching test one)",
                 tiny.scale_factor(),
+                self.meta.vae_scale_factor,
                 self.meta.vae_scale_factor
             );
         }

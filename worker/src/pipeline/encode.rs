@@ -33,6 +33,8 @@ pub struct Parameters<'a> {
     pub lora_hashes: Vec<(&'a str, &'a str)>,
     /// The same for the embeddings its prompts use: `TI hashes: "…"`.
     pub ti_hashes: Vec<(&'a str, &'a str)>,
+    /// The final images came from TAESD (`vae: tiny`): `VAE: TAESD`.
+    pub tiny_vae: bool,
     /// A hires fix (then `width` x `height` is the first pass's size, as
     /// A1111 writes it): `Denoising strength`, `Hires upscale` or `Hires
     /// resize`, `Hires steps`, `Hires upscaler`.
@@ -73,6 +75,9 @@ impl Parameters<'_> {
                 text.push_str(&format!(", Hires steps: {steps}"));
             }
             text.push_str(&format!(", Hires upscaler: {}", h.infotext.upscaler));
+        }
+        if self.tiny_vae {
+            text.push_str(", VAE: TAESD");
         }
         match self.rng {
             Rng::Chacha => {}
@@ -140,16 +145,29 @@ pub fn encode_png(
     height: u32,
     parameters: Option<&str>,
 ) -> Result<Vec<u8>> {
+    let chunks: Vec<(&str, &str)> = parameters.map(|p| ("parameters", p)).into_iter().collect();
+    encode_png_texts(rgb, width, height, &chunks)
+}
+
+/// RGB8 pixels to PNG with text chunks `(keyword, text)`, each tEXt
+/// (Latin-1) or iTXt (UTF-8), in order (A1111's `parameters`,
+/// `postprocessing`).
+pub fn encode_png_texts(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    chunks: &[(&str, &str)],
+) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, width, height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        if let Some(text) = parameters {
+        for (keyword, text) in chunks {
             if text.chars().all(|c| (c as u32) < 256 && c != '\0') {
-                encoder.add_text_chunk("parameters".into(), text.into())?;
+                encoder.add_text_chunk(keyword.to_string(), text.to_string())?;
             } else {
-                encoder.add_itxt_chunk("parameters".into(), text.into())?;
+                encoder.add_itxt_chunk(keyword.to_string(), text.to_string())?;
             }
         }
         let mut writer = encoder.write_header().context("writing PNG header")?;
@@ -169,17 +187,22 @@ pub fn encode_jpeg(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<V
 
 /// Reads the `parameters` text back from a PNG (tEXt, zTXt or iTXt).
 pub fn read_png_parameters(png_bytes: &[u8]) -> Option<String> {
+    read_png_text(png_bytes, "parameters")
+}
+
+/// The text chunk `keyword` of a PNG (tEXt or iTXt); None for other images.
+pub fn read_png_text(png_bytes: &[u8], keyword: &str) -> Option<String> {
     let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
     let reader = decoder.read_info().ok()?;
     let info = reader.info();
     info.uncompressed_latin1_text
         .iter()
-        .find(|c| c.keyword == "parameters")
+        .find(|c| c.keyword == keyword)
         .map(|c| c.text.clone())
         .or_else(|| {
             info.utf8_text
                 .iter()
-                .find(|c| c.keyword == "parameters")
+                .find(|c| c.keyword == keyword)
                 .and_then(|c| c.get_text().ok())
         })
 }
@@ -205,6 +228,7 @@ mod tests {
             lora_hashes: Vec::new(),
             ti_hashes: Vec::new(),
             hires: None,
+            tiny_vae: false,
         }
         .to_a1111()
     }
@@ -235,6 +259,7 @@ mod tests {
             lora_hashes: Vec::new(),
             ti_hashes: Vec::new(),
             hires: None,
+            tiny_vae: false,
         }
         .to_a1111();
         assert_eq!(
@@ -270,6 +295,7 @@ mod tests {
                     lora_hashes: Vec::new(),
                     ti_hashes: Vec::new(),
                     hires: None,
+                    tiny_vae: false,
                 }
                 .to_a1111();
                 let png = encode_png(&[200u8; 2 * 2 * 3], 2, 2, Some(&text)).unwrap();

@@ -310,6 +310,7 @@ fn encode_images(
                         .map(|e| (e.name.as_str(), e.hash.as_str()))
                         .collect(),
                     hires: req.hires.as_ref(),
+                    tiny_vae: req.decoding.vae == sd_worker_sdk::VaeChoice::Tiny,
                 };
                 encode_png(rgb.as_raw(), w, h, Some(&params.to_a1111()))?
             }

@@ -1,7 +1,8 @@
 //! An `image_upscale` job: the input through the chosen upscaler (a model in
 //! tiles, one progress step each, cancellable between them; or a built-in
 //! resampler in one step), then Lanczos to the requested factor, encoded
-//! with A1111's `Postprocess upscaler` / `Postprocess upscale by` parameters.
+//! as A1111's Extras writes PNGs: the input's `parameters` kept, and
+//! `Postprocess upscale by` / `Postprocess upscaler` in a `postprocessing` chunk.
 
 use anyhow::Result;
 use image::imageops::FilterType;
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use super::registry::{run_model, UpscalerChoice};
 use super::tile::tile_count;
-use crate::pipeline::encode::{encode_jpeg, encode_png};
+use crate::pipeline::encode::{encode_jpeg, encode_png_texts};
 use crate::pipeline::{Image, Observer, Outcome, StageTimings};
 
 /// A validated `image_upscale` request.
@@ -29,6 +30,9 @@ pub struct UpscaleJob {
     pub tile_size: usize,
     pub tile_overlap: usize,
     pub output_format: ImageFormat,
+    /// The input PNG's `parameters` (how it was made), kept in the output as
+    /// A1111's Extras keeps them.
+    pub source_parameters: Option<String>,
 }
 
 impl UpscaleJob {
@@ -44,6 +48,14 @@ impl UpscaleJob {
             ),
         }
     }
+}
+
+/// A1111's Extras text (its PNG `postprocessing` chunk).
+pub fn postprocessing(job: &UpscaleJob) -> String {
+    format!(
+        "Postprocess upscale by: {}, Postprocess upscaler: {}",
+        job.scale, job.upscaler_name
+    )
 }
 
 /// Runs the job, reporting each tile to `observer` (`phase: upscale`).
@@ -92,11 +104,13 @@ pub fn run(job: &UpscaleJob, observer: &mut dyn Observer) -> Result<Outcome> {
     let t1 = Instant::now();
     let bytes = match job.output_format {
         ImageFormat::Png => {
-            let params = format!(
-                "Postprocess upscale by: {}, Postprocess upscaler: {}",
-                job.scale, job.upscaler_name
-            );
-            encode_png(out.as_raw(), w, h, Some(&params))?
+            let post = postprocessing(job);
+            let mut chunks = Vec::new();
+            if let Some(p) = &job.source_parameters {
+                chunks.push(("parameters", p.as_str()));
+            }
+            chunks.push(("postprocessing", post.as_str()));
+            encode_png_texts(out.as_raw(), w, h, &chunks)?
         }
         ImageFormat::Jpeg => encode_jpeg(out.as_raw(), w, h, 92)?,
     };

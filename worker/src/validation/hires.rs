@@ -104,7 +104,8 @@ pub fn hires(h: &HiresFix, req: &Request, profile: &Profile) -> Result<Hires, Ap
                 format!("{reason}; or a latent one: {}", latent.join(", ")),
             )
         })?;
-        (HiresUpscaler::Pixel(choice), name.to_string())
+        let shown = super::upscale::display_name(name, &choice);
+        (HiresUpscaler::Pixel(choice), shown)
     };
     let steps = match h.steps {
         None | Some(0) => req.steps,

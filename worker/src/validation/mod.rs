@@ -4,7 +4,7 @@
 mod control;
 pub mod hires;
 pub mod lora;
-mod upscale;
+pub mod upscale;
 
 use image::DynamicImage;
 use rand::Rng;

@@ -48,6 +48,7 @@ pub fn upscale(r: UpscaleRequest, profile: &Profile) -> Result<UpscaleJob, ApiEr
         ));
     }
     let image = images::decode("image", &r.image, limits.max_input_pixels)?.to_rgb8();
+    let source_parameters = png_parameters(&r.image);
     let (w, h) = image.dimensions();
     let out = |v: u32| ((v as f64 * scale).round() as u64).max(1);
     let (ow, oh) = (out(w), out(h));
@@ -77,13 +78,44 @@ pub fn upscale(r: UpscaleRequest, profile: &Profile) -> Result<UpscaleJob, ApiEr
     }
     Ok(UpscaleJob {
         image,
+        upscaler_name: display_name(name, &upscaler),
         upscaler,
-        upscaler_name: name.to_string(),
         scale,
         width: ow as u32,
         height: oh as u32,
         tile_size: tile_size as usize,
         tile_overlap: tile_overlap as usize,
         output_format: r.output_format.unwrap_or(ImageFormat::Png),
+        source_parameters,
     })
+}
+
+/// How PNGs name an upscaler: A1111's names for the built-in resamplers
+/// (`Lanczos`, `Nearest`), a model by its file's name.
+pub fn display_name(requested: &str, choice: &UpscalerChoice) -> String {
+    match choice {
+        UpscalerChoice::Model(m) => m.name.clone(),
+        UpscalerChoice::Builtin(_) => {
+            let mut name = requested.to_ascii_lowercase();
+            if let Some(first) = name.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            name
+        }
+    }
+}
+
+/// The `parameters` text of a base64 PNG (a data URL prefix allowed), if any.
+fn png_parameters(b64: &str) -> Option<String> {
+    use base64::Engine as _;
+    let data = b64.trim_start();
+    let data = data
+        .strip_prefix("data:")
+        .and_then(|d| d.split_once(',').map(|(_, d)| d))
+        .unwrap_or(data);
+    let cleaned: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(cleaned)
+        .ok()?;
+    crate::pipeline::encode::read_png_parameters(&bytes)
 }

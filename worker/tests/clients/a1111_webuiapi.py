@@ -78,6 +78,8 @@ def txt2img_with_enable_hr_runs_the_hires_fix():
     text = r.info["infotexts"][0]
     assert "Hires upscale: 2" in text and "Hires upscaler: Latent" in text, text
     assert "Size: 64x64" in text and "Hires steps: 2" in text, text
+    assert r.info["denoising_strength"] == 0.5, r.info
+    assert r.info["extra_generation_params"]["Hires upscale"] == 2, r.info
 
 
 @check

@@ -242,7 +242,7 @@ pub async fn extra_single_image(
         base64::engine::general_purpose::STANDARD
             .decode(&first.image)
             .ok()
-            .and_then(|b| crate::pipeline::encode::read_png_parameters(&b))
+            .and_then(|b| crate::pipeline::encode::read_png_text(&b, "postprocessing"))
             .unwrap_or_default()
     };
     Ok(Json(ExtrasResponse {

@@ -171,7 +171,11 @@ fn respond(
     let n = images.len();
     let seeds: Vec<u64> = images.iter().map(|i| i.seed).collect();
     let infotexts: Vec<String> = images.iter().filter_map(infotext).collect();
-    let strength = r.init.as_ref().map(|i| i.strength);
+    let strength = r
+        .init
+        .as_ref()
+        .map(|i| i.strength)
+        .or(r.hires.as_ref().map(|h| h.strength));
     let negative = r.negative_prompt.clone().unwrap_or_default();
     let model = state
         .profile
@@ -183,12 +187,26 @@ fn respond(
     warnings.extend(plan.warnings((r.width, r.height)));
     warnings.extend(job.snapshot().warnings);
     // As the extension writes its units into A1111's infotext.
-    let extra: Map<String, Value> = r
+    let mut extra: Map<String, Value> = r
         .controls
         .iter()
         .enumerate()
         .map(|(i, unit)| (format!("ControlNet {i}"), json!(controlnet_infotext(unit))))
         .collect();
+    // As A1111 lists the hires fix's parameters.
+    if let Some(h) = &r.hires {
+        match h.infotext.scale {
+            Some(scale) => extra.insert("Hires upscale".into(), json!(scale)),
+            None => extra.insert(
+                "Hires resize".into(),
+                json!(format!("{}x{}", h.width, h.height)),
+            ),
+        };
+        if let Some(steps) = h.infotext.steps {
+            extra.insert("Hires steps".into(), json!(steps));
+        }
+        extra.insert("Hires upscaler".into(), json!(h.infotext.upscaler));
+    }
     let info = json!({
         "prompt": r.prompt,
         "all_prompts": vec![&r.prompt; n],
