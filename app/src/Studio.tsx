@@ -11,6 +11,7 @@ import { ImageInput } from './components/ImageInput.js';
 import { Lightbox, type LightboxAction } from './components/Lightbox.js';
 import { LoraMatches, LoraSection } from './components/LoraSection.js';
 import { MaskEditor, type MaskEditorHandle } from './components/MaskEditor.js';
+import { ParamsDrawer } from './components/ParamsDrawer.js';
 import { ParamsPanel } from './components/ParamsPanel.js';
 import { ProgressView } from './components/ProgressView.js';
 import { PromptHistory } from './components/PromptHistory.js';
@@ -49,6 +50,7 @@ import {
 } from './loras.js';
 import { useControlUnits } from './use-control-units.js';
 import { useLoras } from './use-loras.js';
+import { useServerFieldError } from './use-server-field-error.js';
 import { useUpscaling } from './use-upscale.js';
 
 const MODES: [Mode, string][] = [
@@ -219,7 +221,8 @@ export function Studio({
   const rawField = job.error?.field;
   const serverField = rawField ? normalizeLoraField(normalizeUnitField(FIELD_ALIASES[rawField] ?? rawField)) : null;
   const errors: FieldErrors = { ...clientErrors };
-  if (serverField && job.error) errors[serverField] = job.error.message;
+  const serverMessage = useServerFieldError(job.error, serverField, { ...form, image: input, loras: loras.chosen, controlnets: controls.units });
+  if (serverField && serverMessage) errors[serverField] = serverMessage;
   const generalError = job.status === 'failed' && job.error && !serverField ? errorText(job.error, workerUrl) : null;
 
   // A field the worker refused: show it (open the drawer on a phone) and focus it.
@@ -564,13 +567,7 @@ export function Studio({
           </section>
         </div>
 
-        <aside id="params" className={drawer ? 'params open' : 'params'} aria-label="Parameters">
-          <div className="params-head">
-            <h2>Parameters</h2>
-            <button type="button" className="drawer-close" onClick={() => setDrawer(false)} aria-label="Close parameters">
-              ✕
-            </button>
-          </div>
+        <ParamsDrawer open={drawer} onClose={() => setDrawer(false)}>
           <ParamsPanel
             info={info}
             mode={mode}
@@ -580,8 +577,7 @@ export function Studio({
             lastSeed={lastSeed}
             upscalers={upscaling.upscalers}
           />
-        </aside>
-        {drawer && <button type="button" className="backdrop" aria-label="Close parameters" onClick={() => setDrawer(false)} />}
+        </ParamsDrawer>
       </main>
 
       <Gallery entries={gallery} onOpen={setLightbox} />
