@@ -4,8 +4,9 @@
 import { useImageToImage, useInpainting, useTextToImage, type JobState } from '@sd-worker/react';
 import type { Client, WorkerInfo } from '@sd-worker/sdk';
 import { useCallback, useEffect, useEffectEvent, useRef, useState, type FormEvent, type ReactNode } from 'react';
+import { CodeText } from './components/CodeText.js';
 import { ControlNetSection } from './components/ControlNetSection.js';
-import { errorId, fieldId, FieldError, controlProps } from './components/Field.js';
+import { A1111Name, errorId, fieldId, FieldError, controlProps } from './components/Field.js';
 import { Gallery } from './components/Gallery.js';
 import { ImageInput } from './components/ImageInput.js';
 import { Lightbox, type LightboxAction } from './components/Lightbox.js';
@@ -298,7 +299,7 @@ export function Studio({
 
   const generate = async (e?: FormEvent) => {
     e?.preventDefault();
-    const { params, errors: found } = buildRequest(form, mode, lastSeed);
+    const { params, errors: found } = buildRequest(form, mode, lastSeed, info.limits.min_size);
     // ControlNet units go with every operation (the gallery keeps the request without them).
     const control = buildControlNets(controls.units);
     Object.assign(found, control.errors);
@@ -452,9 +453,12 @@ export function Studio({
                 )}
                 {mode === 'inpaint' && !input && <FieldError name="mask" error={errors.mask} />}
                 <div className={errors.strength ? 'field invalid' : 'field'}>
-                  <label htmlFor={fieldId('strength')}>
-                    Strength <output>{form.strength}</output>
-                  </label>
+                  <div className="label-row">
+                    <label htmlFor={fieldId('strength')}>
+                      Strength <output>{form.strength}</output>
+                    </label>
+                    <A1111Name name="Denoising strength" />
+                  </div>
                   <input
                     {...controlProps('strength', errors.strength)}
                     type="range"
@@ -537,7 +541,7 @@ export function Studio({
             {job.isLoading && <ProgressView job={job} onCancel={() => void cancel()} cancelling={cancelling} />}
             {generalError && (
               <div className="notice error" role="alert" data-testid="job-error">
-                {generalError}
+                <CodeText text={generalError} />
               </div>
             )}
             {job.status === 'cancelled' && (
@@ -547,7 +551,7 @@ export function Studio({
             )}
             {job.warnings.map((w, i) => (
               <p key={`${w.code}-${i}`} className="notice warn" data-testid="job-warning" data-code={w.code}>
-                {w.message}
+                <CodeText text={w.message} />
               </p>
             ))}
             {job.status === 'completed' && <LoraMatches loras={job.loras} />}
