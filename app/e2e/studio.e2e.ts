@@ -209,6 +209,12 @@ describe('studio', () => {
     await page.locator('#field-image').setInputFiles(input);
     const canvas = page.getByTestId('mask-canvas');
     await canvas.waitFor();
+    // The small image fills the editor, centred, not 512 px at its left beside a checkerboard.
+    const viewport = (await page.locator('.mask-viewport').boundingBox())!;
+    const stage = (await canvas.boundingBox())!;
+    expect(Math.abs(stage.x + stage.width / 2 - (viewport.x + viewport.width / 2))).toBeLessThan(2);
+    expect(stage.height).toBeLessThanOrEqual(viewport.height);
+    expect(Math.max(stage.width / viewport.width, stage.height / viewport.height)).toBeGreaterThan(0.95);
     await page.getByLabel('Prompt', { exact: true }).fill('a blue square');
     await setQuick(page, 6);
 
@@ -276,6 +282,9 @@ describe('studio', () => {
     await expect(page.locator('#field-width').getAttribute('aria-invalid')).resolves.toBe('true');
     await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe('field-width');
     await screenshot(page, 'validation-error');
+    // Editing the width takes the worker's old complaint away at once.
+    await page.locator('#field-width').fill(String(bad + 1));
+    await expect.poll(() => page.locator('#error-width').count()).toBe(0);
 
     // A fixed width again, too many steps: the error moves to steps.
     await page.locator('#field-width').fill(String(info.defaults.width));
