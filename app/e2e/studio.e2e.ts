@@ -209,6 +209,12 @@ describe('studio', () => {
     await page.locator('#field-image').setInputFiles(input);
     const canvas = page.getByTestId('mask-canvas');
     await canvas.waitFor();
+    // The small image fills the editor, centred, not 512 px at its left beside a checkerboard.
+    const viewport = (await page.locator('.mask-viewport').boundingBox())!;
+    const stage = (await canvas.boundingBox())!;
+    expect(Math.abs(stage.x + stage.width / 2 - (viewport.x + viewport.width / 2))).toBeLessThan(2);
+    expect(stage.height).toBeLessThanOrEqual(viewport.height);
+    expect(Math.max(stage.width / viewport.width, stage.height / viewport.height)).toBeGreaterThan(0.95);
     await page.getByLabel('Prompt', { exact: true }).fill('a blue square');
     await setQuick(page, 6);
 
@@ -276,6 +282,9 @@ describe('studio', () => {
     await expect(page.locator('#field-width').getAttribute('aria-invalid')).resolves.toBe('true');
     await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe('field-width');
     await screenshot(page, 'validation-error');
+    // Editing the width takes the worker's old complaint away at once.
+    await page.locator('#field-width').fill(String(bad + 1));
+    await expect.poll(() => page.locator('#error-width').count()).toBe(0);
 
     // A fixed width again, too many steps: the error moves to steps.
     await page.locator('#field-width').fill(String(info.defaults.width));
@@ -312,6 +321,27 @@ describe('studio', () => {
     }
   });
 
+  it('asks for the token of a worker started with --api-token, and says when it refuses one', async () => {
+    const guarded = await startWorker({}, ['--api-token', 'the-right-token']);
+    try {
+      const { page, context } = await newPage(browser);
+      await page.goto(guarded.url);
+      const token = page.getByLabel('Token', { exact: true });
+      await token.waitFor();
+      expect(await page.getByTestId('token-refused').count()).toBe(0);
+      await token.fill('a-wrong-token');
+      await page.getByRole('button', { name: 'Connect' }).click();
+      await page.getByTestId('token-refused').getByText('The worker refused this token').waitFor();
+      await screenshot(page, 'token-refused');
+      await token.fill('the-right-token');
+      await page.getByRole('button', { name: 'Connect' }).click();
+      await page.getByLabel('Prompt', { exact: true }).waitFor();
+      await context.close();
+    } finally {
+      await guarded.stop();
+    }
+  });
+
   it('fits a phone: prompt and result first, parameters in a drawer', async () => {
     const page = await open(true);
     const prompt = page.getByLabel('Prompt', { exact: true });
@@ -323,7 +353,15 @@ describe('studio', () => {
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     await screenshot(page, 'phone');
 
-    await page.getByRole('button', { name: 'Parameters', exact: true }).click();
+    // A modal dialog on a phone: Escape closes it and focus goes back to its button.
+    const toggle = page.getByRole('button', { name: 'Parameters', exact: true });
+    await toggle.click();
+    await page.getByRole('dialog', { name: 'Parameters' }).waitFor();
+    await page.keyboard.press('Escape');
+    await expect.poll(() => params.isVisible()).toBe(false);
+    await expect.poll(() => toggle.evaluate((el) => el === document.activeElement)).toBe(true);
+
+    await toggle.click();
     await params.locator('#field-steps').waitFor({ state: 'visible' });
     await screenshot(page, 'phone-parameters');
     await params.locator('#field-steps').fill('5');

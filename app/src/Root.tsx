@@ -1,8 +1,9 @@
 // The page: finds the worker, waits for its model, then shows the studio.
 
 import { SdProvider } from '@sd-worker/react';
-import { useState, type FormEvent, type ReactNode } from 'react';
+import { useState, type ReactNode } from 'react';
 import { Studio } from './Studio.js';
+import { TokenForm } from './components/TokenForm.js';
 import { useConnection, type Connection } from './connection.js';
 import { loadToken, resolveWorkerUrl, saveToken } from './worker-url.js';
 
@@ -30,6 +31,7 @@ export function Root(): ReactNode {
         <ConnectionStatus
           connection={connection}
           retry={retry}
+          token={token}
           setToken={(t) => {
             saveToken(t);
             setToken(t);
@@ -43,6 +45,7 @@ export function Root(): ReactNode {
 function ConnectionStatus(props: {
   connection: Exclude<Connection, { state: 'ready' }>;
   retry: () => void;
+  token: string;
   setToken: (token: string) => void;
 }): ReactNode {
   const { connection, retry } = props;
@@ -75,25 +78,6 @@ function ConnectionStatus(props: {
         </div>
       );
     case 'unauthorized':
-      return <TokenForm onToken={props.setToken} />;
+      return <TokenForm refused={props.token} onToken={props.setToken} />;
   }
-}
-
-function TokenForm({ onToken }: { onToken: (token: string) => void }): ReactNode {
-  const submit = (e: FormEvent<HTMLFormElement>) => {
-    e.preventDefault();
-    onToken(String(new FormData(e.currentTarget).get('token') ?? '').trim());
-  };
-  return (
-    <form className="notice" onSubmit={submit} role="alert">
-      <p>
-        <strong>This worker needs an access token</strong> (it was started with <code>--api-token</code>).
-      </p>
-      <label htmlFor="token">Token</label>
-      <div className="row">
-        <input id="token" name="token" type="password" autoComplete="current-password" required />
-        <button type="submit">Connect</button>
-      </div>
-    </form>
-  );
 }

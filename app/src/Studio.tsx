@@ -4,13 +4,15 @@
 import { useImageToImage, useInpainting, useTextToImage, type JobState } from '@sd-worker/react';
 import type { Client, WorkerInfo } from '@sd-worker/sdk';
 import { useCallback, useEffect, useEffectEvent, useRef, useState, type FormEvent, type ReactNode } from 'react';
+import { CodeText } from './components/CodeText.js';
 import { ControlNetSection } from './components/ControlNetSection.js';
-import { errorId, fieldId, FieldError, controlProps } from './components/Field.js';
+import { A1111Name, errorId, fieldId, FieldError, controlProps } from './components/Field.js';
 import { Gallery } from './components/Gallery.js';
 import { ImageInput } from './components/ImageInput.js';
 import { Lightbox, type LightboxAction } from './components/Lightbox.js';
 import { LoraMatches, LoraSection } from './components/LoraSection.js';
 import { MaskEditor, type MaskEditorHandle } from './components/MaskEditor.js';
+import { ParamsDrawer } from './components/ParamsDrawer.js';
 import { ParamsPanel } from './components/ParamsPanel.js';
 import { ProgressView } from './components/ProgressView.js';
 import { PromptHistory } from './components/PromptHistory.js';
@@ -49,6 +51,7 @@ import {
 } from './loras.js';
 import { useControlUnits } from './use-control-units.js';
 import { useLoras } from './use-loras.js';
+import { useServerFieldError } from './use-server-field-error.js';
 import { useUpscaling } from './use-upscale.js';
 
 const MODES: [Mode, string][] = [
@@ -219,7 +222,8 @@ export function Studio({
   const rawField = job.error?.field;
   const serverField = rawField ? normalizeLoraField(normalizeUnitField(FIELD_ALIASES[rawField] ?? rawField)) : null;
   const errors: FieldErrors = { ...clientErrors };
-  if (serverField && job.error) errors[serverField] = job.error.message;
+  const serverMessage = useServerFieldError(job.error, serverField, { ...form, image: input, loras: loras.chosen, controlnets: controls.units });
+  if (serverField && serverMessage) errors[serverField] = serverMessage;
   const generalError = job.status === 'failed' && job.error && !serverField ? errorText(job.error, workerUrl) : null;
 
   // A field the worker refused: show it (open the drawer on a phone) and focus it.
@@ -295,7 +299,7 @@ export function Studio({
 
   const generate = async (e?: FormEvent) => {
     e?.preventDefault();
-    const { params, errors: found } = buildRequest(form, mode, lastSeed);
+    const { params, errors: found } = buildRequest(form, mode, lastSeed, info.limits.min_size);
     // ControlNet units go with every operation (the gallery keeps the request without them).
     const control = buildControlNets(controls.units);
     Object.assign(found, control.errors);
@@ -449,9 +453,12 @@ export function Studio({
                 )}
                 {mode === 'inpaint' && !input && <FieldError name="mask" error={errors.mask} />}
                 <div className={errors.strength ? 'field invalid' : 'field'}>
-                  <label htmlFor={fieldId('strength')}>
-                    Strength <output>{form.strength}</output>
-                  </label>
+                  <div className="label-row">
+                    <label htmlFor={fieldId('strength')}>
+                      Strength <output>{form.strength}</output>
+                    </label>
+                    <A1111Name name="Denoising strength" />
+                  </div>
                   <input
                     {...controlProps('strength', errors.strength)}
                     type="range"
@@ -534,7 +541,7 @@ export function Studio({
             {job.isLoading && <ProgressView job={job} onCancel={() => void cancel()} cancelling={cancelling} />}
             {generalError && (
               <div className="notice error" role="alert" data-testid="job-error">
-                {generalError}
+                <CodeText text={generalError} />
               </div>
             )}
             {job.status === 'cancelled' && (
@@ -544,7 +551,7 @@ export function Studio({
             )}
             {job.warnings.map((w, i) => (
               <p key={`${w.code}-${i}`} className="notice warn" data-testid="job-warning" data-code={w.code}>
-                {w.message}
+                <CodeText text={w.message} />
               </p>
             ))}
             {job.status === 'completed' && <LoraMatches loras={job.loras} />}
@@ -564,13 +571,7 @@ export function Studio({
           </section>
         </div>
 
-        <aside id="params" className={drawer ? 'params open' : 'params'} aria-label="Parameters">
-          <div className="params-head">
-            <h2>Parameters</h2>
-            <button type="button" className="drawer-close" onClick={() => setDrawer(false)} aria-label="Close parameters">
-              ✕
-            </button>
-          </div>
+        <ParamsDrawer open={drawer} onClose={() => setDrawer(false)}>
           <ParamsPanel
             info={info}
             mode={mode}
@@ -580,8 +581,7 @@ export function Studio({
             lastSeed={lastSeed}
             upscalers={upscaling.upscalers}
           />
-        </aside>
-        {drawer && <button type="button" className="backdrop" aria-label="Close parameters" onClick={() => setDrawer(false)} />}
+        </ParamsDrawer>
       </main>
 
       <Gallery entries={gallery} onOpen={setLightbox} />

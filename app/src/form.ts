@@ -125,9 +125,11 @@ export interface BuiltRequest {
 
 /**
  * The request of the form (without `image`/`mask`). Only what a browser cannot
- * send is checked here (text in a number field); ranges are the worker's to judge.
+ * send is checked here (text in a number field), and a side below `/v1/info`'s
+ * `min_size` (`minSize`): "at least 32" says more than the worker's first
+ * complaint could. Other ranges are the worker's to judge.
  */
-export function buildRequest(form: FormState, mode: Mode, lastSeed: number | null): BuiltRequest {
+export function buildRequest(form: FormState, mode: Mode, lastSeed: number | null, minSize?: number): BuiltRequest {
   const errors: FieldErrors = {};
   const params: JobParams = { operation: OPERATIONS[mode], prompt: form.prompt };
   if (!form.prompt.trim()) errors.prompt = 'Describe the image to generate.';
@@ -141,6 +143,9 @@ export function buildRequest(form: FormState, mode: Mode, lastSeed: number | nul
     const height = parseNumber(form.height, 'height', errors, true);
     if (width !== undefined) params.width = width;
     if (height !== undefined) params.height = height;
+    for (const [field, side] of [['width', width], ['height', height]] as const) {
+      if (side !== undefined && minSize !== undefined && side < minSize) errors[field] = `At least ${minSize} pixels.`;
+    }
   }
   // The select offers /v1/info's names, all of them the contract's.
   if (isSchedulerName(form.scheduler)) params.scheduler = form.scheduler;

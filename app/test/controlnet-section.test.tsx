@@ -142,7 +142,7 @@ describe('ControlNetSection', () => {
     await act(async () => fireEvent.click(first.getByRole('button', { name: 'Preview map' })));
     const high = first.getByLabelText('High threshold');
     expect(high.getAttribute('aria-invalid')).toBe('true');
-    expect(document.getElementById(high.getAttribute('aria-describedby')!)?.textContent).toBe('`high_threshold` must be at most 255');
+    expect(document.getElementById(high.getAttribute('aria-describedby')!)?.textContent).toBe('high_threshold must be at most 255');
 
     const second = within(unitGroup(2));
     await act(async () => fireEvent.click(second.getByRole('button', { name: 'Preview map' })));

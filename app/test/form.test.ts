@@ -30,6 +30,13 @@ describe('form', () => {
     expect(p.params).toMatchObject({ operation: 'image_inpaint', mask_blur: 4, width: 64 });
   });
 
+  it('says a side below the worker’s minimum size must be at least that', () => {
+    const form = { ...defaultForm(INFO), prompt: 'x', width: '30', height: '64' };
+    const { errors } = buildRequest(form, 'txt2img', null, INFO.limits.min_size);
+    expect(errors).toEqual({ width: 'At least 32 pixels.' });
+    expect(buildRequest({ ...form, width: '32' }, 'txt2img', null, INFO.limits.min_size).errors).toEqual({});
+  });
+
   it('handles the three seed modes', () => {
     const form = { ...defaultForm(INFO), prompt: 'x' };
     expect(buildRequest({ ...form, seedMode: 'fixed', seed: '42' }, 'txt2img', null).params.seed).toBe(42);

@@ -220,6 +220,24 @@ async fn bad_requests_get_their_status_code_and_field() {
     assert_eq!(msgs[msgs.len() - 2].kind(), "complete");
 }
 
+/// A side below the minimum is told the range first: "between 32 and …",
+/// not "a multiple of 4" (30 fixed to 32 would pass; 28 would not).
+#[tokio::test]
+async fn a_side_below_the_minimum_is_told_the_minimum() {
+    let w = Worker::start(&[]).await;
+    let (status, _, err) = w.submit_raw(with("width", json!(30))).await;
+    assert_eq!(status, 422, "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("`width` must be between 32 and "),
+        "{message}"
+    );
+    // Within the range, the multiple is what is wrong.
+    let (status, _, err) = w.submit_raw(with("width", json!(66))).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"]["message"], "`width` must be a multiple of 4");
+}
+
 #[tokio::test]
 async fn a_body_not_sent_as_json_gets_415() {
     // Browsers send text/plain and form bodies cross-origin without a CORS

@@ -109,3 +109,22 @@ fn the_allow_unauthenticated_variable_takes_the_usual_boolean_words() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("maybe"), "{stderr}");
 }
+
+/// Logs redirected to a file or journald carry no colour escape codes:
+/// colour is for a person at a terminal only.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sd-worker"))
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(["--model-path", "/nonexistent/model"])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run sd-worker");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("INFO") || stderr.contains("ERROR"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("\x1b["), "{stderr:?}");
+}

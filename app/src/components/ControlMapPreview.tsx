@@ -8,6 +8,7 @@ import { useEffect, useRef, useState, type ReactNode } from 'react';
 import { previewRequest, unitField, type ControlUnit } from '../controlnet.js';
 import type { FieldErrors } from '../form.js';
 import { errorText } from '../lib/errors.js';
+import { CodeText } from './CodeText.js';
 
 type Preview =
   | { state: 'idle' }
@@ -80,7 +81,7 @@ export function ControlMapPreview(props: {
       {preview.state === 'done' && stale && <p className="hint">The image or preprocessor changed: preview the map again.</p>}
       {preview.state === 'failed' && (
         <p className="field-error" role="alert">
-          {preview.message}
+          <CodeText text={preview.message} />
         </p>
       )}
     </div>

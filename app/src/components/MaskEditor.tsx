@@ -13,6 +13,18 @@ export interface MaskEditorHandle {
 }
 
 const PAINT = 'rgb(255, 40, 90)';
+/** The viewport's height (styles.css `.mask-viewport`): at 100% the image fits in it. */
+const VIEWPORT_HEIGHT = '70vh';
+
+/**
+ * At 100% the image fills the viewport's width or height, whichever it meets
+ * first (a 64×64 image is drawn large, not 64 px in a corner), centred; zoom
+ * scales that. The mask keeps the image's own pixels (`point` maps back).
+ */
+function stageStyle(image: { width: number; height: number }, zoom: number) {
+  const fit = `min(100%, calc((${VIEWPORT_HEIGHT} - 2px) * ${image.width / image.height}))`;
+  return { width: `calc(${zoom} * ${fit})`, aspectRatio: `${image.width} / ${image.height}` };
+}
 const ZOOMS = [0.5, 0.75, 1, 1.5, 2, 3, 4];
 
 export function MaskEditor(props: {
@@ -218,7 +230,7 @@ export function MaskEditor(props: {
           else if (e.key === ']') setSize((s) => Math.min(maxSize, s + 1));
         }}
       >
-        <div className="mask-stage" style={{ width: `calc(${zoom} * min(100%, 512px))`, aspectRatio: `${image.width} / ${image.height}` }}>
+        <div className="mask-stage" style={stageStyle(image, zoom)}>
           <img src={image.url} alt="The image to inpaint" draggable={false} />
           <canvas
             ref={canvas}

@@ -56,6 +56,7 @@ export function ParamsPanel(props: {
       <Field
         name="guidance_scale"
         label="Guidance scale"
+        a1111="CFG scale"
         error={errors.guidance_scale}
         hint="How closely to follow the prompt; 1 or less skips the negative prompt"
       >
@@ -229,7 +230,7 @@ export function ParamsPanel(props: {
         />
       </Field>
 
-      <Field name="scheduler" label="Scheduler" error={errors.scheduler}>
+      <Field name="scheduler" label="Scheduler" a1111="Sampler" error={errors.scheduler}>
         <select
           {...controlProps('scheduler', errors.scheduler)}
           value={form.scheduler}

@@ -3,6 +3,7 @@
 
 import { useState, type ReactNode } from 'react';
 import { upscalerLabel } from '../hires.js';
+import { CodeText } from './CodeText.js';
 import { errorText } from '../lib/errors.js';
 import type { GalleryEntry } from '../lib/gallery-db.js';
 import { defaultUpscaler, type Upscaling } from '../use-upscale.js';
@@ -69,7 +70,7 @@ export function UpscaleAction(props: {
       )}
       {mine && job.status === 'failed' && job.error && (
         <p className="notice error" role="alert" data-testid="upscale-error">
-          {errorText(job.error, workerUrl)}
+          <CodeText text={errorText(job.error, workerUrl)} />
         </p>
       )}
       {mine && job.status === 'cancelled' && <p className="muted">Upscale cancelled.</p>}

@@ -59,12 +59,7 @@ pub fn hires(h: &HiresFix, req: &Request, profile: &Profile) -> Result<Hires, Ap
     for (field, v) in [("hires.width", width), ("hires.height", height)] {
         // A size the scale made is the scale's fault.
         let field = if from_scale { "hires.scale" } else { field };
-        if v % m != 0 {
-            return Err(invalid(
-                field,
-                format!("`{field}` must be a multiple of {m}"),
-            ));
-        }
+        // The range first, as for `width`/`height`.
         if v < limits.min_size || v > limits.max_size {
             return Err(invalid(
                 field,
@@ -72,6 +67,12 @@ pub fn hires(h: &HiresFix, req: &Request, profile: &Profile) -> Result<Hires, Ap
                     "the hires size must be between {} and {} a side (got {v})",
                     limits.min_size, limits.max_size
                 ),
+            ));
+        }
+        if v % m != 0 {
+            return Err(invalid(
+                field,
+                format!("`{field}` must be a multiple of {m}"),
             ));
         }
     }

@@ -342,13 +342,9 @@ fn validate_params(
         ),
         Some((iw, ih)) => size_from_input(iw, ih, p.width, p.height, limits),
     };
+    // The range first: a side below the minimum is told the minimum
+    // ("between 32 and …"), not the multiple.
     for (field, v) in [("width", width), ("height", height)] {
-        if v % limits.size_multiple != 0 {
-            return Err(invalid(
-                field,
-                format!("`{field}` must be a multiple of {}", limits.size_multiple),
-            ));
-        }
         if v < limits.min_size || v > limits.max_size {
             return Err(invalid(
                 field,
@@ -356,6 +352,12 @@ fn validate_params(
                     "`{field}` must be between {} and {}",
                     limits.min_size, limits.max_size
                 ),
+            ));
+        }
+        if v % limits.size_multiple != 0 {
+            return Err(invalid(
+                field,
+                format!("`{field}` must be a multiple of {}", limits.size_multiple),
             ));
         }
     }
