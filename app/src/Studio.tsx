@@ -3,53 +3,51 @@
 
 import { useImageToImage, useInpainting, useTextToImage, type JobState } from '@sd-worker/react';
 import type { Client, WorkerInfo } from '@sd-worker/sdk';
-import { useCallback, useEffect, useEffectEvent, useRef, useState, type FormEvent, type ReactNode } from 'react';
-import { CodeText } from './components/CodeText.js';
+import { useCallback, useEffect, useRef, useState, type FormEvent, type ReactNode } from 'react';
 import { ControlNetSection } from './components/ControlNetSection.js';
+import { DropOverlay } from './components/DropOverlay.js';
+import { ExamplePrompts, promptPlaceholder } from './components/ExamplePrompts.js';
 import { A1111Name, errorId, fieldId, FieldError, controlProps } from './components/Field.js';
 import { Gallery } from './components/Gallery.js';
 import { ImageInput } from './components/ImageInput.js';
-import { Lightbox, type LightboxAction } from './components/Lightbox.js';
-import { LoraMatches, LoraSection } from './components/LoraSection.js';
+import { Lightbox } from './components/Lightbox.js';
+import { LoraSection } from './components/LoraSection.js';
 import { MaskEditor, type MaskEditorHandle } from './components/MaskEditor.js';
 import { ParamsDrawer } from './components/ParamsDrawer.js';
 import { ParamsPanel } from './components/ParamsPanel.js';
-import { ProgressView } from './components/ProgressView.js';
 import { PromptHistory } from './components/PromptHistory.js';
-import { revokeBlobUrl } from './components/thumbs.js';
+import { lastResult, ResultView } from './components/ResultView.js';
+import { UndoToast } from './components/UndoToast.js';
 import { UpscaleAction } from './components/UpscaleAction.js';
 import { buildControlNets, normalizeUnitField, withoutUnitErrors } from './controlnet.js';
 import {
   buildRequest,
-  formFromParams,
   formFromParsed,
-  MODE_OF,
   OPERATIONS,
   restoreForm,
   type FieldErrors,
   type FormState,
-  type JobParams,
   type Mode,
 } from './form.js';
 import { hiresFromParsed } from './hires.js';
 import { forgetJobParams, jobParams, setJobParams, setPending } from './job-params.js';
 import { parseA1111 } from './lib/a1111.js';
 import { errorText } from './lib/errors.js';
-import { addImage, deleteImage, getValue, listImages, setValue, type GalleryEntry } from './lib/gallery-db.js';
-import { blobBytes, dataUrlToBlob, downloadBlob, loadImage, type LoadedImage } from './lib/images.js';
+import { addImage, getValue, listImages, setValue, type GalleryEntry } from './lib/gallery-db.js';
+import { blobBytes, dataUrlToBlob, loadImage, type LoadedImage } from './lib/images.js';
 import { readPngParameters } from './lib/png-text.js';
 import { clearPrompts, loadPrompts, rememberPrompt } from './lib/prompt-history.js';
 import {
   appendWords,
   buildLoras,
-  chosenOfRefs,
   normalizeLoraField,
-  restoreChosen,
   restoreLoras,
   restoreNote,
   withoutLoraErrors,
 } from './loras.js';
 import { useControlUnits } from './use-control-units.js';
+import { useFileDrop } from './use-file-drop.js';
+import { useGalleryActions } from './use-gallery-actions.js';
 import { useLoras } from './use-loras.js';
 import { useServerFieldError } from './use-server-field-error.js';
 import { useUpscaling } from './use-upscale.js';
@@ -214,6 +212,19 @@ export function Studio({
     [refreshGallery, setLightbox],
   );
   const upscaling = useUpscaling(client, onUpscaled);
+  const actions = useGalleryActions({
+    info,
+    gallery,
+    lightbox,
+    setLightbox,
+    setForm,
+    setMode,
+    setInput,
+    setNotice,
+    loras,
+    upscaling,
+    refreshGallery,
+  });
   const [prompts, setPrompts] = useState(loadPrompts);
   const [cancelling, setCancelling] = useState(false);
   const mask = useRef<MaskEditorHandle>(null);
@@ -273,29 +284,15 @@ export function Studio({
   };
 
   // Dropping a PNG anywhere on the page fills the form from its `parameters`;
-  // another image becomes the input image of the image modes.
-  const onDrop = useEffectEvent(async (file: File) => {
-    if (await fillFromFile(file)) return;
-    if (mode !== 'txt2img') await onInputFile(file);
-    else setNotice(`${file.name} has no generation parameters.`);
+  // in the image modes, the dropped image (a PNG with parameters too) becomes
+  // the input image, as in A1111.
+  const dragging = useFileDrop((file) => {
+    void (async () => {
+      const filled = await fillFromFile(file);
+      if (mode !== 'txt2img') await onInputFile(file);
+      else if (!filled) setNotice(`${file.name} has no generation parameters.`);
+    })();
   });
-  useEffect(() => {
-    const over = (e: DragEvent) => {
-      if (e.dataTransfer?.types.includes('Files')) e.preventDefault();
-    };
-    const drop = (e: DragEvent) => {
-      const file = e.dataTransfer?.files[0];
-      if (!file) return;
-      e.preventDefault();
-      void onDrop(file);
-    };
-    window.addEventListener('dragover', over);
-    window.addEventListener('drop', drop);
-    return () => {
-      window.removeEventListener('dragover', over);
-      window.removeEventListener('drop', drop);
-    };
-  }, []);
 
   const generate = async (e?: FormEvent) => {
     e?.preventDefault();
@@ -334,43 +331,6 @@ export function Studio({
     setCancelling(true);
     await job.cancel();
     setCancelling(false);
-  };
-
-  const onAction = async (action: LightboxAction, entry: GalleryEntry) => {
-    switch (action) {
-      case 'download':
-        downloadBlob(entry.blob, `sd-worker-${entry.seed}.${entry.format === 'jpeg' ? 'jpg' : 'png'}`);
-        return;
-      case 'reuse': {
-        const params: JobParams | null = entry.params;
-        if (params) {
-          setForm((f) => formFromParams(f, params, entry.seed, true));
-          loras.replace(restoreChosen(chosenOfRefs(params.loras ?? []), loras.available));
-        } else {
-          const text = await readPngParameters(await blobBytes(entry.blob));
-          const parsed = text ? parseA1111(text, info.schedulers) : null;
-          if (parsed) setForm((f) => formFromParsed(f, parsed, info.schedulers, upscaling.upscalers));
-        }
-        // An upscaled image keeps its source's request.
-        setMode(MODE_OF[params?.operation ?? entry.operation] ?? 'txt2img');
-        setLightbox(null);
-        setNotice(`Parameters and seed ${entry.seed} loaded.`);
-        return;
-      }
-      case 'img2img':
-      case 'inpaint':
-        setInput(await loadImage(entry.blob, `seed-${entry.seed}.${entry.format === 'jpeg' ? 'jpg' : 'png'}`));
-        setMode(action);
-        setLightbox(null);
-        setNotice(action === 'img2img' ? 'Sent to image to image.' : 'Sent to inpainting: paint the part to repaint.');
-        return;
-      case 'delete':
-        await deleteImage(entry.id);
-        revokeBlobUrl(entry.blob);
-        setLightbox(null);
-        await refreshGallery();
-        return;
-    }
   };
 
   const openResult = (index: number) => {
@@ -413,13 +373,14 @@ export function Studio({
                 {...controlProps('prompt', errors.prompt)}
                 rows={3}
                 value={form.prompt}
-                placeholder="a lighthouse on a cliff at sunset, oil painting"
+                placeholder={promptPlaceholder(info.model.example_prompts)}
                 onChange={(e) => patch({ prompt: e.target.value })}
                 onKeyDown={(e) => {
                   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) void generate(e);
                 }}
               />
               <FieldError name="prompt" error={errors.prompt} />
+              <ExamplePrompts examples={info.model.example_prompts} onPick={(prompt) => patch({ prompt })} />
             </div>
             <div className={errors.negative_prompt ? 'field invalid' : 'field'}>
               <label htmlFor={fieldId('negative_prompt')}>Negative prompt</label>
@@ -537,38 +498,15 @@ export function Studio({
             </p>
           </form>
 
-          <section className="card result" aria-label="Result" data-testid="result">
-            {job.isLoading && <ProgressView job={job} onCancel={() => void cancel()} cancelling={cancelling} />}
-            {generalError && (
-              <div className="notice error" role="alert" data-testid="job-error">
-                <CodeText text={generalError} />
-              </div>
-            )}
-            {job.status === 'cancelled' && (
-              <p className="muted" role="status" data-testid="cancelled">
-                Cancelled.
-              </p>
-            )}
-            {job.warnings.map((w, i) => (
-              <p key={`${w.code}-${i}`} className="notice warn" data-testid="job-warning" data-code={w.code}>
-                <CodeText text={w.message} />
-              </p>
-            ))}
-            {job.status === 'completed' && <LoraMatches loras={job.loras} />}
-            {job.status === 'completed' && (
-              <ul className="results" data-testid="results">
-                {job.images.map((image, i) => (
-                  <li key={`${job.jobId}-${i}`}>
-                    <button type="button" className="result-image" onClick={() => openResult(i)}>
-                      <img src={image.url} width={image.width} height={image.height} alt={`Result, seed ${image.seed}`} />
-                    </button>
-                    <span className="muted">seed {image.seed}</span>
-                  </li>
-                ))}
-              </ul>
-            )}
-            {job.isIdle && <p className="muted placeholder">Your images appear here.</p>}
-          </section>
+          <ResultView
+            job={job}
+            generalError={generalError}
+            cancelling={cancelling}
+            onCancel={() => void cancel()}
+            last={lastResult(gallery)}
+            onOpenImage={openResult}
+            onOpenEntry={setLightbox}
+          />
         </div>
 
         <ParamsDrawer open={drawer} onClose={() => setDrawer(false)}>
@@ -585,7 +523,13 @@ export function Studio({
       </main>
 
       <Gallery entries={gallery} onOpen={setLightbox} />
-      <Lightbox entry={lightbox} onClose={() => setLightbox(null)} onAction={(a, e) => void onAction(a, e)}>
+      <Lightbox
+        entry={lightbox}
+        onClose={() => setLightbox(null)}
+        onAction={(a, e) => void actions.onAction(a, e)}
+        onStep={actions.step}
+        canStep={actions.canStep}
+      >
         {lightbox && (
           <UpscaleAction
             entry={lightbox}
@@ -595,6 +539,8 @@ export function Studio({
           />
         )}
       </Lightbox>
+      <UndoToast message={actions.deleted ? 'Deleted' : null} onUndo={() => void actions.undoDelete()} />
+      <DropOverlay active={dragging} mode={mode} />
     </div>
   );
 }

@@ -57,6 +57,13 @@ pub struct ModelInfo {
     /// LoRA on the attention and feed-forward layers alone takes about half.
     #[serde(default)]
     pub lora_merge_bytes: u64,
+    /// Prompts the model draws well, to suggest to a person (a studio shows the
+    /// first as the prompt's placeholder): the `example_prompts` of an
+    /// `sd-worker.json` file at the top of the model folder, when it has one
+    /// (`{ "example_prompts": ["a red circle on a blue background"] }`). Absent
+    /// when the model declares none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub example_prompts: Vec<String>,
 }
 
 /// Memory a loaded model takes, so a hive can place it: the weights, counted,

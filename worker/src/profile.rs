@@ -90,6 +90,7 @@ impl Profile {
                 memory: meta.memory,
                 // Filled in by `with_lora_merge_bytes`.
                 lora_merge_bytes: 0,
+                example_prompts: meta.example_prompts.clone(),
             },
             device: rt.device.into(),
             dtype: rt.dtype.into(),

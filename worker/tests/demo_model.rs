@@ -105,6 +105,11 @@ async fn the_default_model_draws_the_colours_and_places_it_is_asked_for() {
     let (_, info) = w.get_json("/v1/info").await;
     assert_eq!(info["model"]["id"], "sd-demo-shapes");
     assert_eq!(info["model"]["native_width"], 64);
+    // Its sd-worker.json: prompts in its captions' phrasing, to suggest.
+    assert_eq!(
+        info["model"]["example_prompts"][0],
+        "a red circle on a blue background"
+    );
 
     // (prompt, shape colour, background colour, where the shape's centre must
     // be: x range, y range in pixels); default steps, guidance and scheduler.

@@ -63,6 +63,7 @@ fn profile() -> &'static Profile {
                 total_bytes: 2_100_000,
             },
             load_ms: 0,
+            example_prompts: Vec::new(),
         };
         let rt = Runtime {
             worker_id: "fuzz",

@@ -1,7 +1,8 @@
-// One gallery image, large, with what can be done with it.
+// One gallery image, large, with what can be done with it; the arrow keys (or
+// a swipe, on a touch screen) step to the previous or next image.
 
 import { schedulerLabel } from '@sd-worker/sdk';
-import { useEffect, useRef, type ReactNode } from 'react';
+import { useEffect, useRef, type KeyboardEvent, type ReactNode } from 'react';
 import type { GalleryEntry } from '../lib/gallery-db.js';
 import { blobUrl } from './thumbs.js';
 
@@ -11,11 +12,26 @@ export function Lightbox(props: {
   entry: GalleryEntry | null;
   onClose: () => void;
   onAction: (action: LightboxAction, entry: GalleryEntry) => void;
+  /** Steps to the previous (-1, newer) or next (1, older) gallery image. */
+  onStep?: (delta: -1 | 1) => void;
+  canStep?: (delta: -1 | 1) => boolean;
   /** More that can be done with the image (upscaling). */
   children?: ReactNode;
 }): ReactNode {
-  const { entry, onClose, onAction, children } = props;
+  const { entry, onClose, onAction, onStep, canStep, children } = props;
   const dialog = useRef<HTMLDialogElement>(null);
+  const swipeStart = useRef<{ x: number; y: number } | null>(null);
+
+  const onKeyDown = (e: KeyboardEvent) => {
+    if (!onStep || e.altKey || e.ctrlKey || e.metaKey) return;
+    // Not while a control takes the arrows (a select, a text field).
+    const target = e.target as HTMLElement;
+    if (target.closest('input, select, textarea')) return;
+    if (e.key === 'ArrowLeft') onStep(-1);
+    else if (e.key === 'ArrowRight') onStep(1);
+    else return;
+    e.preventDefault();
+  };
 
   useEffect(() => {
     const d = dialog.current;
@@ -34,6 +50,7 @@ export function Lightbox(props: {
       onClick={(e) => {
         if (e.target === e.currentTarget) onClose();
       }}
+      onKeyDown={onKeyDown}
       data-testid="lightbox"
     >
       {entry && (
@@ -44,13 +61,49 @@ export function Lightbox(props: {
               ✕
             </button>
           </div>
-          <img
-            className="large"
-            src={blobUrl(entry.blob)}
-            alt={p?.prompt ?? 'generated image'}
-            width={entry.width}
-            height={entry.height}
-          />
+          <div className="lightbox-stage">
+            {onStep && (
+              <button
+                type="button"
+                className="lightbox-nav prev"
+                aria-label="Previous image"
+                disabled={!canStep?.(-1)}
+                onClick={() => onStep(-1)}
+              >
+                ‹
+              </button>
+            )}
+            <img
+              className="large"
+              src={blobUrl(entry.blob)}
+              alt={p?.prompt ?? 'generated image'}
+              width={entry.width}
+              height={entry.height}
+              draggable={false}
+              onPointerDown={(e) => {
+                if (e.pointerType !== 'mouse') swipeStart.current = { x: e.clientX, y: e.clientY };
+              }}
+              onPointerUp={(e) => {
+                const start = swipeStart.current;
+                swipeStart.current = null;
+                if (!start || !onStep) return;
+                const dx = e.clientX - start.x;
+                if (Math.abs(dx) > 40 && Math.abs(dx) > Math.abs(e.clientY - start.y)) onStep(dx < 0 ? 1 : -1);
+              }}
+              onPointerCancel={() => (swipeStart.current = null)}
+            />
+            {onStep && (
+              <button
+                type="button"
+                className="lightbox-nav next"
+                aria-label="Next image"
+                disabled={!canStep?.(1)}
+                onClick={() => onStep(1)}
+              >
+                ›
+              </button>
+            )}
+          </div>
           <dl className="meta">
             {p && (
               <>

@@ -26,6 +26,7 @@ macro_rules! bundled {
 pub const FILES: &[(&str, &[u8])] = bundled![
     "model_index.json",
     "scheduler/scheduler_config.json",
+    "sd-worker.json",
     "text_encoder/config.json",
     "text_encoder/model.safetensors",
     "tokenizer/merges.txt",

@@ -246,6 +246,7 @@ impl LoadedModel {
             zeros_for_empty_negative,
             memory,
             load_ms: started.elapsed().as_millis() as u64,
+            example_prompts: example_prompts(files.worker_json.as_deref())?,
         };
         let (kind, first_role) = match part.family {
             Family::StableDiffusion1 => (ConditionerKind::Single, EncoderRole::ClipL),
@@ -454,4 +455,23 @@ fn tokenizer_for(dir: &Path, cfg: &TextEncoderConfig) -> Result<ClipTokenizer> {
         );
     }
     Ok(tokenizer)
+}
+
+/// The `example_prompts` of a model folder's `sd-worker.json` (none without one).
+fn example_prompts(path: Option<&std::path::Path>) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct WorkerJson {
+        #[serde(default)]
+        example_prompts: Vec<String>,
+    }
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let file: WorkerJson = read_json(path)?;
+    Ok(file
+        .example_prompts
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect())
 }

@@ -157,6 +157,8 @@ pub struct ModelMeta {
     /// Weights and working memory at the native size (`memory.rs`).
     pub memory: sd_worker_sdk::MemoryEstimate,
     pub load_ms: u64,
+    /// Prompts the model draws well (its folder's `sd-worker.json`).
+    pub example_prompts: Vec<String>,
 }
 
 /// Every network of a pipeline, ready on its device. The stages reach the

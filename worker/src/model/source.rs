@@ -60,6 +60,9 @@ pub struct ModelFiles {
     /// Human-readable origin: folder path or `hf://repo@revision`.
     pub source: String,
     pub model_index: Option<PathBuf>,
+    /// `sd-worker.json`: what the folder says about itself to the worker's
+    /// users (its `example_prompts`), when it has one.
+    pub worker_json: Option<PathBuf>,
     /// `unet/` (SD 1.x, 2.x, XL) or `transformer/` (SD 3's MMDiT).
     pub denoiser: DenoiserFolder,
     pub denoiser_config: PathBuf,
@@ -257,6 +260,9 @@ pub fn hub_controlnet(repo_id: &str, want_half: bool) -> Result<PathBuf> {
     Ok(folder)
 }
 
+/// The model folder's own file for the worker (example prompts).
+pub const WORKER_JSON: &str = "sd-worker.json";
+
 fn collect(
     store: &dyn FileStore,
     id: String,
@@ -274,6 +280,10 @@ fn collect(
     let model_index = store
         .has("model_index.json")
         .then(|| store.get("model_index.json"))
+        .transpose()?;
+    let worker_json = store
+        .has(WORKER_JSON)
+        .then(|| store.get(WORKER_JSON))
         .transpose()?;
     let tokenizer = tokenizer_dir(store, "tokenizer")?;
     let encoder = |n: &str| -> Result<Option<EncoderFiles>> {
@@ -302,6 +312,7 @@ fn collect(
         text_encoder_2: encoder("_2")?,
         text_encoder_3,
         model_index,
+        worker_json,
         id,
         source,
     })
