@@ -55,6 +55,12 @@ const progressText = (page: Page) => page.getByTestId('progress-text');
 describe('studio', () => {
   it('generates, showing progress and a live preview, then the image, kept in the gallery', async () => {
     const page = await open();
+    // A finished job's stream is read to its end, not aborted by the client
+    // (the browser's network panel would show it as a failed request).
+    const failedStreams: string[] = [];
+    page.on('requestfailed', (r) => {
+      if (r.url().includes('/stream')) failedStreams.push(`${r.url()}: ${r.failure()?.errorText}`);
+    });
     await screenshot(page, 'text-to-image-empty');
     await page.getByLabel('Prompt', { exact: true }).fill('a red circle on a blue background');
     await page.getByLabel('Negative prompt').fill('blurry');
@@ -69,6 +75,7 @@ describe('studio', () => {
     await expect.poll(() => page.getByTestId('gallery-item').count()).toBe(Math.min(2, info.limits.max_images));
     await page.getByText('Prompt history (1)').waitFor();
     await screenshot(page, 'text-to-image-result');
+    expect(failedStreams).toEqual([]);
 
     // The gallery survives a reload (IndexedDB).
     await page.reload();

@@ -725,4 +725,10 @@ async fn busy_answers_are_retried_honouring_retry_after() {
         posts, 1,
         "a POST that may have reached the worker is not sent again"
     );
+    // The message says what to check (browsers say only "Failed to fetch").
+    let message = get_str(&error, "message");
+    assert!(
+        message.contains("worker running") && message.contains("--cors-origin"),
+        "{message}"
+    );
 }

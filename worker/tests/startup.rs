@@ -128,3 +128,69 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     );
     assert!(!stderr.contains("\x1b["), "{stderr:?}");
 }
+
+/// A browser request from an origin the worker does not allow (the page
+/// sees only "Failed to fetch") is logged at debug level with the origin
+/// and the flag that allows it; an allowed origin's is not.
+#[test]
+fn a_page_from_a_foreign_origin_is_logged_with_its_origin() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    write_model(&model, &ModelShape::tiny(), WeightInit::Seeded(1)).unwrap();
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sd-worker"))
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(["--model-path", model.to_str().unwrap()])
+        .args(["--cors-origin", "https://app.example"])
+        .env("RUST_LOG", "sd_worker=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("sd-worker listening on http://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let preflight = |origin: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "OPTIONS /v1/jobs HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\n\
+             Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    };
+    let refused = preflight("https://elsewhere.example");
+    assert!(
+        !refused.contains("access-control-allow-origin"),
+        "{refused}"
+    );
+    let allowed = preflight("https://app.example");
+    assert!(allowed.contains("access-control-allow-origin"), "{allowed}");
+    // The log line is written before the answer goes out.
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("does not allow"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("https://elsewhere.example")
+            && lines[0].contains("--cors-origin")
+            && lines[0].contains("preflight=true"),
+        "{}",
+        lines[0]
+    );
+}

@@ -422,6 +422,9 @@ struct Followed {
     terminal: JsValue,
 }
 
+/// How long the end of a stream's response is awaited after `[DONE]`.
+const DRAIN_MS: f64 = 2_000.0;
+
 fn is_terminal(kind: &str) -> bool {
     matches!(kind, "complete" | "error" | "cancelled")
 }
@@ -487,6 +490,11 @@ async fn follow(
                     };
                     for event in parser.feed(&chunk) {
                         if event.data == DONE_SENTINEL {
+                            // The worker ends the response after [DONE]: read it
+                            // to its end, so the browser records a finished
+                            // request rather than one the client aborted. A body
+                            // still open after a short wait is cancelled.
+                            while let Ok(Some(_)) = body.next(DRAIN_MS).await {}
                             drop(body);
                             let terminal = match terminal {
                                 Some(terminal) => terminal,

@@ -64,7 +64,13 @@ impl SdError {
             .map(|e| String::from(e.message()))
             .or_else(|| cause.as_string())
             .unwrap_or_default();
-        Self::new(NETWORK, format!("network error: {detail}"))
+        Self::new(
+            NETWORK,
+            format!(
+                "network error: {detail} (is the worker running and reachable at this URL? \
+                 A page on another origin needs the worker started with --cors-origin <that origin>)"
+            ),
+        )
     }
 
     /// From a failed answer: its status, its `{"error": {...}}` body (read

@@ -237,5 +237,9 @@ pub fn router(state: AppState, opts: &HttpOptions) -> Router {
                 .expose_headers([header::RETRY_AFTER, HeaderName::from_static("x-request-id")]),
         );
     }
-    app
+    // Outermost: sees preflights before the CORS layer answers them.
+    app.layer(axum::middleware::from_fn_with_state(
+        origin::AllowedOrigins(Arc::new(opts.cors_origins.clone())),
+        origin::log_foreign_origin,
+    ))
 }

@@ -59,6 +59,31 @@ pub async fn refuse_cross_site(
     }
 }
 
+/// Logs (at debug level, with the origin) every browser request from an
+/// origin that is neither the worker's own nor in `--cors-origin`: its page
+/// cannot read the answer (a preflight gets no CORS headers), and without
+/// this the worker would say nothing while the page sees "Failed to fetch".
+pub async fn log_foreign_origin(
+    State(allowed): State<AllowedOrigins>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let headers = req.headers();
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(origin) = origin.filter(|o| !allowed.allows(o, host)) {
+        let preflight = req.method() == axum::http::Method::OPTIONS;
+        tracing::debug!(
+            origin,
+            method = %req.method(),
+            path = %req.uri().path(),
+            preflight,
+            "a browser page from an origin this worker does not allow (add it with --cors-origin)"
+        );
+    }
+    next.run(req).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
