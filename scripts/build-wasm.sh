@@ -41,6 +41,11 @@ cargo build -p sd-worker-sdk --target wasm32-unknown-unknown --release
 WASM_IN="$TARGET_DIR/wasm32-unknown-unknown/release/sd_worker_sdk.wasm"
 mkdir -p "$OUT_DIR"
 wasm-bindgen --target web --out-dir "$OUT_DIR" --out-name sd_worker_sdk "$WASM_IN"
+# wasm-bindgen types each class's `[Symbol.dispose]()`, which TypeScript knows
+# only with `lib: esnext.disposable`: an app on the Vite template's `ES2023`
+# with `skipLibCheck: false` fails on it (TS2550). The method stays at run
+# time where the engine has the symbol; only its declaration goes.
+sed -i '/\[Symbol\.dispose\]()/d' "$OUT_DIR/sd_worker_sdk.d.ts"
 
 WASM_OUT="$OUT_DIR/sd_worker_sdk_bg.wasm"
 # No --enable-* flags: wasm-opt takes the features (bulk memory, reference
