@@ -33,6 +33,13 @@ pub struct InpaintMask {
 /// `load_image` do: a photo stored 64x32 with Orientation 6 comes back 32x64,
 /// upright. An unreadable EXIF block counts as no orientation.
 pub fn decode(field: &str, b64: &str, max_pixels: u64) -> Result<DynamicImage, ApiError> {
+    decode_bytes(field, &base64_bytes(field, b64)?, max_pixels)
+}
+
+/// The bytes of a base64 image field (standard or URL-safe alphabet, padded
+/// or not, with or without a `data:` URL prefix, whitespace ignored).
+/// Errors: a 400 `invalid_image` naming `field`.
+pub fn base64_bytes(field: &str, b64: &str) -> Result<Vec<u8>, ApiError> {
     let bad = |msg: String| ApiError::new(ErrorCode::InvalidImage, msg).with_field(field);
     let data = match b64.trim_start().strip_prefix("data:") {
         Some(rest) => rest
@@ -48,11 +55,16 @@ pub fn decode(field: &str, b64: &str, max_pixels: u64) -> Result<DynamicImage, A
         &base64::engine::general_purpose::URL_SAFE,
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
     ];
-    let bytes = engines
+    engines
         .iter()
         .find_map(|e| e.decode(&cleaned).ok())
-        .ok_or_else(|| bad(format!("`{field}` is not valid base64")))?;
-    let reader = ImageReader::new(Cursor::new(&bytes))
+        .ok_or_else(|| bad(format!("`{field}` is not valid base64")))
+}
+
+/// [`decode`] from the field's bytes ([`base64_bytes`]).
+pub fn decode_bytes(field: &str, bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, ApiError> {
+    let bad = |msg: String| ApiError::new(ErrorCode::InvalidImage, msg).with_field(field);
+    let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| bad(format!("`{field}`: {e}")))?;
     match reader.format() {
@@ -70,7 +82,7 @@ pub fn decode(field: &str, b64: &str, max_pixels: u64) -> Result<DynamicImage, A
         .with_field(field));
     }
     let undecodable = |e: image::ImageError| bad(format!("`{field}` cannot be decoded: {e}"));
-    let mut decoder = ImageReader::new(Cursor::new(&bytes))
+    let mut decoder = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| bad(format!("`{field}`: {e}")))?
         .into_decoder()

@@ -5,12 +5,11 @@
 //! `Postprocess upscale by` / `Postprocess upscaler` in a `postprocessing` chunk.
 
 use anyhow::Result;
-use image::imageops::FilterType;
 use image::RgbImage;
 use sd_worker_sdk::{ImageFormat, Phase};
 use std::time::Instant;
 
-use super::registry::{run_model, UpscalerChoice};
+use super::registry::UpscalerChoice;
 use super::tile::tile_count;
 use crate::pipeline::encode::{encode_jpeg, encode_png_texts};
 use crate::pipeline::{Image, Observer, Outcome, StageTimings};
@@ -64,42 +63,26 @@ pub fn run(job: &UpscaleJob, observer: &mut dyn Observer) -> Result<Outcome> {
     let t0 = Instant::now();
     let total = job.steps();
     let (w, h) = (job.width, job.height);
-    let out = match &job.upscaler {
-        UpscalerChoice::Builtin(filter) => {
-            let out = image::imageops::resize(&job.image, w, h, *filter);
-            if !observer.step(1, 1) {
-                return Ok(Outcome::Cancelled);
-            }
-            out
-        }
-        UpscalerChoice::Model(m) => {
-            let net = m.load()?;
-            let mut stopped = false;
-            let result = run_model(
-                &net,
-                &job.image,
-                job.tile_size,
-                job.tile_overlap,
-                &mut |done, _| {
-                    if observer.step(done, total) {
-                        Ok(())
-                    } else {
-                        stopped = true;
-                        anyhow::bail!("cancelled")
-                    }
-                },
-            );
-            if stopped {
-                return Ok(Outcome::Cancelled);
-            }
-            let big = result?;
-            if big.dimensions() == (w, h) {
-                big
+    let mut stopped = false;
+    let result = job.upscaler.resize_tiled(
+        &job.image,
+        w,
+        h,
+        job.tile_size,
+        job.tile_overlap,
+        &mut |done, _| {
+            if observer.step(done, total) {
+                Ok(())
             } else {
-                image::imageops::resize(&big, w, h, FilterType::Lanczos3)
+                stopped = true;
+                anyhow::bail!("cancelled")
             }
-        }
-    };
+        },
+    );
+    if stopped {
+        return Ok(Outcome::Cancelled);
+    }
+    let out = result?;
     let decode_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let t1 = Instant::now();
     let bytes = match job.output_format {

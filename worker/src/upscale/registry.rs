@@ -96,13 +96,33 @@ const HIRES_TILE: (usize, usize) = (512, 32);
 
 impl UpscalerChoice {
     /// `img` upscaled and resized to exactly `w` x `h`: a model at its own
-    /// factor (in tiles), then Lanczos to the size; a built-in directly.
+    /// factor (in the hires fix's tiles), then Lanczos to the size; a
+    /// built-in directly.
     pub fn resize(&self, img: &RgbImage, w: u32, h: u32) -> Result<RgbImage> {
+        self.resize_tiled(img, w, h, HIRES_TILE.0, HIRES_TILE.1, &mut |_, _| Ok(()))
+    }
+
+    /// [`Self::resize`] with a model's tiles of `tile` input pixels (0:
+    /// whole) and `overlap`, calling `on_tile(done, total)` after each (a
+    /// built-in is one step); an `Err` from it stops the work and is returned.
+    pub fn resize_tiled(
+        &self,
+        img: &RgbImage,
+        w: u32,
+        h: u32,
+        tile: usize,
+        overlap: usize,
+        on_tile: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<RgbImage> {
         match self {
-            UpscalerChoice::Builtin(filter) => Ok(image::imageops::resize(img, w, h, *filter)),
+            UpscalerChoice::Builtin(filter) => {
+                let out = image::imageops::resize(img, w, h, *filter);
+                on_tile(1, 1)?;
+                Ok(out)
+            }
             UpscalerChoice::Model(m) => {
                 let net = m.load()?;
-                let big = run_model(&net, img, HIRES_TILE.0, HIRES_TILE.1, &mut |_, _| Ok(()))?;
+                let big = run_model(&net, img, tile, overlap, on_tile)?;
                 Ok(if big.dimensions() == (w, h) {
                     big
                 } else {

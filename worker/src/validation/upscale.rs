@@ -47,8 +47,10 @@ pub fn upscale(r: UpscaleRequest, profile: &Profile) -> Result<UpscaleJob, ApiEr
             format!("`tile_overlap` must be below half of `tile_size` ({tile_size})"),
         ));
     }
-    let image = images::decode("image", &r.image, limits.max_input_pixels)?.to_rgb8();
-    let source_parameters = png_parameters(&r.image);
+    let bytes = images::base64_bytes("image", &r.image)?;
+    let image = images::decode_bytes("image", &bytes, limits.max_input_pixels)?.to_rgb8();
+    // How a generated PNG was made, kept in the upscaled one.
+    let source_parameters = crate::pipeline::encode::read_png_parameters(&bytes);
     let (w, h) = image.dimensions();
     let out = |v: u32| ((v as f64 * scale).round() as u64).max(1);
     let (ow, oh) = (out(w), out(h));
@@ -103,19 +105,4 @@ pub fn display_name(requested: &str, choice: &UpscalerChoice) -> String {
             name
         }
     }
-}
-
-/// The `parameters` text of a base64 PNG (a data URL prefix allowed), if any.
-fn png_parameters(b64: &str) -> Option<String> {
-    use base64::Engine as _;
-    let data = b64.trim_start();
-    let data = data
-        .strip_prefix("data:")
-        .and_then(|d| d.split_once(',').map(|(_, d)| d))
-        .unwrap_or(data);
-    let cleaned: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(cleaned)
-        .ok()?;
-    crate::pipeline::encode::read_png_parameters(&bytes)
 }
