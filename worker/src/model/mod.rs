@@ -224,11 +224,6 @@ impl LoadedModel {
         &self.vae
     }
 
-    /// The VAE, to change its tiling mode ([`Vae::set_mode`]).
-    pub fn vae_mut(&mut self) -> &mut Vae {
-        &mut self.vae
-    }
-
     /// The UNet's `config.json` (None for SD 3's transformer).
     pub fn unet_config(&self) -> Option<&UNetConfig> {
         self.unet_config.as_ref()

@@ -21,12 +21,11 @@ pub struct Vae {
     /// `shift_factor` (SD 3's VAE), None for the others.
     pub shift_factor: Option<f64>,
     tiling: Tiling,
-    mode: VaeTiling,
 }
 
 impl Vae {
-    /// A VAE that tiles with `tiling` when [`VaeTiling::Auto`] says so (the
-    /// mode the pipeline uses until [`Vae::set_mode`] changes it).
+    /// A VAE that tiles with `tiling` when a job's [`VaeTiling`] says so
+    /// ([`Vae::decode_with`], [`Vae::posterior_with`]).
     pub fn new(
         decoder: AutoEncoderKL,
         encoder: VaeEncoder,
@@ -43,7 +42,6 @@ impl Vae {
             scaling_factor,
             shift_factor,
             tiling,
-            mode: VaeTiling::Auto,
         }
     }
 
@@ -66,15 +64,6 @@ impl Vae {
     /// The tile sizes of this VAE ([`Tiling::for_config`]).
     pub fn tiling(&self) -> &Tiling {
         &self.tiling
-    }
-
-    /// The tiling mode the pipeline decodes and encodes with (default `Auto`).
-    pub fn mode(&self) -> VaeTiling {
-        self.mode
-    }
-
-    pub fn set_mode(&mut self, mode: VaeTiling) {
-        self.mode = mode;
     }
 
     /// The posterior of `pixels` [1, 3, H, W] in [-1, 1]: (mean, logvar),

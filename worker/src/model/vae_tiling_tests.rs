@@ -157,7 +157,8 @@ fn tiled_decode_differs_from_untiled_by_diffusers_gap() {
 fn auto_tiles_only_above_the_tile_and_modes_pick_the_path() {
     let (_dir, model) = tiny_model();
     let vae = model.vae();
-    assert_eq!(vae.mode(), VaeTiling::Auto);
+    // A job's tiling when its request has no `vae_tiling`.
+    assert_eq!(VaeTiling::default(), VaeTiling::Auto);
     let t = *vae.tiling();
     assert_eq!((t.sample_size, t.latent_size, t.scale), (512, 128, 4));
     assert!(!t.tiles_latents(VaeTiling::Auto, 128, 128));
