@@ -23,6 +23,8 @@ pub mod request;
 pub mod retry;
 pub mod schedulers;
 pub mod sse;
+#[cfg(test)]
+mod ts_modules;
 pub mod upscale;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;

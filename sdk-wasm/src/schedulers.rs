@@ -340,18 +340,10 @@ mod tests {
     /// `SD_WORKER_SDK_WRITE_TS=1` rewrites it instead of failing.
     #[test]
     fn schedulers_typescript_module_is_current() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(TYPESCRIPT_MODULE_PATH);
-        let want = typescript_module();
-        if std::env::var_os("SD_WORKER_SDK_WRITE_TS").is_some() {
-            std::fs::write(&path, &want).unwrap();
-        }
-        let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            have == want,
-            "{} is stale: run `SD_WORKER_SDK_WRITE_TS=1 cargo test -p sd-worker-sdk schedulers`",
-            TYPESCRIPT_MODULE_PATH
+        crate::ts_modules::assert_current(
+            TYPESCRIPT_MODULE_PATH,
+            &typescript_module(),
+            "schedulers",
         );
     }
 }
