@@ -4,6 +4,7 @@
 //! the real model of that shape.
 
 mod adapters;
+mod kernels;
 mod vae;
 
 use anyhow::{Context, Result};
@@ -69,6 +70,10 @@ pub struct BenchArgs {
     /// exceeds the memory available (they are skipped otherwise).
     #[arg(long)]
     pub vae_untiled_anyway: bool,
+    /// Instead of a generation: time our CPU kernels against the Candle ops
+    /// they replace, on the SD 1.5 UNet's and VAE's convolution shapes.
+    #[arg(long)]
+    pub kernels: bool,
     /// Also print the figures as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -87,6 +92,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let dtype = resolve_dtype(&device, args.dtype.map(|d| d.to_candle()))?;
     if args.vae_tiling {
         return vae::run(args, &device, dtype);
+    }
+    if args.kernels {
+        return kernels::run(3);
     }
     let mut generated = None;
     let (dir, label) = match &args.model_path {

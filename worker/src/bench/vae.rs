@@ -18,6 +18,7 @@ use crate::model::memory::{self, Workload};
 use crate::model::shapes::{ModelShape, SHAPE_NAMES};
 use crate::model::taesd::{Taesd, TaesdConfig};
 use crate::model::vae::Vae;
+use crate::model::vae_decoder::VaeDecoder;
 use crate::model::vae_encoder::VaeEncoder;
 use crate::model::vae_tiling::{Tiling, VaeTiling};
 
@@ -195,7 +196,7 @@ fn random_vae(shape: &ModelShape, device: &Device, dtype: DType, tiling: Tiling)
         .map(|(name, t)| (name, t.detach()))
         .collect();
     let vb = VarBuilder::from_tensors(tensors, dtype, device);
-    let decoder = AutoEncoderKL::new(vb.clone(), cin, cout, cfg)?;
+    let decoder = VaeDecoder::new(vb.clone(), cout, &cfg)?;
     let encoder = VaeEncoder::new(vb, &shape.vae)?;
     Ok(Vae::new(
         decoder,

@@ -4,12 +4,12 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use std::path::{Path, PathBuf};
 
 use super::conditioner::{self, ClipEncoder, ConditionerKind, EncoderRole, Encoders};
 use super::denoiser::Denoiser;
 use super::vae::Vae;
+use super::vae_decoder::VaeDecoder;
 use std::time::Instant;
 
 use super::config::{read_json, ModelIndex, TextEncoderConfig, UNetConfig, VaeConfig};
@@ -176,13 +176,8 @@ impl LoadedModel {
             dtype
         };
         let vae_vb = vb(&files.vae_weights, vae_dtype, "vae")?;
-        let vae = AutoEncoderKL::new(
-            vae_vb.clone(),
-            vae_cfg.in_channels,
-            vae_cfg.out_channels,
-            vae_candle.clone(),
-        )
-        .context("building the vae from its weights")?;
+        let vae = VaeDecoder::new(vae_vb.clone(), vae_cfg.out_channels, &vae_candle)
+            .context("building the vae decoder from its weights")?;
         let vae_encoder = VaeEncoder::new(vae_vb, &vae_cfg)
             .context("building the vae encoder from its weights")?;
 

@@ -12,7 +12,9 @@
 use anyhow::{bail, Result};
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use candle_nn::{conv2d, linear, rms_norm, Conv2d, Conv2dConfig, LayerNorm, Linear, RmsNorm};
+use candle_nn::{linear, rms_norm, Conv2dConfig, LayerNorm, Linear, RmsNorm};
+
+use super::conv::{conv2d, Conv2d};
 use candle_transformers::models::stable_diffusion::embeddings::Timesteps;
 use serde::{Deserialize, Serialize};
 

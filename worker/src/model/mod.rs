@@ -9,6 +9,7 @@ pub mod bundled;
 pub mod conditioner;
 pub mod config;
 pub mod controlnet;
+pub mod conv;
 pub mod denoiser;
 pub mod embeddings;
 #[cfg(test)]
@@ -19,6 +20,7 @@ pub mod memory;
 pub mod mmdit;
 #[cfg(test)]
 pub(crate) mod reference;
+pub mod resnet;
 pub mod shapes;
 pub mod single_file;
 pub mod source;
@@ -32,6 +34,8 @@ pub mod unet_blocks;
 #[cfg(test)]
 mod unet_reference_tests;
 pub mod vae;
+pub mod vae_blocks;
+pub mod vae_decoder;
 pub mod vae_encoder;
 pub mod vae_tiling;
 #[cfg(test)]

@@ -10,10 +10,11 @@
 use anyhow::{bail, Result};
 use candle_core::{Module, Tensor, D};
 use candle_nn::{
-    conv2d, group_norm, layer_norm, linear, linear_no_bias, Conv2d, GroupNorm, LayerNorm, Linear,
-    VarBuilder,
+    group_norm, layer_norm, linear, linear_no_bias, GroupNorm, LayerNorm, Linear, VarBuilder,
 };
 use candle_transformers::models::stable_diffusion::attention::CrossAttention;
+
+use super::conv::{conv2d, Conv2d};
 
 use super::attention::{attention_in_groups, Upcast, SCORE_BUDGET};
 

@@ -9,8 +9,10 @@
 
 use anyhow::Result;
 use candle_core::{Module, Tensor, D};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use super::conv::{conv2d, Conv2d};
+use super::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 
 use super::transformer::{SpatialTransformer, SpatialTransformerConfig};
 

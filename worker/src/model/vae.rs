@@ -1,17 +1,17 @@
-//! The VAE of a loaded model: Candle's `AutoEncoderKL` decoder, our encoder
-//! ([`super::vae_encoder`]), the dtype they run in, the latent scale and the
+//! The VAE of a loaded model: our decoder and encoder ([`super::vae_decoder`],
+//! [`super::vae_encoder`]), the dtype they run in, the latent scale and the
 //! tiling ([`super::vae_tiling`]).
 
 use anyhow::Result;
 use candle_core::{DType, Tensor};
-use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 
 use super::taesd::Taesd;
+use super::vae_decoder::VaeDecoder;
 use super::vae_encoder::{split_moments, VaeEncoder};
 use super::vae_tiling::{Tiling, VaeTiling};
 
 pub struct Vae {
-    decoder: AutoEncoderKL,
+    decoder: VaeDecoder,
     encoder: VaeEncoder,
     /// TAESD (`--taesd`): previews and `vae: tiny` decodes.
     tiny: Option<Taesd>,
@@ -27,7 +27,7 @@ impl Vae {
     /// A VAE that tiles with `tiling` when a job's [`VaeTiling`] says so
     /// ([`Vae::decode_with`], [`Vae::posterior_with`]).
     pub fn new(
-        decoder: AutoEncoderKL,
+        decoder: VaeDecoder,
         encoder: VaeEncoder,
         dtype: DType,
         scaling_factor: f64,

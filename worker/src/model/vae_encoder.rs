@@ -1,12 +1,14 @@
 //! The VAE's encoder half, returning the latent posterior's mean and log
 //! variance. Candle's `AutoEncoderKL::encode` hides both and samples with the
 //! device RNG, which is not reproducible; we sample with the job's seeded noise.
-//! Built from Candle's public blocks and the same weights (`encoder.*`, `quant_conv`).
+//! Built from our VAE blocks ([`super::vae_blocks`]) and the same weights (`encoder.*`, `quant_conv`).
 
 use anyhow::Result;
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
+use candle_nn::{group_norm, Conv2dConfig, GroupNorm, VarBuilder};
+
+use super::conv::{conv2d, Conv2d};
+use super::vae_blocks::{
     DownEncoderBlock2D, DownEncoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig,
 };
 
@@ -60,7 +62,7 @@ impl VaeEncoder {
             attn_num_head_channels: None,
             output_scale_factor: 1.0,
         };
-        let mid = UNetMidBlock2D::new(enc.pp("mid_block"), last, None, mid_cfg)?;
+        let mid = UNetMidBlock2D::new(enc.pp("mid_block"), last, mid_cfg)?;
         let norm_out = group_norm(groups, last, 1e-6, enc.pp("conv_norm_out"))?;
         let conv_out = conv2d(last, 2 * cfg.latent_channels, 3, pad1, enc.pp("conv_out"))?;
         let quant_conv = cfg
@@ -98,7 +100,7 @@ impl VaeEncoder {
         for block in &self.down {
             xs = block.forward(&xs)?;
         }
-        let xs = self.mid.forward(&xs, None)?;
+        let xs = self.mid.forward(&xs)?;
         let xs = candle_nn::ops::silu(&self.norm_out.forward(&xs)?)?;
         let mut moments = self.conv_out.forward(&xs)?;
         if let Some(q) = &self.quant_conv {

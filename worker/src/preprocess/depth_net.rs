@@ -19,9 +19,11 @@ use crate::model::attention::{attention_in_groups, Upcast, SCORE_BUDGET};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{
-    conv2d, conv2d_no_bias, conv_transpose2d, layer_norm, linear, Conv2d, Conv2dConfig,
-    ConvTranspose2d, ConvTranspose2dConfig, LayerNorm, Linear, VarBuilder,
+    conv_transpose2d, layer_norm, linear, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig,
+    LayerNorm, Linear, VarBuilder,
 };
+
+use crate::model::conv::{conv2d, conv2d_no_bias, Conv2d};
 
 /// Shapes of a Depth Anything V2 model, read from the weights (and, for the
 /// head count and the tapped layers, from `config.json` or the standard table).

@@ -9,7 +9,9 @@
 use super::arch::CompactConfig;
 use anyhow::Result;
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use crate::model::conv::{conv2d, Conv2d};
 
 /// Per-channel PReLU: `max(x, 0) + a_c * min(x, 0)` on x [B, C, H, W], a [C]
 /// (`torch.nn.PReLU(num_parameters=C)`).

@@ -6,7 +6,9 @@
 
 use anyhow::Result;
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d, conv2d_no_bias, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use crate::model::conv::{conv2d, conv2d_no_bias, Conv2d};
 
 use super::config::{Act, TaesdConfig};
 
