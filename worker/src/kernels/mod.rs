@@ -3,4 +3,5 @@
 //! Candle's own op on every device, dtype or parameter set the kernel does not
 //! cover, so callers never branch. Each has unit tests against Candle's op.
 
+pub mod attention;
 pub mod conv2d;

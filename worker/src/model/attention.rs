@@ -3,6 +3,8 @@
 //! resolution (Candle computes every head at once: 1 GiB per SD 1.5
 //! self-attention at 512x512, guided). Shared by the UNet's transformer
 //! blocks and SD 3's MMDiT; the result does not depend on the grouping.
+//! On the CPU in f32 it runs our kernel instead ([`crate::kernels::attention`]),
+//! which never holds more than a tile of scores.
 
 use anyhow::Result;
 use candle_core::{DType, Tensor};
@@ -27,8 +29,22 @@ pub enum Upcast {
 /// tokens_kv, head], back to [batch, tokens, heads x head] in q's dtype.
 /// Heads go in groups whose f32 scores stay near `budget` bytes (at least
 /// one head). q is scaled before the product, which saves a pass over the
-/// largest tensor.
+/// largest tensor. CPU f32 tensors go to [`crate::kernels::attention::sdpa`].
 pub fn attention_in_groups(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    budget: usize,
+    upcast: Upcast,
+) -> Result<Tensor> {
+    if let Some(out) = crate::kernels::attention::sdpa(q, k, v)? {
+        return Ok(out);
+    }
+    by_groups_of_heads(q, k, v, budget, upcast)
+}
+
+/// Candle's matmuls and softmax, `budget` bytes of scores at a time.
+fn by_groups_of_heads(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -83,11 +99,13 @@ mod tests {
         let k = Tensor::randn(0f32, 1.0, (2, 6, 7, 8), &dev).unwrap();
         let v = Tensor::randn(0f32, 1.0, (2, 6, 7, 8), &dev).unwrap();
         for upcast in [Upcast::All, Upcast::Softmax] {
-            let all = attention_in_groups(&q, &k, &v, usize::MAX, upcast).unwrap();
+            let all = by_groups_of_heads(&q, &k, &v, usize::MAX, upcast).unwrap();
+            let kernel = attention_in_groups(&q, &k, &v, usize::MAX, upcast).unwrap();
+            assert!(max_diff(&kernel, &all) < 1e-5, "{upcast:?}: the CPU kernel");
             assert_eq!(all.dims(), [2, 10, 48]);
             // One head per group, and groups of 4 (6 heads: 4 + 2).
             for budget in [1, 4 * 2 * 10 * 7 * 4] {
-                let grouped = attention_in_groups(&q, &k, &v, budget, upcast).unwrap();
+                let grouped = by_groups_of_heads(&q, &k, &v, budget, upcast).unwrap();
                 assert!(
                     max_diff(&grouped, &all) < 1e-6,
                     "{upcast:?} budget {budget}"
