@@ -7,7 +7,8 @@
 # builds it with `vite build` (no plugin for the wasm), then serves the build
 # with `vite preview` and, in headless Chromium, generates one image with the
 # React hook against the real worker on its bundled model: the result must be
-# a decoded PNG of the worker's default size. Everything listens on 127.0.0.1;
+# a decoded PNG of the worker's default size. The same again on the Vite dev
+# server (which pre-bundles the dependencies). Everything listens on 127.0.0.1;
 # processes and the temp folder go on exit.
 #
 #   scripts/test-install.sh [--no-build]   (--no-build: the packages are built)
@@ -165,21 +166,32 @@ echo "==> vite build"
 (cd "$APP" && VITE_SD_WORKER_URL="$url" npx vite build --logLevel warn)
 ls "$APP"/dist/assets/*.wasm >/dev/null # the SDK's wasm, emitted as an asset
 
-echo "==> vite preview on $APP_URL"
-# The vite binary itself (not npx, whose child would outlive the trap's kill).
-(cd "$APP" && exec node_modules/.bin/vite preview --host 127.0.0.1 --port "$APP_PORT" --strictPort) >"$WORK/preview.out" 2>&1 &
-PIDS+=("$!")
-for ((i = 0; i < 300; i++)); do
-    curl -sf -o /dev/null "$APP_URL/" && break
-    sleep 0.1
-done
-curl -sf -o /dev/null "$APP_URL/" || {
-    echo "test-install: vite preview did not answer" >&2
-    cat "$WORK/preview.out" >&2
-    exit 1
+# serve NAME VITE_ARGS...: the vite binary itself (not npx, whose child would
+# outlive the trap's kill) on the app's origin; sets SERVER_PID.
+serve() {
+    local name="$1"
+    shift
+    (cd "$APP" && VITE_SD_WORKER_URL="$url" exec node_modules/.bin/vite "$@" --host 127.0.0.1 --port "$APP_PORT" --strictPort) \
+        >"$WORK/$name.out" 2>&1 &
+    SERVER_PID="$!"
+    PIDS+=("$SERVER_PID")
+    for ((i = 0; i < 300; i++)); do
+        curl -sf -o /dev/null "$APP_URL/" && return 0
+        sleep 0.1
+    done
+    echo "test-install: vite $name did not answer on $APP_URL" >&2
+    cat "$WORK/$name.out" >&2
+    return 1
 }
 
-echo "==> generate in headless Chromium"
+echo "==> generate in headless Chromium: the build (vite preview on $APP_URL)"
+serve preview preview
+node scripts/lib/install-app-check.mjs "$APP_URL" "$url"
+kill "$SERVER_PID"
+wait "$SERVER_PID" 2>/dev/null || true
+
+echo "==> generate in headless Chromium: the dev server (vite, dependencies pre-bundled)"
+serve dev
 node scripts/lib/install-app-check.mjs "$APP_URL" "$url"
 
 echo "test-install: ok in $((SECONDS - started)) s"
