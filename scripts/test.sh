@@ -4,7 +4,8 @@
 # SDK), a property-based fuzzing run against the worker's own OpenAPI document,
 # the official `openai` Python client against the OpenAI Images routes,
 # `webuiapi` against the AUTOMATIC1111 routes,
-# the WASM build and its size budget, the TypeScript packages, and the browser
+# the WASM build and its size budget, the TypeScript packages, the packages'
+# tarballs installed into a fresh Vite app outside the workspace, and the browser
 # SDK and the studio in headless Chromium. Every test talks to a real
 # worker binary.
 set -euo pipefail
@@ -57,6 +58,9 @@ pnpm lint
 
 step "TypeScript package tests (Vitest, against the real worker)"
 pnpm test
+
+step "SDK installed from tarballs into a fresh Vite app (pack, plain npm, tsc with skipLibCheck false, vite build, one generation in headless Chromium)"
+scripts/test-install.sh --no-build
 
 step "studio end to end (Playwright in headless Chromium, the worker serving app/dist)"
 pnpm test:e2e

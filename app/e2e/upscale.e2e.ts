@@ -70,10 +70,10 @@ async function watchPhases(page: Page): Promise<() => Promise<string[]>> {
 describe('hires fix and upscaling', () => {
   it('lists the model upscaler after the built-ins', async () => {
     const list = (await (await fetch(`${worker!.url}/v1/upscalers`)).json()) as UpscalerInfo[];
-    expect(list.map((u) => [u.name, u.kind])).toEqual([
-      ['lanczos', 'builtin'],
-      ['nearest', 'builtin'],
-      [UPSCALER, 'model'],
+    expect(list.map((u) => [u.name, u.kind, u.label])).toEqual([
+      ['lanczos', 'builtin', 'Lanczos (resampling)'],
+      ['nearest', 'builtin', 'Nearest neighbour (resampling)'],
+      [UPSCALER, 'model', undefined],
     ]);
     expect(info.taesd).toBe(true);
     // The test's sizes fit the tiny model's limits.
@@ -141,6 +141,9 @@ describe('hires fix and upscaling', () => {
     const lightbox = page.getByTestId('lightbox');
     await lightbox.getByTestId('upscale').waitFor();
     await expect(lightbox.getByLabel('Upscaler').inputValue()).resolves.toBe(UPSCALER);
+    // The built-ins by the worker's labels, not their wire names.
+    const labels = await lightbox.getByLabel('Upscaler').locator('option').allTextContents();
+    expect(labels.slice(0, 2)).toEqual(['Lanczos (resampling)', 'Nearest neighbour (resampling)']);
     const job = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/v1/jobs'));
     await lightbox.getByTestId('upscale-2').click();
     const body = JSON.parse((await job).postData() ?? '{}') as Record<string, unknown>;

@@ -31,6 +31,7 @@ import {
 } from './form.js';
 import { hiresFromParsed } from './hires.js';
 import { forgetJobParams, jobParams, setJobParams, setPending } from './job-params.js';
+import { imageToImageRequest, inpaintingRequest, textToImageRequest } from './job-request.js';
 import { parseA1111 } from './lib/a1111.js';
 import { errorText } from './lib/errors.js';
 import { addImage, getValue, listImages, setValue, type GalleryEntry } from './lib/gallery-db.js';
@@ -318,12 +319,11 @@ export function Studio({
     setPrompts((list) => rememberPrompt(list, form.prompt, form.negative_prompt));
     if (lora.loras) params.loras = lora.loras;
     setPending(mode, params);
-    const { operation: _, ...rest } = params;
-    const request = control.controlnets ? { ...rest, controlnets: control.controlnets } : rest;
+    const units = control.controlnets;
     let id: string | null;
-    if (mode === 'txt2img') id = await txt2img.generate(request);
-    else if (mode === 'img2img') id = await img2img.generate({ ...request, image: input!.url });
-    else id = await inpaint.generate({ ...request, image: input!.url, mask: maskUrl! });
+    if (mode === 'txt2img') id = await txt2img.generate(textToImageRequest(params, units));
+    else if (mode === 'img2img') id = await img2img.generate(imageToImageRequest(params, units, input!.url));
+    else id = await inpaint.generate(inpaintingRequest(params, units, input!.url, maskUrl!));
     if (id) setJobParams(id, params);
   };
 

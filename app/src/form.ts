@@ -4,6 +4,7 @@
 import {
   isSchedulerName,
   type GenerationParams,
+  type HiresFix,
   type Operation,
   type PreviewMethod,
   type Rng,
@@ -55,11 +56,19 @@ export interface FormState {
   fastDecode: boolean;
 }
 
-/** What a gallery entry remembers of its request (no images). */
+/**
+ * What a gallery entry remembers of its request (no images): the shared
+ * parameters and its operation's own fields (job-request.ts makes the exact
+ * request of the operation).
+ */
 export type JobParams = Omit<GenerationParams, 'model' | 'hive_id' | 'worker_id'> & {
   operation: Operation;
+  /** Image to image and inpainting. */
   strength?: number;
+  /** Inpainting. */
   mask_blur?: number;
+  /** Text to image. */
+  hires?: HiresFix;
 };
 
 export function defaultForm(info: WorkerInfo): FormState {

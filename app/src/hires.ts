@@ -55,9 +55,9 @@ export function hiresUpscalerOptions(upscalers: readonly UpscalerInfo[]): Upscal
   ];
 }
 
-/** "esrgan-x2 (ESRGAN, 2×)" for a model, the name for a built-in. */
+/** "esrgan-x2 (ESRGAN, 2×)" for a model; a built-in's label from the worker ("Lanczos (resampling)"), else its name. */
 export function upscalerLabel(u: UpscalerInfo): string {
-  if (u.kind !== 'model') return u.name;
+  if (u.kind !== 'model') return u.label ?? u.name;
   const details = [u.architecture, u.scale ? `${u.scale}×` : undefined].filter(Boolean).join(', ');
   return details ? `${u.name} (${details})` : u.name;
 }

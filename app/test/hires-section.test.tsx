@@ -10,7 +10,7 @@ import { INFO } from './fixtures.js';
 afterEach(cleanup);
 
 const UPSCALERS: UpscalerInfo[] = [
-  { name: 'lanczos', kind: 'builtin' },
+  { name: 'lanczos', kind: 'builtin', label: 'Lanczos (resampling)' },
   { name: 'esrgan-x2', kind: 'model', architecture: 'ESRGAN', scale: 2 },
 ];
 
@@ -43,7 +43,7 @@ describe('hires section', () => {
       />,
     );
     const options = [...(screen.getByLabelText('Upscaler') as HTMLSelectElement).options].map((o) => o.textContent);
-    expect(options).toEqual(['Latent', 'Latent (nearest)', 'Latent (bicubic)', 'lanczos', 'esrgan-x2 (ESRGAN, 2×)']);
+    expect(options).toEqual(['Latent', 'Latent (nearest)', 'Latent (bicubic)', 'Lanczos (resampling)', 'esrgan-x2 (ESRGAN, 2×)']);
     expect(screen.getByText('Target 96×96')).toBeTruthy();
     const scale = screen.getByLabelText('Hires scale');
     expect(scale.getAttribute('aria-invalid')).toBe('true');

@@ -15,8 +15,8 @@ import { defaultUpscaler } from '../src/use-upscale.js';
 import { INFO } from './fixtures.js';
 
 const UPSCALERS: UpscalerInfo[] = [
-  { name: 'lanczos', kind: 'builtin' },
-  { name: 'nearest', kind: 'builtin' },
+  { name: 'lanczos', kind: 'builtin', label: 'Lanczos (resampling)' },
+  { name: 'nearest', kind: 'builtin', label: 'Nearest neighbour (resampling)' },
   { name: 'esrgan-x2', kind: 'model', architecture: 'ESRGAN', scale: 2, parameters: 1000, size_bytes: 4000 },
 ];
 
@@ -67,11 +67,13 @@ describe('hires fix', () => {
       { value: 'latent', label: 'Latent' },
       { value: 'latent-nearest', label: 'Latent (nearest)' },
       { value: 'latent-bicubic', label: 'Latent (bicubic)' },
-      { value: 'lanczos', label: 'lanczos' },
-      { value: 'nearest', label: 'nearest' },
+      { value: 'lanczos', label: 'Lanczos (resampling)' },
+      { value: 'nearest', label: 'Nearest neighbour (resampling)' },
       { value: 'esrgan-x2', label: 'esrgan-x2 (ESRGAN, 2×)' },
     ]);
     expect(upscalerLabel({ name: 'x', kind: 'model' })).toBe('x');
+    // A worker from before the labels: the built-in's name.
+    expect(upscalerLabel({ name: 'lanczos', kind: 'builtin' })).toBe('lanczos');
     expect(defaultUpscaler(UPSCALERS)).toBe('esrgan-x2');
     expect(defaultUpscaler(UPSCALERS.slice(0, 2))).toBe('lanczos');
     expect(defaultUpscaler([])).toBe('');

@@ -44,7 +44,8 @@ function upscaling(state: Partial<Generation<UpscaleParams>>, sourceId: string |
   } as Generation<UpscaleParams>;
   return {
     upscalers: [
-      { name: 'lanczos', kind: 'builtin' },
+      { name: 'lanczos', kind: 'builtin', label: 'Lanczos (resampling)' },
+      { name: 'nearest', kind: 'builtin', label: 'Nearest neighbour (resampling)' },
       { name: 'esrgan-x2', kind: 'model', architecture: 'ESRGAN', scale: 2 },
     ],
     job,
@@ -63,6 +64,16 @@ describe('UpscaleAction', () => {
     fireEvent.change(screen.getByLabelText('Upscaler'), { target: { value: 'lanczos' } });
     fireEvent.click(screen.getByTestId('upscale-2'));
     expect(u.start).toHaveBeenCalledWith(ENTRY, 'lanczos', 2);
+  });
+
+  it('names the built-ins by their labels and the models by name, architecture and factor', () => {
+    render(<UpscaleAction entry={ENTRY} upscaling={upscaling({})} maxPixels={1 << 24} workerUrl="" />);
+    const options = [...(screen.getByLabelText('Upscaler') as HTMLSelectElement).options];
+    expect(options.map((o) => [o.value, o.textContent])).toEqual([
+      ['lanczos', 'Lanczos (resampling)'],
+      ['nearest', 'Nearest neighbour (resampling)'],
+      ['esrgan-x2', 'esrgan-x2 (ESRGAN, 2×)'],
+    ]);
   });
 
   it('shows the tiles done while it runs, and its error', () => {

@@ -41,8 +41,8 @@ pub use info::{Defaults, Limits, MemoryEstimate, ModelInfo, WorkerInfo};
 pub use job::{JobAccepted, JobResult, JobSnapshot, JobStatus, Timings};
 pub use lora::{EmbeddingInfo, LoraApplied, LoraInfo, LoraMetadata, LoraRef};
 pub use request::{
-    GenerationParams, ImageFormat, ImageInput, ImageRequest, JobRequest, Operation, ResizeMode,
-    Rng, TextToImageRequest, MAX_SEED,
+    GenerationParams, ImageFormat, ImageToImageRequest, InpaintRequest, JobRequest, Operation,
+    OperationFields, ResizeMode, Rng, TextToImageRequest, MAX_SEED,
 };
 pub use schedulers::{SchedulerName, SchedulerSpec, SCHEDULERS};
 pub use upscale::{UpscaleRequest, UpscalerInfo};

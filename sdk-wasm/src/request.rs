@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 /// survives a round trip through a browser's `number` unchanged.
 pub const MAX_SEED: u64 = (1 << 53) - 1;
 
-/// A job request, tagged by `operation`.
+/// A job request, tagged by `operation`. Each operation's type carries
+/// exactly the fields it accepts (TypeScript: a misplaced field does not
+/// compile); the worker reads a body leniently first ([`OperationFields`]) so
+/// that each refusal names the field at fault.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
@@ -15,9 +18,9 @@ pub enum JobRequest {
     /// Text to image.
     ImageGeneration(TextToImageRequest),
     /// Image to image: `image` re-imagined under `prompt`, by `strength`.
-    ImageTransform(ImageRequest),
+    ImageTransform(ImageToImageRequest),
     /// Inpainting: the white part of `mask` (or the transparent part of `image`) repainted.
-    ImageInpaint(ImageRequest),
+    ImageInpaint(InpaintRequest),
     /// `image` made larger by an upscaler (no diffusion, no prompt).
     ImageUpscale(crate::UpscaleRequest),
 }
@@ -36,7 +39,8 @@ impl JobRequest {
     pub fn params(&self) -> Option<&GenerationParams> {
         match self {
             JobRequest::ImageGeneration(r) => Some(&r.params),
-            JobRequest::ImageTransform(r) | JobRequest::ImageInpaint(r) => Some(&r.params),
+            JobRequest::ImageTransform(r) => Some(&r.params),
+            JobRequest::ImageInpaint(r) => Some(&r.params),
             JobRequest::ImageUpscale(_) => None,
         }
     }
@@ -72,47 +76,64 @@ impl Operation {
     }
 }
 
+/// Body of `image_generation`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
 pub struct TextToImageRequest {
     #[serde(flatten)]
     pub params: GenerationParams,
+    /// A second pass at a larger size (A1111's "Hires. fix"; see
+    /// [`crate::HiresFix`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hires: Option<crate::HiresFix>,
+    /// With `controlnets` only: how the control images are brought to the
+    /// output size (`stretch` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_mode: Option<ResizeMode>,
 }
 
-/// Body of `image_transform` and `image_inpaint`.
+/// Body of `image_transform`. Images are base64 PNG, JPEG or WebP, with or
+/// without a `data:` URL prefix; the older names `input_image` and
+/// `init_image` of `image` are accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
-pub struct ImageRequest {
+pub struct ImageToImageRequest {
     #[serde(flatten)]
     pub params: GenerationParams,
-    #[serde(flatten)]
-    pub input: ImageInput,
-}
-
-/// The input image fields of image-to-image and inpainting. Images are base64
-/// PNG, JPEG or WebP, with or without a `data:` URL prefix. The older names
-/// `input_image`, `init_image` and `mask_image` are accepted.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
-pub struct ImageInput {
-    #[serde(
-        default,
-        alias = "input_image",
-        alias = "init_image",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub image: Option<String>,
-    /// Inpainting: white = repaint, black = keep (any mode; binarised at 50%).
-    /// Absent: the transparent pixels of `image` are repainted.
-    #[serde(default, alias = "mask_image", skip_serializing_if = "Option::is_none")]
-    pub mask: Option<String>,
-    /// How far from the input to go, 0..=1: image to image 0.8, inpainting 1.0 by default.
+    /// The input image.
+    #[serde(alias = "input_image", alias = "init_image")]
+    pub image: String,
+    /// How far from the input to go, 0..=1 (0.8 by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strength: Option<f64>,
-    /// Inpainting: feather the seam over this many pixels (0 by default: the
+    /// How the input is brought to the output size (`stretch` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_mode: Option<ResizeMode>,
+}
+
+/// Body of `image_inpaint`. Images are base64 PNG, JPEG or WebP, with or
+/// without a `data:` URL prefix; the older names `input_image` and
+/// `init_image` of `image`, and `mask_image` of `mask`, are accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
+pub struct InpaintRequest {
+    #[serde(flatten)]
+    pub params: GenerationParams,
+    /// The input image.
+    #[serde(alias = "input_image", alias = "init_image")]
+    pub image: String,
+    /// White = repaint, black = keep (any mode; binarised at 50%). Absent:
+    /// the transparent pixels of `image` are repainted (an `image` without
+    /// any is refused, naming `mask`).
+    #[serde(default, alias = "mask_image", skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+    /// How far from the input to go, 0..=1 (1.0 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
+    /// Feather the seam over this many pixels, at most 64 (0 by default: the
     /// pixels outside the mask come back exactly as they were).
     #[serde(
         default,
@@ -120,9 +141,41 @@ pub struct ImageInput {
         skip_serializing_if = "Option::is_none"
     )]
     pub mask_blur: Option<u32>,
-    /// How the input is brought to the output size (`stretch` by default).
+    /// How the input is brought to the output size (`stretch` by default;
+    /// `fit` repaints the borders: outpainting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize_mode: Option<ResizeMode>,
+}
+
+/// Every operation-specific field of the diffusion operations, all optional,
+/// under every name the per-operation types accept: what a server reads
+/// before it knows which fields belong to the body's operation, so that a
+/// missing or misplaced field is refused by name. Not a request type of its
+/// own (clients send [`JobRequest`]); a test keeps it in step with
+/// [`TextToImageRequest`], [`ImageToImageRequest`] and [`InpaintRequest`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct OperationFields {
+    #[serde(
+        default,
+        alias = "input_image",
+        alias = "init_image",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub image: Option<String>,
+    #[serde(default, alias = "mask_image", skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
+    #[serde(
+        default,
+        deserialize_with = "crate::numbers::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mask_blur: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_mode: Option<ResizeMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hires: Option<crate::HiresFix>,
 }
 
 /// How an input image is brought to the output size.
@@ -140,7 +193,7 @@ pub enum ResizeMode {
     Fit,
 }
 
-/// Parameters common to every operation. Absent fields take the loaded model's
+/// Parameters common to the diffusion operations. Absent fields take the loaded model's
 /// defaults (see `GET /v1/info`); a field set to `null` is absent. Integer
 /// fields accept any JSON number without a fractional part (`4`, `4.0`, `1e2`,
 /// see [`crate::numbers`]).
@@ -220,10 +273,6 @@ pub struct GenerationParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_items = 16))]
     pub loras: Option<Vec<crate::LoraRef>>,
-    /// `image_generation` only: a second pass at a larger size (A1111's
-    /// "Hires. fix"; see [`crate::HiresFix`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hires: Option<crate::HiresFix>,
     /// How `preview` events are decoded (`taesd` when the worker has
     /// `--taesd`, else `vae`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -329,9 +378,9 @@ mod tests {
         let JobRequest::ImageInpaint(r) = r else {
             panic!("wrong variant")
         };
-        assert_eq!(r.input.image.as_deref(), Some("AAA"));
-        assert_eq!(r.input.mask.as_deref(), Some("BBB"));
-        assert_eq!(r.input.resize_mode, Some(ResizeMode::Fit));
+        assert_eq!(r.image, "AAA");
+        assert_eq!(r.mask.as_deref(), Some("BBB"));
+        assert_eq!(r.resize_mode, Some(ResizeMode::Fit));
         let t: JobRequest = serde_json::from_str(
             r#"{"operation":"image_transform","prompt":"p","input_image":"CCC"}"#,
         )
@@ -344,7 +393,7 @@ mod tests {
     #[test]
     fn integer_fields_take_integral_floats_and_negative_seeds_mean_random() {
         let r: JobRequest = serde_json::from_str(
-            r#"{"operation":"image_inpaint","prompt":"p","steps":4.0,"width":1e2,"height":64.0,"num_images":2.0,"preview_every":1.0,"mask_blur":3.0,"seed":-1}"#,
+            r#"{"operation":"image_inpaint","prompt":"p","image":"A","steps":4.0,"width":1e2,"height":64.0,"num_images":2.0,"preview_every":1.0,"mask_blur":3.0,"seed":-1}"#,
         )
         .unwrap();
         let p = r.params().unwrap();
@@ -356,7 +405,7 @@ mod tests {
         let JobRequest::ImageInpaint(r) = r else {
             panic!("wrong variant")
         };
-        assert_eq!(r.input.mask_blur, Some(3));
+        assert_eq!(r.mask_blur, Some(3));
         let e = serde_json::from_str::<JobRequest>(
             r#"{"operation":"image_generation","prompt":"p","steps":4.5}"#,
         )
@@ -373,6 +422,8 @@ mod tests {
                 output_format: Some(ImageFormat::Jpeg),
                 ..Default::default()
             },
+            hires: None,
+            resize_mode: None,
         });
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["operation"], "image_generation");
@@ -418,5 +469,103 @@ mod tests {
             assert_eq!(got.params().unwrap().rng, Some(rng), "{spelling}");
         }
         assert!(parse(r#","rng":"Nv-Philox""#).is_err());
+    }
+
+    fn params() -> GenerationParams {
+        GenerationParams {
+            prompt: "p".into(),
+            steps: Some(4),
+            ..Default::default()
+        }
+    }
+
+    /// What the worker reads leniently (the shared parameters and
+    /// [`OperationFields`]) is what each operation's exact type carries.
+    #[test]
+    fn operation_fields_read_every_field_of_each_operation() {
+        let hires = crate::HiresFix {
+            scale: Some(1.5),
+            ..Default::default()
+        };
+        let requests = [
+            JobRequest::ImageGeneration(TextToImageRequest {
+                params: params(),
+                hires: Some(hires.clone()),
+                resize_mode: Some(ResizeMode::Crop),
+            }),
+            JobRequest::ImageTransform(ImageToImageRequest {
+                params: params(),
+                image: "I".into(),
+                strength: Some(0.5),
+                resize_mode: Some(ResizeMode::Fit),
+            }),
+            JobRequest::ImageInpaint(InpaintRequest {
+                params: params(),
+                image: "I".into(),
+                mask: Some("M".into()),
+                strength: Some(0.9),
+                mask_blur: Some(4),
+                resize_mode: Some(ResizeMode::Crop),
+            }),
+        ];
+        let expected = [
+            OperationFields {
+                hires: Some(hires),
+                resize_mode: Some(ResizeMode::Crop),
+                ..Default::default()
+            },
+            OperationFields {
+                image: Some("I".into()),
+                strength: Some(0.5),
+                resize_mode: Some(ResizeMode::Fit),
+                ..Default::default()
+            },
+            OperationFields {
+                image: Some("I".into()),
+                mask: Some("M".into()),
+                strength: Some(0.9),
+                mask_blur: Some(4),
+                resize_mode: Some(ResizeMode::Crop),
+                hires: None,
+            },
+        ];
+        for (request, fields) in requests.iter().zip(expected) {
+            let mut v = serde_json::to_value(request).unwrap();
+            v.as_object_mut().unwrap().remove("operation");
+            let read: OperationFields = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(read, fields, "{v}");
+            let shared: GenerationParams = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(shared, params());
+            // Nothing else: every key is a shared or an operation field.
+            let mut known = serde_json::to_value(&read).unwrap();
+            known.as_object_mut().unwrap().extend(
+                serde_json::to_value(&shared)
+                    .unwrap()
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            );
+            assert_eq!(known, v);
+        }
+        // The older names read the same in both.
+        let old = r#"{"prompt":"p","init_image":"I","mask_image":"M"}"#;
+        let lenient: OperationFields = serde_json::from_str(old).unwrap();
+        let exact: InpaintRequest = serde_json::from_str(old).unwrap();
+        assert_eq!(lenient.image.as_deref(), Some(exact.image.as_str()));
+        assert_eq!(lenient.mask, exact.mask);
+        let exact: ImageToImageRequest =
+            serde_json::from_str(r#"{"prompt":"p","input_image":"I"}"#).unwrap();
+        assert_eq!(exact.image, "I");
+    }
+
+    #[test]
+    fn image_operations_require_their_image() {
+        for op in ["image_transform", "image_inpaint"] {
+            let e = serde_json::from_str::<JobRequest>(&format!(
+                r#"{{"operation":"{op}","prompt":"p"}}"#
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains("missing field `image`"), "{e}");
+        }
     }
 }

@@ -4,8 +4,26 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Resamplers every worker has, by name: Lanczos (3 lobes) and nearest.
-pub const BUILTIN_UPSCALERS: [&str; 2] = ["lanczos", "nearest"];
+/// A resampler every worker has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltinUpscaler {
+    /// What `upscaler` (and `hires.upscaler`) names.
+    pub name: &'static str,
+    /// What a user interface shows ([`UpscalerInfo::label`]).
+    pub label: &'static str,
+}
+
+/// Resamplers every worker has: Lanczos (3 lobes) and nearest neighbour.
+pub const BUILTIN_UPSCALERS: [BuiltinUpscaler; 2] = [
+    BuiltinUpscaler {
+        name: "lanczos",
+        label: "Lanczos (resampling)",
+    },
+    BuiltinUpscaler {
+        name: "nearest",
+        label: "Nearest neighbour (resampling)",
+    },
+];
 /// `upscaler` when absent.
 pub const DEFAULT_UPSCALER: &str = "lanczos";
 /// `scale` when absent with a built-in resampler.
@@ -78,6 +96,10 @@ pub struct UpscalerInfo {
     pub name: String,
     /// `builtin` or `model`.
     pub kind: String,
+    /// What a user interface shows for a built-in (`Lanczos (resampling)`);
+    /// absent for a model (its `name`, `architecture` and `scale` say it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// A model's architecture: `ESRGAN` or `RealESRGAN-compact`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub architecture: Option<String>,
@@ -95,6 +117,17 @@ pub struct UpscalerInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builtins_have_distinct_names_and_labels_and_the_default_is_one() {
+        assert!(BUILTIN_UPSCALERS.iter().any(|u| u.name == DEFAULT_UPSCALER));
+        for (i, a) in BUILTIN_UPSCALERS.iter().enumerate() {
+            assert!(!a.label.is_empty() && a.label != a.name, "{a:?}");
+            for b in &BUILTIN_UPSCALERS[i + 1..] {
+                assert!(a.name != b.name && a.label != b.label);
+            }
+        }
+    }
 
     #[test]
     fn the_request_refuses_unknown_fields_and_takes_integral_floats() {

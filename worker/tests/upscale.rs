@@ -90,6 +90,10 @@ async fn upscalers_are_listed_and_upscale_in_tiles() {
     assert_eq!(by("ultra-x4")["scale"], 4);
     assert_eq!(by("compact-x4")["architecture"], "RealESRGAN-compact");
     assert_eq!(by("lanczos")["kind"], "builtin");
+    // Built-ins carry the contract's label; models none (their name says it).
+    assert_eq!(by("lanczos")["label"], "Lanczos (resampling)");
+    assert_eq!(by("nearest")["label"], "Nearest neighbour (resampling)");
+    assert!(by("esrgan-x2").get("label").is_none());
 
     // A model in 32-pixel tiles: 2 tiles over 40x30, one progress event each.
     let (msgs, images) = w

@@ -14,11 +14,11 @@ afterAll(() => {
 });
 
 describe('upscalers', () => {
-  it('lists the built-in resamplers first', async () => {
+  it('lists the built-in resamplers first, with their labels', async () => {
     const upscalers = await client.upscalers();
     expect(upscalers.slice(0, 2)).toEqual([
-      { name: 'lanczos', kind: 'builtin' },
-      { name: 'nearest', kind: 'builtin' },
+      { name: 'lanczos', kind: 'builtin', label: 'Lanczos (resampling)' },
+      { name: 'nearest', kind: 'builtin', label: 'Nearest neighbour (resampling)' },
     ]);
   });
 

@@ -232,7 +232,7 @@ pub(crate) fn decode_slot(state: &AppState) -> Result<OwnedSemaphorePermit, Http
 }
 
 /// False only for a JSON object that certainly has no input image: its image
-/// fields (under any of their names, as the contract's [`sdk::ImageInput`]
+/// fields (under any of their names, as the contract's [`sdk::OperationFields`]
 /// reads them) absent or null. A body this cannot read (not JSON, a field
 /// given twice, a wrong type) counts as having one.
 fn may_carry_images(body: &[u8]) -> bool {
@@ -240,7 +240,7 @@ fn may_carry_images(body: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Carried {
         #[serde(flatten)]
-        input: sdk::ImageInput,
+        input: sdk::OperationFields,
         #[serde(default)]
         controlnets: Option<serde::de::IgnoredAny>,
     }

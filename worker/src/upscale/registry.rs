@@ -176,9 +176,10 @@ impl UpscalerRegistry {
     pub fn list(&self) -> Vec<UpscalerInfo> {
         let mut out: Vec<UpscalerInfo> = BUILTIN_UPSCALERS
             .iter()
-            .map(|n| UpscalerInfo {
-                name: n.to_string(),
+            .map(|b| UpscalerInfo {
+                name: b.name.to_string(),
                 kind: "builtin".into(),
+                label: Some(b.label.to_string()),
                 architecture: None,
                 scale: None,
                 parameters: None,
@@ -190,6 +191,7 @@ impl UpscalerRegistry {
                 out.push(UpscalerInfo {
                     name,
                     kind: "model".into(),
+                    label: None,
                     architecture: Some(arch.into()),
                     scale: Some(scale as u32),
                     parameters: Some(params),

@@ -9,7 +9,8 @@ pub mod upscale;
 use image::DynamicImage;
 use rand::Rng;
 use sd_worker_sdk::{
-    ApiError, ErrorCode, GenerationParams, ImageFormat, ImageInput, Limits, Operation, ResizeMode,
+    ApiError, ErrorCode, GenerationParams, ImageFormat, Limits, Operation, OperationFields,
+    ResizeMode,
 };
 use serde_json::Value;
 
@@ -40,7 +41,7 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
     // The shared parameters and the image fields are read from the same object,
     // each without flattening, so an error path names the exact field.
     let params: GenerationParams = typed(map.clone())?;
-    let input: ImageInput = typed(map)?;
+    let input: OperationFields = typed(map)?;
     let image = match operation {
         Operation::ImageGeneration => {
             for (field, present) in [
@@ -62,7 +63,7 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
         }
         // Image to image and inpainting.
         _ => {
-            if params.hires.is_some() {
+            if input.hires.is_some() {
                 return Err(invalid(
                     "hires",
                     "`hires` belongs to image_generation (image_transform runs at the size you ask)",
@@ -107,7 +108,7 @@ pub fn validate_body(body: &[u8], profile: &Profile) -> Result<Validated, ApiErr
             profile,
         )?;
     }
-    if let Some(h) = &params.hires {
+    if let Some(h) = &input.hires {
         request.hires = Some(hires::hires(h, &request, profile)?);
     }
     Ok(Validated {
@@ -496,7 +497,7 @@ fn size_from_input(
 /// The input image (and mask) of image to image and inpainting, at the output size.
 fn init_image(
     op: Operation,
-    input: &ImageInput,
+    input: &OperationFields,
     image: DynamicImage,
     req: &Request,
     profile: &Profile,

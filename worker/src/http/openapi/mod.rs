@@ -26,7 +26,7 @@ mod truth;
         a1111::misc::skip, a1111::misc::png_info, a1111::controlnet_routes::version, a1111::controlnet_routes::model_list,
         a1111::controlnet_routes::module_list, a1111::controlnet_routes::detect),
     components(schemas(
-        sdk::JobRequest, sdk::TextToImageRequest, sdk::ImageRequest, sdk::GenerationParams, sdk::ImageInput, sdk::ResizeMode, sdk::Rng,
+        sdk::JobRequest, sdk::TextToImageRequest, sdk::ImageToImageRequest, sdk::InpaintRequest, sdk::GenerationParams, sdk::ResizeMode, sdk::Rng,
         sdk::ImageFormat, sdk::Operation, sdk::JobAccepted, sdk::JobSnapshot, sdk::JobStatus, sdk::Timings, sdk::JobResult,
         sdk::GeneratedImage, sdk::StreamEvent, sdk::ErrorBody, sdk::ApiError, sdk::ErrorCode, sdk::WorkerInfo, sdk::LoraApplied, sdk::ModelInfo, sdk::MemoryEstimate, sdk::ControlNetInfo, sdk::ControlNetUnit, sdk::PreprocessParams, sdk::PreprocessorName, sdk::PreprocessRequest,
         sdk::LoraRef, sdk::LoraInfo, sdk::LoraMetadata, sdk::EmbeddingInfo, sdk::UpscaleRequest, sdk::UpscalerInfo,
