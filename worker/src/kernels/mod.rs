@@ -5,3 +5,4 @@
 
 pub mod attention;
 pub mod conv2d;
+pub mod group_norm;

@@ -18,6 +18,7 @@ pub mod generate;
 mod load;
 pub mod memory;
 pub mod mmdit;
+pub mod norm;
 #[cfg(test)]
 pub(crate) mod reference;
 pub mod resnet;

@@ -6,10 +6,11 @@
 //! ([`super::conv`]).
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{group_norm, linear, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
 pub use candle_transformers::models::stable_diffusion::resnet::ResnetBlock2DConfig;
 
 use super::conv::{conv2d, Conv2d};
+use super::norm::{group_norm, GroupNorm};
 
 #[derive(Debug)]
 pub struct ResnetBlock2D {
@@ -70,9 +71,7 @@ impl ResnetBlock2D {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        let h = self
-            .conv1
-            .forward(&candle_nn::ops::silu(&self.norm1.forward(x)?)?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let h = match (temb, &self.time_emb_proj) {
             (Some(temb), Some(proj)) => proj
                 .forward(&candle_nn::ops::silu(temb)?)?
@@ -81,9 +80,7 @@ impl ResnetBlock2D {
                 .broadcast_add(&h)?,
             _ => h,
         };
-        let h = self
-            .conv2
-            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         (shortcut + h)? / self.output_scale_factor
     }
 }

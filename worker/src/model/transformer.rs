@@ -9,12 +9,11 @@
 
 use anyhow::{bail, Result};
 use candle_core::{Module, Tensor, D};
-use candle_nn::{
-    group_norm, layer_norm, linear, linear_no_bias, GroupNorm, LayerNorm, Linear, VarBuilder,
-};
+use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::attention::CrossAttention;
 
 use super::conv::{conv2d, Conv2d};
+use super::norm::{group_norm, GroupNorm};
 
 use super::attention::{attention_in_groups, Upcast, SCORE_BUDGET};
 

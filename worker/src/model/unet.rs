@@ -11,9 +11,10 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{group_norm, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d, Conv2d};
+use super::norm::{group_norm, GroupNorm};
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 use candle_transformers::models::stable_diffusion::unet_2d::{
     BlockConfig, UNet2DConditionModelConfig,
@@ -281,7 +282,7 @@ impl Unet {
             };
             xs = block.forward(&xs, &res, &emb, upsample_size, context)?;
         }
-        let xs = candle_nn::ops::silu(&self.norm_out.forward(&xs)?)?;
+        let xs = self.norm_out.forward_silu(&xs)?;
         Ok(self.conv_out.forward(&xs)?)
     }
 }

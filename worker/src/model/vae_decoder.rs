@@ -6,10 +6,11 @@
 //! `post_quant_conv.*`, as the diffusers folder has them.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{group_norm, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 
 use super::conv::{conv2d, Conv2d};
+use super::norm::{group_norm, GroupNorm};
 use super::vae_blocks::{
     UNetMidBlock2D, UNetMidBlock2DConfig, UpDecoderBlock2D, UpDecoderBlock2DConfig,
 };
@@ -98,7 +99,7 @@ impl VaeDecoder {
         for block in &self.up {
             x = block.forward(&x)?;
         }
-        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
+        let x = self.norm_out.forward_silu(&x)?;
         self.conv_out.forward(&x)
     }
 }

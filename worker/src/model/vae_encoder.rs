@@ -5,9 +5,10 @@
 
 use anyhow::Result;
 use candle_core::{Module, Tensor};
-use candle_nn::{group_norm, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::conv::{conv2d, Conv2d};
+use super::norm::{group_norm, GroupNorm};
 use super::vae_blocks::{
     DownEncoderBlock2D, DownEncoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig,
 };
@@ -101,7 +102,7 @@ impl VaeEncoder {
             xs = block.forward(&xs)?;
         }
         let xs = self.mid.forward(&xs)?;
-        let xs = candle_nn::ops::silu(&self.norm_out.forward(&xs)?)?;
+        let xs = self.norm_out.forward_silu(&xs)?;
         let mut moments = self.conv_out.forward(&xs)?;
         if let Some(q) = &self.quant_conv {
             moments = q.forward(&moments)?;
