@@ -3,7 +3,7 @@
 # with NO GPU and NO system CUDA toolkit, and packs it into dist/cuda/.
 #
 #   scripts/build-cuda.sh                 # toolkit (idempotent) + build + dist/cuda
-#   scripts/build-cuda.sh --flash-attn    # also Candle's flash-attention kernels (slow, see below)
+#   scripts/build-cuda.sh --flash-attn    # also Candle's flash-attention kernels (slow; needs GitHub, see below)
 #   scripts/build-cuda.sh --bundle all    # copy every runtime library into dist/cuda/lib
 #   scripts/build-cuda.sh --toolkit-only  # install the toolkit, print its env, build nothing
 #
@@ -19,7 +19,9 @@
 #    binary is never touched.
 # 4. dist/cuda/: sd-worker-cuda, an `sd-worker` wrapper that finds the CUDA
 #    libraries (dist/cuda/lib, then a pip-installed CUDA 13 such as PyTorch's,
-#    then the system's), and the small runtime libraries (--bundle).
+#    then the system's), and the small runtime libraries (--bundle); and
+#    dist/sd-worker-cuda.tar.gz, the folder as one file (38 MiB) to carry to a
+#    GPU machine, where scripts/gpu-check.sh unpacks it.
 #
 # GPU architectures: Candle's kernels (candle-kernels, built by cudaforge)
 # honour ONE CUDA_COMPUTE_CAP. We build PTX for compute_80 (Ampere): the driver
@@ -30,12 +32,15 @@
 # Candle's static MoE/GGUF kernels (unused by diffusion) get sm_80 SASS only.
 # Override with CUDA_COMPUTE_CAP=89 etc. for a single-architecture build.
 #
-# flash-attn: 53 CUTLASS kernels compiled as sm_80 SASS (not PTX), so the
-# result runs on sm_8x only, and nvcc takes minutes per kernel: hours on two
-# cores. Opt-in (--flash-attn); not part of the default build.
+# flash-attn: opt-in (--flash-attn), not part of the default build. Its build
+# script git-clones CUTLASS from GitHub (cudaforge, a pinned commit), so it
+# needs GitHub access, and it compiles 53 CUTLASS kernels as sm_80 SASS (not
+# PTX: the result runs on sm_8x GPUs only) at minutes of nvcc each: hours on
+# two cores. Not built on the project's build machine (no GitHub access).
 #
-# CI does NOT run this script: a cold build takes about 40 minutes on two cores
-# (measured; docs/DEPLOY.md) and downloads ~1.5 GB of CUDA wheels.
+# CI does NOT run this script: a cold build took 27 minutes on the project's
+# 2-core machine (24m45s for Candle and its kernels, shared with other builds,
+# + 2m15s for the worker; measured), and it downloads ~1.5 GB of CUDA wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -67,7 +72,7 @@ while [[ $# -gt 0 ]]; do
     --flash-attn) FEATURES="cuda,cudnn,flash-attn" ;;
     --bundle) BUNDLE="$2"; shift ;;
     --toolkit-only) TOOLKIT_ONLY=1 ;;
-    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h|--help) sed -n "2,43p" "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -144,4 +149,6 @@ needs: NVIDIA driver R580+ (CUDA 13.0); libraries: see 'ldd sd-worker-cuda' and 
 EOF
 ls -la "$DIST" "$DIST/lib"
 du -sh "$DIST"
-echo "tar.gz: $(tar czf - -C "$(dirname "$DIST")" "$(basename "$DIST")" | wc -c) bytes"
+# One file to carry to a GPU machine (scripts/gpu-check.sh unpacks it when dist/cuda is absent).
+tar czf "$(dirname "$DIST")/sd-worker-cuda.tar.gz" -C "$(dirname "$DIST")" "$(basename "$DIST")"
+echo "tar.gz: $(stat -c %s "$(dirname "$DIST")/sd-worker-cuda.tar.gz") bytes ($(dirname "$DIST")/sd-worker-cuda.tar.gz)"

@@ -52,6 +52,10 @@ if [[ $DRY == 1 ]]; then
   DIFF_DEV=cpu; DIFF_DT=f32
 else
   DEV=cuda; BENCH=("sd15 512 512" "sdxl 1024 1024"); STEPS=20
+  # dist/sd-worker-cuda.tar.gz (scripts/build-cuda.sh) is the one file to carry: 38 MiB against the folder's 87.
+  if [[ -z "$BIN" && ! -x "$ROOT/dist/cuda/sd-worker" && -f "$ROOT/dist/sd-worker-cuda.tar.gz" ]]; then
+    tar xzf "$ROOT/dist/sd-worker-cuda.tar.gz" -C "$ROOT/dist"
+  fi
   BIN="${BIN:-$ROOT/dist/cuda/sd-worker}"
   DIFF_DEV=cuda; DIFF_DT=f16
 fi
@@ -78,6 +82,12 @@ if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
 else
   say "nvidia-smi: not available (no GPU here)"
   HAVE_SMI=0
+fi
+say '```'
+say ""; say "Binary and libraries (\`$BIN --version\`; the wrapper names missing libraries):"; say ""; say '```'
+if ! SD_WORKER_SHOW_LIBS=1 "$BIN" --version >> "$REPORT" 2>&1; then
+  say '```'; say ""; say "**The binary does not start: nothing more can be checked.**"
+  log "report: $REPORT"; cat "$REPORT"; exit 1
 fi
 say '```'
 

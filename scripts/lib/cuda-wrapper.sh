@@ -38,4 +38,7 @@ if [[ -n "$missing" ]]; then
        "nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 (docs/DEPLOY.md)" >&2
   exit 127
 fi
+if [[ -n "${SD_WORKER_SHOW_LIBS:-}" ]]; then  # scripts/gpu-check.sh: where each library came from
+  ldd "$BIN" | grep -E 'libcuda|cublas|curand|cudnn|cudart|nvrtc' >&2
+fi
 exec "$BIN" "$@"

@@ -51,18 +51,24 @@ pub fn parse_device(spec: &str) -> Result<Device> {
             "--device {spec}: this sd-worker was built without CUDA support; run a CUDA \
              build (sd-worker-cuda, made by scripts/build-cuda.sh) or use --device cpu"
         ),
-        "cuda" => Device::new_cuda(index).with_context(|| {
-            format!(
+        // Candle's driver errors carry a backtrace: the first line says it.
+        "cuda" => Device::new_cuda(index).map_err(|e| {
+            anyhow::anyhow!(
                 "--device {spec}: no usable CUDA GPU (is the NVIDIA driver loaded and \
-                 does `nvidia-smi` list GPU {index}?)"
+                 does `nvidia-smi` list GPU {index}?): {}",
+                e.to_string().lines().next().unwrap_or_default()
             )
         }),
         "metal" if !cfg!(feature = "metal") => bail!(
             "--device {spec}: this sd-worker was built without Metal support; run a Metal \
              build (cargo build --release --features metal, macOS) or use --device cpu"
         ),
-        "metal" => Device::new_metal(index)
-            .with_context(|| format!("--device {spec}: no usable Metal GPU")),
+        "metal" => Device::new_metal(index).map_err(|e| {
+            anyhow::anyhow!(
+                "--device {spec}: no usable Metal GPU: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            )
+        }),
         "auto" => {
             if candle_core::utils::cuda_is_available() {
                 if let Ok(d) = Device::new_cuda(0) {
