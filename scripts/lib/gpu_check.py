@@ -154,8 +154,10 @@ def diffusers_bench(argv):
     w, h, steps = int(w), int(h), int(steps)
     dt = {"f16": torch.float16, "f32": torch.float32}[dtype]
     torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(json.load(open(unet_cfg))).to(device, dt).eval()
-    vae = AutoencoderKL.from_config(json.load(open(vae_cfg))).to(device, dt).eval()
+    # Initialised on the device: SDXL's 2.6B parameters take a while on a CPU.
+    with torch.device(device):
+        unet = UNet2DConditionModel.from_config(json.load(open(unet_cfg))).to(dtype=dt).eval()
+        vae = AutoencoderKL.from_config(json.load(open(vae_cfg))).to(dtype=dt).eval()
     cfg = unet.config
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     lat = torch.randn(2, cfg.in_channels, h // scale, w // scale, device=device, dtype=dt)
