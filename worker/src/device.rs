@@ -47,11 +47,27 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     };
     match kind {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(index).with_context(|| {
-            format!("opening {spec} (was the worker built with --features cuda?)")
+        "cuda" if !cfg!(feature = "cuda") => bail!(
+            "--device {spec}: this sd-worker was built without CUDA support; run a CUDA \
+             build (sd-worker-cuda, made by scripts/build-cuda.sh) or use --device cpu"
+        ),
+        // Candle's driver errors carry a backtrace: the first line says it.
+        "cuda" => Device::new_cuda(index).map_err(|e| {
+            anyhow::anyhow!(
+                "--device {spec}: no usable CUDA GPU (is the NVIDIA driver loaded and \
+                 does `nvidia-smi` list GPU {index}?): {}",
+                e.to_string().lines().next().unwrap_or_default()
+            )
         }),
-        "metal" => Device::new_metal(index).with_context(|| {
-            format!("opening {spec} (was the worker built with --features metal?)")
+        "metal" if !cfg!(feature = "metal") => bail!(
+            "--device {spec}: this sd-worker was built without Metal support; run a Metal \
+             build (cargo build --release --features metal, macOS) or use --device cpu"
+        ),
+        "metal" => Device::new_metal(index).map_err(|e| {
+            anyhow::anyhow!(
+                "--device {spec}: no usable Metal GPU: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            )
         }),
         "auto" => {
             if candle_core::utils::cuda_is_available() {
@@ -121,5 +137,19 @@ mod tests {
         );
         let err = resolve_dtype(&Device::Cpu, Some(DType::BF16)).unwrap_err();
         assert!(err.to_string().contains("bf16"), "{err}");
+    }
+
+    #[test]
+    fn a_gpu_device_the_build_lacks_is_named_in_the_error() {
+        if !cfg!(feature = "cuda") {
+            let err = parse_device("cuda:1").unwrap_err().to_string();
+            assert!(err.contains("built without CUDA support"), "{err}");
+            assert!(err.contains("sd-worker-cuda"), "{err}");
+        }
+        if !cfg!(feature = "metal") {
+            let err = parse_device("metal").unwrap_err().to_string();
+            assert!(err.contains("built without Metal support"), "{err}");
+        }
+        assert!(parse_device("cuda:x").is_err());
     }
 }

@@ -5,6 +5,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod aliases;
+mod run;
+
+pub use aliases::{parse_bind_addr, SdVersion};
+pub use run::main;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sd-worker",
@@ -127,6 +133,10 @@ pub struct ServeArgs {
     /// Port to bind; 0 picks a free one (the bound address is printed).
     #[arg(long, env = "SD_WORKER_PORT", default_value_t = 8600)]
     pub port: u16,
+    /// Alias of --host and --port together: HOST:PORT, `[v6]:PORT` (wins
+    /// over --host, --port and their variables).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_bind_addr)]
+    pub bind_addr: Option<(String, u16)>,
     /// A local diffusers-layout model folder, or a single-file SD 1.x
     /// checkpoint (`.safetensors`), converted once into the cache.
     #[arg(long, env = "SD_WORKER_MODEL_PATH", conflicts_with = "model")]
@@ -138,12 +148,25 @@ pub struct ServeArgs {
     /// A Hugging Face hub repository id, or an alias such as `sd15` (see docs/MODELS.md).
     #[arg(long, env = "SD_WORKER_MODEL")]
     pub model: Option<String>,
+    /// Alias of --model in the style of Candle's examples: v1-5, v1-5-inpaint,
+    /// v2-base, v2-1, v2-1-base, sd-turbo, xl, turbo (SDXL-Turbo), sd3-medium,
+    /// sd3.5-medium, sd3.5-large or sd3.5-large-turbo.
+    #[arg(long, value_enum, conflicts_with_all = ["model", "model_path"])]
+    pub sd_version: Option<SdVersion>,
     /// Hub revision (branch, tag or commit) for --model.
     #[arg(long, env = "SD_WORKER_REVISION", requires = "model")]
     pub revision: Option<String>,
     /// cpu, cuda, cuda:N, metal, metal:N or auto.
     #[arg(long, env = "SD_WORKER_DEVICE", default_value = "auto")]
     pub device: String,
+    /// Alias of `--device cuda:N` (wins over --device and SD_WORKER_DEVICE).
+    #[arg(long, value_name = "N")]
+    pub cuda_device: Option<usize>,
+    /// Insist on flash attention: an error at start when the binary was
+    /// built without the `flash-attn` feature or the device is not CUDA. (A
+    /// flash-attn build uses it on CUDA whether or not this flag is given.)
+    #[arg(long)]
+    pub use_flash_attn: bool,
     /// Weights and activations precision; default f32 on CPU, f16 on GPUs.
     #[arg(long, env = "SD_WORKER_DTYPE", value_enum)]
     pub dtype: Option<DTypeArg>,
@@ -248,7 +271,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SD_WORKER_ALLOW_UNAUTHENTICATED", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub allow_unauthenticated: bool,
     /// Hive (orchestrator) base URL to register with by heartbeat.
-    #[arg(long, visible_alias = "queen-url", env = "SD_WORKER_HIVE_URL")]
+    /// `--callback-url` is an alias: the hive is the one URL the worker calls.
+    #[arg(long, visible_aliases = ["queen-url", "callback-url"], env = "SD_WORKER_HIVE_URL")]
     pub hive_url: Option<String>,
     /// URL at which the hive and clients reach this worker (sent in heartbeats), e.g. http://gpu-3:8600.
     #[arg(long, env = "SD_WORKER_ADVERTISE_URL")]
