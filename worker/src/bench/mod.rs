@@ -5,6 +5,7 @@
 
 mod adapters;
 mod kernels;
+mod ops;
 mod vae;
 
 use anyhow::{Context, Result};
@@ -74,6 +75,10 @@ pub struct BenchArgs {
     /// they replace, on the SD 1.5 UNet's and VAE's convolution shapes.
     #[arg(long)]
     pub kernels: bool,
+    /// Also run the job once more timing each kind of operation (convolutions,
+    /// group norms, attention, the rest), for the denoiser and the VAE apart.
+    #[arg(long)]
+    pub ops: bool,
     /// Also print the figures as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -228,6 +233,17 @@ fn measure(
         None
     };
     let peak = rss_mib("VmHWM:");
+    let ops = if args.ops {
+        Some(ops::measure(
+            &model,
+            &Request {
+                num_images,
+                ..req.clone()
+            },
+        )?)
+    } else {
+        None
+    };
     let guidance_batch = if args.guidance_scale > 1.0 { 2 } else { 1 };
     let batch = num_images * guidance_batch;
 
@@ -261,6 +277,9 @@ fn measure(
         fmt_mib(rss_after_load)
     );
     println!("  peak RSS generating   {:>10} MiB", fmt_mib(peak));
+    if let Some(ops) = &ops {
+        ops.print();
+    }
     if runs.len() > 1 {
         println!("  batch scaling (time per image relative to {num_images} image(s) per job):");
         println!("    images  denoiser step  VAE decode  end to end  per image  relative");
@@ -289,6 +308,7 @@ fn measure(
                 "peak_rss_mib_generating": peak,
                 "controlnet_step_ms": controlnet_step_ms,
                 "lora": lora.as_ref().map(adapters::LoraRows::json),
+                "ops": ops.as_ref().map(ops::OpsSplit::json),
                 "batch_scaling": runs.iter().map(|(n, e2e, t)| serde_json::json!({
                     "num_images": n, "unet_step_ms": t.denoise_ms / t.unet_steps.max(1) as f64,
                     "vae_decode_ms": t.vae_decode_ms, "end_to_end_ms": e2e,

@@ -6,3 +6,4 @@
 pub mod attention;
 pub mod conv2d;
 pub mod group_norm;
+pub mod timing;

@@ -37,6 +37,7 @@ pub fn attention_in_groups(
     budget: usize,
     upcast: Upcast,
 ) -> Result<Tensor> {
+    let _timed = crate::kernels::timing::span(crate::kernels::timing::Op::Attention);
     if let Some(out) = crate::kernels::attention::sdpa(q, k, v)? {
         return Ok(out);
     }

@@ -7,6 +7,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::kernels::conv2d::{conv2d as conv2d_op, Conv2dParams};
+use crate::kernels::timing::{self, Op};
 
 /// `weight [c_out, c_in / groups, k, k]`, `bias [c_out]`; input
 /// `[b, c_in, h, w]`, output `[b, c_out, out_h, out_w]`.
@@ -33,6 +34,7 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _timed = timing::span(Op::Conv2d);
         let cfg = self.0.config();
         let params = Conv2dParams {
             padding: cfg.padding,

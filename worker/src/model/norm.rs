@@ -8,6 +8,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::kernels::group_norm::group_norm as group_norm_op;
+use crate::kernels::timing::{self, Op};
 
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
@@ -20,12 +21,14 @@ pub struct GroupNorm {
 impl GroupNorm {
     /// `silu(group_norm(x))` for `x [b, c, ...]`, one pass fewer than the two.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        let _timed = timing::span(Op::GroupNorm);
         group_norm_op(x, self.groups, &self.weight, &self.bias, self.eps, true)
     }
 }
 
 impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _timed = timing::span(Op::GroupNorm);
         group_norm_op(x, self.groups, &self.weight, &self.bias, self.eps, false)
     }
 }
