@@ -13,10 +13,16 @@ use tokio::sync::watch;
 
 use crate::pipeline::Work;
 
+/// A job as this worker knows it. The worker that queued or runs it holds
+/// its validated request; a worker that only follows it (NATS mode: a job
+/// submitted or run elsewhere, replayed from its event stream) holds none.
 pub struct Job {
     pub id: String,
     pub operation: Operation,
-    pub request: Work,
+    /// The validated request: `None` on a job followed from elsewhere.
+    pub request: Option<Work>,
+    /// The request's seed (0 for operations without one).
+    pub seed: u64,
     pub preview_every: u32,
     cancel: AtomicBool,
     state: Mutex<JobState>,
@@ -38,12 +44,39 @@ struct JobState {
 }
 
 impl Job {
+    /// A job with its validated request, before its first event.
     pub fn new(id: String, operation: Operation, request: Work, preview_every: u32) -> Self {
         let total_steps = request.steps_to_run() as u32;
+        let seed = request.seed();
+        Self::build(
+            id,
+            operation,
+            Some(request),
+            seed,
+            total_steps,
+            preview_every,
+        )
+    }
+
+    /// A job followed from its event stream (NATS mode): no request here;
+    /// its state comes from the events pushed into it.
+    pub fn follower(id: String, operation: Operation, seed: u64) -> Self {
+        Self::build(id, operation, None, seed, 0, 0)
+    }
+
+    fn build(
+        id: String,
+        operation: Operation,
+        request: Option<Work>,
+        seed: u64,
+        total_steps: u32,
+        preview_every: u32,
+    ) -> Self {
         Self {
             id,
             operation,
             request,
+            seed,
             preview_every,
             cancel: AtomicBool::new(false),
             state: Mutex::new(JobState {
@@ -97,6 +130,12 @@ impl Job {
             StreamEvent::Complete { .. } => s.status = JobStatus::Completed,
             StreamEvent::Error { .. } => s.status = JobStatus::Failed,
             StreamEvent::Cancelled {} => s.status = JobStatus::Cancelled,
+            // Back in the queue after its worker stopped: it starts over.
+            StreamEvent::Requeued { .. } => {
+                s.status = JobStatus::Queued;
+                s.step = 0;
+                s.started = None;
+            }
         }
         if s.status.is_terminal() {
             s.queue_position = None;
@@ -191,7 +230,7 @@ impl Job {
             queue_position: s.queue_position,
             step: s.step,
             total_steps: s.total_steps,
-            seed: self.request.seed(),
+            seed: self.seed,
             cancel_requested: self.cancel_requested() && !s.status.is_terminal(),
             timings: Timings {
                 created_at_ms: s.created_at_ms,
