@@ -148,7 +148,7 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
 /// Test-only fault injection, compiled into debug builds alone: a job whose
 /// prompt contains `$SD_WORKER_TEST_PANIC_ON_PROMPT` panics inside generation;
 /// one whose prompt contains `$SD_WORKER_TEST_ABORT_ON_PROMPT` aborts the
-/// whole process, as a job that crashes its worker would.
+/// whole process half a second in, as a job that crashes its worker would.
 fn inject_fault(job: &Job) {
     #[cfg(debug_assertions)]
     if let Ok(marker) = std::env::var("SD_WORKER_TEST_PANIC_ON_PROMPT") {
@@ -170,6 +170,8 @@ fn inject_fault(job: &Job) {
             .and_then(|w| w.generation())
             .map_or("", |r| r.prompt.as_str());
         if !marker.is_empty() && prompt.contains(&marker) {
+            // Half a second in, so the worker that accepted it has answered.
+            std::thread::sleep(std::time::Duration::from_millis(500));
             std::process::abort();
         }
     }

@@ -14,7 +14,10 @@ use super::config::{self, NatsConfig};
 /// written when it is queued, its end up to a queue wait and a generation later.
 const EXTRA_RETENTION: Duration = Duration::from_secs(3600);
 
-/// `SDW_JOBS` (work queue, file storage, at most twice `--queue-size`
+/// Workers of one model the stream leaves room for, beside the waiting jobs.
+const MAX_RUNNING: i64 = 256;
+
+/// `SDW_JOBS` (work queue, file storage, at most `--queue-size` + 256
 /// messages per model, new ones refused past it), `SDW_EVENTS` (file
 /// storage, kept the job TTL plus an hour) and the `sdw-images` object store.
 pub async fn streams(
@@ -30,8 +33,9 @@ pub async fn streams(
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
             // Waiting and running jobs both stay in a work-queue stream until
-            // acked; the waiting ones are bounded at the front (`--queue-size`).
-            max_messages_per_subject: i64::from(cfg.queue_size) * 2,
+            // acked; the waiting ones are bounded at the front (`--queue-size`),
+            // this is the hard ceiling: those plus one running per worker.
+            max_messages_per_subject: i64::from(cfg.queue_size) + MAX_RUNNING,
             discard: stream::DiscardPolicy::New,
             discard_new_per_subject: true,
             duplicate_window: Duration::from_secs(120),
