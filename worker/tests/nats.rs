@@ -212,8 +212,8 @@ async fn a_full_queue_answers_429_on_every_front() {
     let ws = workers(&nats, 3, &["--queue-size", "2"], &[]).await;
     let mut ids = Vec::new();
     // Three run (one per worker), two wait.
-    for i in 0..3 {
-        ids.push(id_of(&ws[i].submit(long_job()).await));
+    for w in &ws {
+        ids.push(id_of(&w.submit(long_job()).await));
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     for w in &ws {

@@ -260,3 +260,45 @@ pub fn unix_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(step: u32) -> StreamEvent {
+        StreamEvent::Progress {
+            step,
+            total: 4,
+            percent: step as f32 * 25.0,
+            eta_ms: 0,
+            phase: None,
+        }
+    }
+
+    #[test]
+    fn a_requeued_job_starts_over_and_ends_once() {
+        let job = Job::follower("job-1".into(), Operation::ImageGeneration, 7);
+        for e in [
+            StreamEvent::Queued { position: 2 },
+            StreamEvent::Started { total: 4 },
+            progress(1),
+            progress(2),
+            StreamEvent::Requeued { attempt: 2 },
+        ] {
+            assert!(job.push(e));
+        }
+        let snap = job.snapshot();
+        assert_eq!(snap.status, JobStatus::Queued);
+        assert_eq!(snap.step, 0);
+        assert_eq!(snap.seed, 7);
+        assert!(job.push(StreamEvent::Started { total: 4 }));
+        assert!(job.push(StreamEvent::Cancelled {}));
+        // A second end (another worker's, or a late one) is dropped: the
+        // history, and so every SSE id, is the same on every worker.
+        assert!(!job.push(StreamEvent::Cancelled {}));
+        assert!(!job.push(progress(3)));
+        assert_eq!(job.events_after(0).len(), 7);
+        assert_eq!(job.status(), JobStatus::Cancelled);
+        assert!(job.request.is_none());
+    }
+}
