@@ -243,6 +243,30 @@ async fn a_full_queue_answers_429_on_every_front() {
 }
 
 #[tokio::test]
+async fn a_body_larger_than_a_message_travels_through_the_object_store() {
+    let _serial = SERIAL.lock().await;
+    // 256 KiB messages (the object store's chunks still fit); the body is larger.
+    let nats = NatsServer::start_with(Some(256 * 1024));
+    let ws = workers(&nats, 2, &[], &[]).await;
+    let noise = image::RgbImage::from_fn(320, 320, |x, y| {
+        let v = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)).wrapping_mul(2_246_822_519);
+        image::Rgb([(v >> 8) as u8, (v >> 16) as u8, (v >> 24) as u8])
+    });
+    let image = common::b64_png(image::DynamicImage::ImageRgb8(noise));
+    assert!(image.len() > 256 * 1024, "the body must exceed a message");
+    let body = json!({"operation": "image_transform", "prompt": "noise", "steps": 4,
+                      "strength": 0.5, "width": 64, "height": 64, "seed": 2, "image": image});
+    let mut ids = Vec::new();
+    for w in &ws {
+        ids.push(id_of(&w.submit(body.clone()).await));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let snap = wait_end(&ws[(i + 1) % 2], id, Duration::from_secs(60)).await;
+        assert_eq!(snap["status"], "completed", "{snap}");
+    }
+}
+
+#[tokio::test]
 async fn a_job_that_kills_its_workers_ends_failed() {
     let _serial = SERIAL.lock().await;
     let nats = NatsServer::start();

@@ -17,6 +17,8 @@ pub struct NatsServer {
     pub port: u16,
     store: tempfile::TempDir,
     bin: PathBuf,
+    /// The server's message size limit, when not its default (1 MB).
+    max_payload: Option<usize>,
 }
 
 /// The `nats-server` binary, or a panic saying how to install it.
@@ -47,11 +49,17 @@ fn free_port() -> u16 {
 impl NatsServer {
     /// Starts a server with JetStream on a free port; returns once it accepts connections.
     pub fn start() -> NatsServer {
+        Self::start_with(None)
+    }
+
+    /// Starts a server whose messages are limited to `max_payload` bytes.
+    pub fn start_with(max_payload: Option<usize>) -> NatsServer {
         let mut s = NatsServer {
             child: None,
             port: free_port(),
             store: tempfile::tempdir().expect("a store folder"),
             bin: nats_server_bin(),
+            max_payload,
         };
         s.launch();
         s
@@ -63,10 +71,16 @@ impl NatsServer {
     }
 
     fn launch(&mut self) {
-        let child = Command::new(&self.bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
-            .arg(self.store.path())
+            .arg(self.store.path());
+        if let Some(max) = self.max_payload {
+            let conf = self.store.path().join("limits.conf");
+            std::fs::write(&conf, format!("max_payload: {max}\n")).expect("writing the config");
+            cmd.arg("-c").arg(conf);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
