@@ -224,9 +224,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .await
             .unwrap_or(false);
         if !finished {
+            let fate = match stopping.engine.queue_mode() {
+                sd_worker_sdk::QueueMode::Embedded => "was failed",
+                sd_worker_sdk::QueueMode::Nats => "went back to the shared queue",
+            };
             warn!(
                 ?grace,
-                "the running job did not finish within the grace period and was failed"
+                "the running job did not finish within the grace period and {fate}"
             );
         }
         say_stopping().await;

@@ -249,7 +249,8 @@ async fn a_body_larger_than_a_message_travels_through_the_object_store() {
     let nats = NatsServer::start_with(Some(256 * 1024));
     let ws = workers(&nats, 2, &[], &[]).await;
     let noise = image::RgbImage::from_fn(320, 320, |x, y| {
-        let v = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)).wrapping_mul(2_246_822_519);
+        let v =
+            (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)).wrapping_mul(2_246_822_519);
         image::Rgb([(v >> 8) as u8, (v >> 16) as u8, (v >> 24) as u8])
     });
     let image = common::b64_png(image::DynamicImage::ImageRgb8(noise));
@@ -264,6 +265,24 @@ async fn a_body_larger_than_a_message_travels_through_the_object_store() {
         let snap = wait_end(&ws[(i + 1) % 2], id, Duration::from_secs(60)).await;
         assert_eq!(snap["status"], "completed", "{snap}");
     }
+}
+
+#[tokio::test]
+async fn a_stopping_worker_hands_its_running_job_back() {
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let mut ws = workers(&nats, 2, &["--shutdown-grace", "300ms"], &[]).await;
+    let id = id_of(&ws[0].submit(medium_job(4)).await);
+    let runner = runner_of(&ws, Duration::from_secs(20)).await;
+    let mut stopping = ws.remove(runner);
+    stopping.terminate();
+    let status = stopping.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let msgs = ws[0].stream_all(&id, None).await;
+    let k = kinds(&msgs);
+    assert_eq!(&k[k.len() - 2..], ["complete", "[DONE]"], "{k:?}");
+    assert!(k.contains(&"requeued"), "{k:?}");
+    assert!(!k.contains(&"error"), "{k:?}");
 }
 
 #[tokio::test]
