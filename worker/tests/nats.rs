@@ -243,7 +243,7 @@ async fn a_full_queue_answers_429_on_every_front() {
 }
 
 #[tokio::test]
-async fn a_body_larger_than_a_message_travels_through_the_object_store() {
+async fn a_large_body_and_an_upscale_go_through_the_shared_queue() {
     let _serial = SERIAL.lock().await;
     // 256 KiB messages (the object store's chunks still fit); the body is larger.
     let nats = NatsServer::start_with(Some(256 * 1024));
@@ -265,6 +265,17 @@ async fn a_body_larger_than_a_message_travels_through_the_object_store() {
         let snap = wait_end(&ws[(i + 1) % 2], id, Duration::from_secs(60)).await;
         assert_eq!(snap["status"], "completed", "{snap}");
     }
+    // An upscale (no seed, no diffusion) goes the same way.
+    let small = common::b64_png(image::DynamicImage::ImageRgb8(common::gradient(32, 32)));
+    let up = ws[0]
+        .submit(json!({"operation": "image_upscale", "image": small, "upscaler": "NEAREST"}))
+        .await;
+    let snap = wait_end(&ws[1], &id_of(&up), Duration::from_secs(60)).await;
+    assert_eq!(snap["status"], "completed", "{snap}");
+    assert!(
+        snap["result"]["images"][0]["width"].as_u64().unwrap() > 32,
+        "{snap}"
+    );
 }
 
 #[tokio::test]
