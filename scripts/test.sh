@@ -7,7 +7,7 @@
 # the WASM build and its size budget, the TypeScript packages, the packages'
 # tarballs installed into a fresh Vite app outside the workspace, and the browser
 # SDK and the studio in headless Chromium. Every test talks to a real
-# worker binary.
+# worker binary (the shared-queue tests also to a real nats-server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,9 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 step "browser toolchain: wasm32 target, wasm-bindgen-cli, chromium, pnpm, node_modules (binaryen)"
 scripts/setup-web.sh --browser
+
+step "nats-server (Debian) for the shared-queue tests"
+scripts/setup-nats.sh
 
 step "test assets (the real CLIP vocabulary, from PyPI)"
 eval "$(scripts/fetch-test-assets.sh | grep '^SD_WORKER_CLIP_BPE=')"

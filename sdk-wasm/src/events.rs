@@ -57,6 +57,13 @@ pub enum StreamEvent {
     Error { code: ErrorCode, message: String },
     /// Terminal: the job was cancelled.
     Cancelled {},
+    /// The worker running the job stopped before it ended (it was killed,
+    /// or lost its queue connection) and the job went back to the queue:
+    /// another worker runs it again from the start, so `started`, `progress`
+    /// and `preview` events follow again. `attempt` is the delivery about to
+    /// run (2 for the first retry). Only workers sharing a NATS queue
+    /// (`--queue nats://…`) send it.
+    Requeued { attempt: u32 },
 }
 
 impl StreamEvent {
@@ -108,5 +115,11 @@ mod tests {
             serde_json::from_str(r#"{"type":"error","code":"generation_failed","message":"m"}"#)
                 .unwrap();
         assert!(err.is_terminal());
+        let requeued = StreamEvent::Requeued { attempt: 2 };
+        assert_eq!(
+            serde_json::to_string(&requeued).unwrap(),
+            r#"{"type":"requeued","attempt":2}"#
+        );
+        assert!(!requeued.is_terminal());
     }
 }

@@ -30,6 +30,24 @@ pub struct HeartbeatWorker {
     /// Where the worker is reached (`--advertise-url`), when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Where its jobs wait: its own in-memory queue, or a NATS JetStream
+    /// queue shared with other workers (then `queue_length` is the shared
+    /// backlog of the model).
+    #[serde(default)]
+    pub queue_mode: QueueMode,
+}
+
+/// Where a worker's jobs wait (`--queue`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(target_arch = "wasm32", derive(tsify::Tsify))]
+#[serde(rename_all = "snake_case")]
+pub enum QueueMode {
+    /// The worker's own in-memory queue (no `--queue`).
+    #[default]
+    Embedded,
+    /// A NATS JetStream work queue shared by every worker serving the model.
+    Nats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

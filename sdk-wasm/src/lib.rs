@@ -36,7 +36,7 @@ pub use decode::{PreviewMethod, VaeChoice, VaeTiling};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use events::{GeneratedImage, StreamEvent, DONE_SENTINEL};
 pub use hires::{HiresFix, LatentUpscaler, Phase, LATENT_UPSCALERS};
-pub use hive::{Heartbeat, HeartbeatWorker, WorkerStatus};
+pub use hive::{Heartbeat, HeartbeatWorker, QueueMode, WorkerStatus};
 pub use info::{Defaults, Limits, MemoryEstimate, ModelInfo, WorkerInfo};
 pub use job::{JobAccepted, JobResult, JobSnapshot, JobStatus, Timings};
 pub use lora::{EmbeddingInfo, LoraApplied, LoraInfo, LoraMetadata, LoraRef};

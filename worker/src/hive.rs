@@ -53,6 +53,7 @@ fn heartbeat(state: &AppState, cfg: &HiveConfig, status: WorkerStatus) -> Heartb
             version: env!("CARGO_PKG_VERSION").into(),
             queue_length: state.engine.queue_len() as u32,
             url: cfg.advertise_url.clone(),
+            queue_mode: state.engine.queue_mode(),
         },
         timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
     }

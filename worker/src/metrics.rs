@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -51,6 +51,9 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub queue_size: IntGauge,
     pub queue_capacity: IntGauge,
+    /// NATS mode: jobs waiting in the shared queue, per model (what an
+    /// autoscaler reads).
+    pub queue_backlog: IntGaugeVec,
     pub busy: IntGauge,
     pub jobs_submitted: IntCounterVec,
     pub jobs_rejected: IntCounterVec,
@@ -100,6 +103,14 @@ impl Metrics {
             queue_capacity: IntGauge::new(
                 "sd_worker_queue_capacity",
                 "Jobs the queue holds at most",
+            )
+            .expect("metric"),
+            queue_backlog: IntGaugeVec::new(
+                Opts::new(
+                    "sd_worker_queue_backlog",
+                    "Jobs waiting in the shared NATS queue for the model (NATS mode)",
+                ),
+                &["model"],
             )
             .expect("metric"),
             busy: IntGauge::new("sd_worker_busy", "1 while a job is generating").expect("metric"),
@@ -178,6 +189,7 @@ impl Metrics {
             Box::new(m.http_duration.clone()),
             Box::new(m.queue_size.clone()),
             Box::new(m.queue_capacity.clone()),
+            Box::new(m.queue_backlog.clone()),
             Box::new(m.busy.clone()),
             Box::new(m.jobs_submitted.clone()),
             Box::new(m.jobs_rejected.clone()),

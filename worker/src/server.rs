@@ -94,12 +94,36 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let dtype = resolve_dtype(&device, args.dtype.map(|d| d.to_candle()))?;
     let metrics = Metrics::new();
-    let engine = Engine::new(
-        args.queue_size as usize,
-        args.job_ttl,
-        args.job_timeout,
-        metrics,
-    );
+    let engine = match &args.queue {
+        None => Engine::new(
+            args.queue_size as usize,
+            args.job_ttl,
+            args.job_timeout,
+            metrics,
+        ),
+        Some(url) => {
+            let config = crate::engine::nats::NatsConfig {
+                url: url.clone(),
+                ack_wait: args.queue_ack_wait,
+                max_deliver: args.queue_max_deliver,
+                queue_size: args.queue_size,
+                creds: args.queue_creds.clone(),
+                tls_ca: args.queue_tls_ca.clone(),
+            };
+            anyhow::ensure!(
+                args.queue_ack_wait >= Duration::from_secs(1),
+                "--queue-ack-wait must be at least 1s"
+            );
+            Engine::with_nats(
+                args.queue_size as usize,
+                args.job_ttl,
+                args.job_timeout,
+                metrics,
+                config,
+            )
+            .await?
+        }
+    };
     let decodes = args.max_concurrent_decodes.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |n| n as usize,
@@ -200,9 +224,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .await
             .unwrap_or(false);
         if !finished {
+            let fate = match stopping.engine.queue_mode() {
+                sd_worker_sdk::QueueMode::Embedded => "was failed",
+                sd_worker_sdk::QueueMode::Nats => "went back to the shared queue",
+            };
             warn!(
                 ?grace,
-                "the running job did not finish within the grace period and was failed"
+                "the running job did not finish within the grace period and {fate}"
             );
         }
         say_stopping().await;
@@ -348,7 +376,7 @@ fn spawn_model_load(
                         .set(1.0);
                     info!(model = %model.meta().id, family = model.meta().family.name(), load_ms = model.meta().load_ms, "model ready");
                     let _ = state.profile.set(profile);
-                    if let Err(e) = state.engine.start(model) {
+                    if let Err(e) = state.engine.start(model, validator(&state)) {
                         error!(error = %e, "could not start the generation thread");
                         std::process::exit(2);
                     }
@@ -363,6 +391,23 @@ fn spawn_model_load(
             }
         })
         .expect("spawning the model-load thread");
+}
+
+/// Validates a job body from the shared queue as the front did, against
+/// the loaded model's profile.
+fn validator(state: &AppState) -> crate::engine::nats::Validator {
+    let state = Arc::downgrade(state);
+    Arc::new(move |body: &[u8]| {
+        let unavailable = || {
+            sd_worker_sdk::ApiError::new(
+                sd_worker_sdk::ErrorCode::Unavailable,
+                "the worker is stopping",
+            )
+        };
+        let state = state.upgrade().ok_or_else(unavailable)?;
+        let profile = state.profile.get().ok_or_else(unavailable)?;
+        crate::validation::validate_body(body, profile)
+    })
 }
 
 /// Loads `--taesd` (a folder, a hub repository, or `auto`: the family's

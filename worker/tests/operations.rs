@@ -222,6 +222,7 @@ async fn heartbeats_follow_the_worker_and_survive_the_hive_going_away() {
         "sd-worker-test-model-".to_string() + &std::process::id().to_string()
     );
     assert_eq!(first["worker"]["device"], "cpu");
+    assert_eq!(first["worker"]["queue_mode"], "embedded");
     assert_eq!(
         first["worker"]["port"].as_u64(),
         w.base.rsplit(':').next().unwrap().parse::<u64>().ok()
@@ -463,6 +464,7 @@ async fn the_openapi_document_covers_every_route_and_the_docs_do_too() {
         "complete",
         "error",
         "cancelled",
+        "requeued",
     ] {
         assert!(events.contains(&format!("\"{t}\"")), "StreamEvent type {t}");
     }

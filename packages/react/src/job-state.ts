@@ -130,6 +130,9 @@ export function applyEvent(state: JobState, event: StreamEvent): JobState {
       };
     case 'cancelled':
       return { ...state, status: 'cancelled', queuePosition: null };
+    case 'requeued':
+      // Its worker stopped (shared NATS queue): another runs it from the start.
+      return { ...state, status: 'queued', queuePosition: null, progress: null, preview: null };
     default:
       return state;
   }

@@ -280,6 +280,29 @@ pub struct ServeArgs {
     /// Time between heartbeats to the hive.
     #[arg(long, env = "SD_WORKER_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
+    /// Share one job queue with other workers through NATS JetStream
+    /// (`nats://HOST:PORT`, `tls://HOST:PORT` for TLS; several servers comma
+    /// separated). Every worker then takes jobs for its model from the shared
+    /// queue, and answers for every job. Without it the worker keeps its own
+    /// in-memory queue. See docs/DEPLOY.md.
+    #[arg(long, env = "SD_WORKER_QUEUE")]
+    pub queue: Option<String>,
+    /// NATS mode: how long a job taken from the queue may go without a sign of
+    /// life from its worker (it sends one every third of this while it runs)
+    /// before JetStream hands it to another worker.
+    #[arg(long, env = "SD_WORKER_QUEUE_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub queue_ack_wait: Duration,
+    /// NATS mode: deliveries after which a job whose workers keep dying
+    /// (a poison job) ends `failed` instead of running again.
+    #[arg(long, env = "SD_WORKER_QUEUE_MAX_DELIVER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub queue_max_deliver: u32,
+    /// NATS mode: a credentials file (`.creds`: JWT and NKey seed) to connect with.
+    #[arg(long, env = "SD_WORKER_QUEUE_CREDS")]
+    pub queue_creds: Option<PathBuf>,
+    /// NATS mode: a PEM file of CA certificates to trust for the server's TLS
+    /// certificate (implies TLS).
+    #[arg(long, env = "SD_WORKER_QUEUE_TLS_CA")]
+    pub queue_tls_ca: Option<PathBuf>,
     /// Fail a job that generates for longer than this (e.g. 10m); no limit by default.
     #[arg(long, env = "SD_WORKER_JOB_TIMEOUT", value_parser = humantime::parse_duration)]
     pub job_timeout: Option<Duration>,

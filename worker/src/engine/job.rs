@@ -13,10 +13,16 @@ use tokio::sync::watch;
 
 use crate::pipeline::Work;
 
+/// A job as this worker knows it. The worker that queued or runs it holds
+/// its validated request; a worker that only follows it (NATS mode: a job
+/// submitted or run elsewhere, replayed from its event stream) holds none.
 pub struct Job {
     pub id: String,
     pub operation: Operation,
-    pub request: Work,
+    /// The validated request: `None` on a job followed from elsewhere.
+    pub request: Option<Work>,
+    /// The request's seed (0 for operations without one).
+    pub seed: u64,
     pub preview_every: u32,
     cancel: AtomicBool,
     state: Mutex<JobState>,
@@ -38,12 +44,39 @@ struct JobState {
 }
 
 impl Job {
+    /// A job with its validated request, before its first event.
     pub fn new(id: String, operation: Operation, request: Work, preview_every: u32) -> Self {
         let total_steps = request.steps_to_run() as u32;
+        let seed = request.seed();
+        Self::build(
+            id,
+            operation,
+            Some(request),
+            seed,
+            total_steps,
+            preview_every,
+        )
+    }
+
+    /// A job followed from its event stream (NATS mode): no request here;
+    /// its state comes from the events pushed into it.
+    pub fn follower(id: String, operation: Operation, seed: u64) -> Self {
+        Self::build(id, operation, None, seed, 0, 0)
+    }
+
+    fn build(
+        id: String,
+        operation: Operation,
+        request: Option<Work>,
+        seed: u64,
+        total_steps: u32,
+        preview_every: u32,
+    ) -> Self {
         Self {
             id,
             operation,
             request,
+            seed,
             preview_every,
             cancel: AtomicBool::new(false),
             state: Mutex::new(JobState {
@@ -97,6 +130,12 @@ impl Job {
             StreamEvent::Complete { .. } => s.status = JobStatus::Completed,
             StreamEvent::Error { .. } => s.status = JobStatus::Failed,
             StreamEvent::Cancelled {} => s.status = JobStatus::Cancelled,
+            // Back in the queue after its worker stopped: it starts over.
+            StreamEvent::Requeued { .. } => {
+                s.status = JobStatus::Queued;
+                s.step = 0;
+                s.started = None;
+            }
         }
         if s.status.is_terminal() {
             s.queue_position = None;
@@ -191,7 +230,7 @@ impl Job {
             queue_position: s.queue_position,
             step: s.step,
             total_steps: s.total_steps,
-            seed: self.request.seed(),
+            seed: self.seed,
             cancel_requested: self.cancel_requested() && !s.status.is_terminal(),
             timings: Timings {
                 created_at_ms: s.created_at_ms,
@@ -220,4 +259,46 @@ pub fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(step: u32) -> StreamEvent {
+        StreamEvent::Progress {
+            step,
+            total: 4,
+            percent: step as f32 * 25.0,
+            eta_ms: 0,
+            phase: None,
+        }
+    }
+
+    #[test]
+    fn a_requeued_job_starts_over_and_ends_once() {
+        let job = Job::follower("job-1".into(), Operation::ImageGeneration, 7);
+        for e in [
+            StreamEvent::Queued { position: 2 },
+            StreamEvent::Started { total: 4 },
+            progress(1),
+            progress(2),
+            StreamEvent::Requeued { attempt: 2 },
+        ] {
+            assert!(job.push(e));
+        }
+        let snap = job.snapshot();
+        assert_eq!(snap.status, JobStatus::Queued);
+        assert_eq!(snap.step, 0);
+        assert_eq!(snap.seed, 7);
+        assert!(job.push(StreamEvent::Started { total: 4 }));
+        assert!(job.push(StreamEvent::Cancelled {}));
+        // A second end (another worker's, or a late one) is dropped: the
+        // history, and so every SSE id, is the same on every worker.
+        assert!(!job.push(StreamEvent::Cancelled {}));
+        assert!(!job.push(progress(3)));
+        assert_eq!(job.events_after(0).len(), 7);
+        assert_eq!(job.status(), JobStatus::Cancelled);
+        assert!(job.request.is_none());
+    }
 }

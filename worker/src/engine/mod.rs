@@ -1,19 +1,28 @@
 //! The engine: the job registry, the bounded queue and the generation thread
 //! behind them. HTTP handlers talk to it through [`Engine`] only.
+//!
+//! One façade, two ways to queue ([`Dispatch`]): `embedded`, the worker's own
+//! in-memory [`queue::JobQueue`] (the default), and `nats`, a NATS JetStream
+//! work queue shared by many workers ([`nats`]). Both run jobs on the same
+//! generation thread ([`runner`]) and keep them as the same [`job::Job`]
+//! (its event history the single source of truth); in NATS mode the events
+//! also travel through JetStream, and every worker replays them into its own
+//! `Job` to answer for jobs run elsewhere.
 
 pub mod job;
+pub mod nats;
 pub mod queue;
 pub mod registry;
 pub mod runner;
 
-use sd_worker_sdk::{ErrorCode, Operation, StreamEvent};
+use sd_worker_sdk::{ErrorCode, StreamEvent};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
-use crate::pipeline::Work;
+use crate::validation::Validated;
 use job::Job;
 use queue::{JobQueue, PushError};
 use registry::{Lookup, Registry};
@@ -28,10 +37,20 @@ pub struct RunnerShared {
     pub job_timeout: Option<Duration>,
 }
 
+/// The job engine the HTTP layer talks to, whichever way jobs are queued.
 pub struct Engine {
     shared: Arc<RunnerShared>,
-    registry: Registry,
+    registry: Arc<Registry>,
     runner: Mutex<Option<std::thread::JoinHandle<()>>>,
+    dispatch: Dispatch,
+}
+
+/// Where submitted jobs wait, and how they reach a generation thread.
+pub enum Dispatch {
+    /// This worker's own bounded queue; it runs every job it accepts.
+    Embedded,
+    /// A JetStream work queue shared with every worker serving the model.
+    Nats(Arc<nats::NatsQueue>),
 }
 
 pub enum CancelOutcome {
@@ -44,11 +63,51 @@ pub enum CancelOutcome {
 }
 
 impl Engine {
+    /// An engine with its own in-memory queue of `queue_capacity` jobs.
     pub fn new(
         queue_capacity: usize,
         job_ttl: Duration,
         job_timeout: Option<Duration>,
         metrics: Arc<Metrics>,
+    ) -> Self {
+        Self::with_dispatch(
+            queue_capacity,
+            Arc::new(Registry::new(job_ttl)),
+            job_timeout,
+            metrics,
+            Dispatch::Embedded,
+        )
+    }
+
+    /// An engine whose jobs wait in the NATS JetStream queue of `config`
+    /// (connected, streams and buckets created, before this returns). Errors:
+    /// the server cannot be reached or refuses the streams.
+    pub async fn with_nats(
+        queue_capacity: usize,
+        job_ttl: Duration,
+        job_timeout: Option<Duration>,
+        metrics: Arc<Metrics>,
+        config: nats::NatsConfig,
+    ) -> anyhow::Result<Self> {
+        let registry = Arc::new(Registry::new(job_ttl));
+        let queue =
+            nats::NatsQueue::connect(config, job_ttl, registry.clone(), metrics.clone()).await?;
+        // The local queue only hands one job at a time to the runner.
+        Ok(Self::with_dispatch(
+            queue_capacity,
+            registry,
+            job_timeout,
+            metrics,
+            Dispatch::Nats(Arc::new(queue)),
+        ))
+    }
+
+    fn with_dispatch(
+        queue_capacity: usize,
+        registry: Arc<Registry>,
+        job_timeout: Option<Duration>,
+        metrics: Arc<Metrics>,
+        dispatch: Dispatch,
     ) -> Self {
         metrics.queue_capacity.set(queue_capacity as i64);
         Self {
@@ -59,13 +118,29 @@ impl Engine {
                 metrics,
                 job_timeout,
             }),
-            registry: Registry::new(job_ttl),
+            registry,
             runner: Mutex::new(None),
+            dispatch,
         }
     }
 
-    /// Starts the generation thread with a loaded model.
-    pub fn start(&self, model: LoadedModel) -> std::io::Result<()> {
+    /// `embedded` or `nats`, as the heartbeat reports it.
+    pub fn queue_mode(&self) -> sd_worker_sdk::QueueMode {
+        match self.dispatch {
+            Dispatch::Embedded => sd_worker_sdk::QueueMode::Embedded,
+            Dispatch::Nats(_) => sd_worker_sdk::QueueMode::Nats,
+        }
+    }
+
+    /// Starts the generation thread with a loaded model (and, in NATS mode,
+    /// the consumer that feeds it jobs for that model). Must be called from
+    /// within the Tokio runtime in NATS mode.
+    /// `validate` turns a job body taken from the shared queue into work
+    /// (unused in embedded mode, where jobs arrive validated).
+    pub fn start(&self, model: LoadedModel, validate: nats::Validator) -> std::io::Result<()> {
+        if let Dispatch::Nats(q) = &self.dispatch {
+            q.start_consuming(&model.meta().id, self.shared.clone(), validate);
+        }
         let shared = self.shared.clone();
         let handle = std::thread::Builder::new()
             .name("generation".into())
@@ -75,14 +150,23 @@ impl Engine {
     }
 
     /// Queues a validated request; returns the job and its queue position.
-    pub fn submit(
+    /// `body` is the contract's JSON body it was validated from: in NATS
+    /// mode the worker that takes the job validates it again from that.
+    pub async fn submit(
         &self,
         id: String,
-        operation: Operation,
-        request: Work,
-        preview_every: u32,
+        valid: Validated,
+        body: &[u8],
     ) -> Result<(Arc<Job>, u32), PushError> {
+        let Validated {
+            operation,
+            request,
+            preview_every,
+        } = valid;
         let job = Arc::new(Job::new(id, operation, request, preview_every));
+        if let Dispatch::Nats(q) = &self.dispatch {
+            return q.submit(job, body).await;
+        }
         // Registered first so a stream opened right after the answer finds it.
         self.registry.insert(job.clone());
         match self.shared.queue.push(job.clone()) {
@@ -94,13 +178,23 @@ impl Engine {
         }
     }
 
-    pub fn lookup(&self, id: &str) -> Lookup {
-        self.registry.get(id)
+    /// The job of this id. In NATS mode a job this worker has not seen is
+    /// looked up in the shared event stream and followed from there.
+    pub async fn lookup(&self, id: &str) -> Lookup {
+        match (self.registry.get(id), &self.dispatch) {
+            (Lookup::Unknown, Dispatch::Nats(q)) => q.follow(id).await,
+            (found, _) => found,
+        }
     }
 
+    /// Asks the job to stop: a waiting job is cancelled, a running one stops
+    /// at its next step (NATS mode: on whichever worker runs it).
     pub fn cancel(&self, job: &Arc<Job>) -> CancelOutcome {
         if job.status().is_terminal() {
             return CancelOutcome::AlreadyEnded;
+        }
+        if let Dispatch::Nats(q) = &self.dispatch {
+            return q.cancel(job);
         }
         job.request_cancel();
         if self.shared.queue.remove(&job.id) {
@@ -129,8 +223,13 @@ impl Engine {
             .clone()
     }
 
+    /// Jobs waiting: in this worker's queue, or (NATS mode) the shared
+    /// backlog of its model, as last read from the stream.
     pub fn queue_len(&self) -> usize {
-        self.shared.queue.len()
+        match &self.dispatch {
+            Dispatch::Embedded => self.shared.queue.len(),
+            Dispatch::Nats(q) => q.backlog(),
+        }
     }
 
     pub fn queue_capacity(&self) -> usize {
@@ -153,6 +252,10 @@ impl Engine {
     /// may finish within `grace`, after which it fails too. Returns whether the
     /// running job (if any) finished in time.
     pub fn shutdown(&self, grace: Duration) -> bool {
+        if let Dispatch::Nats(q) = &self.dispatch {
+            let handle = self.runner.lock().unwrap_or_else(|e| e.into_inner()).take();
+            return q.shutdown(&self.shared, handle, grace);
+        }
         for job in self.shared.queue.close() {
             job.fail(
                 ErrorCode::ShuttingDown,

@@ -20,10 +20,15 @@ struct Inner {
     closed: bool,
 }
 
+/// Why a job was not queued.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushError {
+    /// The queue holds as many jobs as it may (429).
     Full,
+    /// The worker is stopping (503).
     Closed,
+    /// The shared queue (NATS) could not be reached or refused the job (503).
+    Unavailable(String),
 }
 
 impl JobQueue {

@@ -45,6 +45,15 @@ impl Registry {
         self.lock().jobs.insert(job.id.clone(), job);
     }
 
+    /// Keeps `job` unless a job of its id is already known; returns the one kept.
+    pub fn insert_if_absent(&self, job: Arc<Job>) -> Arc<Job> {
+        self.lock()
+            .jobs
+            .entry(job.id.clone())
+            .or_insert(job)
+            .clone()
+    }
+
     pub fn remove(&self, id: &str) {
         self.lock().jobs.remove(id);
     }

@@ -38,10 +38,16 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
         job.push(StreamEvent::Cancelled {});
         return;
     }
+    let Some(work) = job.request.as_ref() else {
+        // Only jobs followed from another worker lack a request, and those
+        // are never queued here.
+        job.fail(ErrorCode::Internal, "the job has no request to run");
+        return;
+    };
     m.queue_wait.observe(job.waited().as_secs_f64());
     let started = Instant::now();
     job.push(StreamEvent::Started {
-        total: job.request.steps_to_run() as u32,
+        total: work.steps_to_run() as u32,
     });
     let mut observer = JobObserver {
         job,
@@ -55,7 +61,7 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         inject_fault(job);
-        job.request.run(model, &mut observer)
+        work.run(model, &mut observer)
     }));
     let timed_out = observer.timed_out;
     let elapsed = started.elapsed();
@@ -140,13 +146,33 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
 }
 
 /// Test-only fault injection, compiled into debug builds alone: a job whose
-/// prompt contains `$SD_WORKER_TEST_PANIC_ON_PROMPT` panics inside generation.
+/// prompt contains `$SD_WORKER_TEST_PANIC_ON_PROMPT` panics inside generation;
+/// one whose prompt contains `$SD_WORKER_TEST_ABORT_ON_PROMPT` aborts the
+/// whole process half a second in, as a job that crashes its worker would.
 fn inject_fault(job: &Job) {
     #[cfg(debug_assertions)]
     if let Ok(marker) = std::env::var("SD_WORKER_TEST_PANIC_ON_PROMPT") {
-        let prompt = job.request.generation().map_or("", |r| r.prompt.as_str());
+        let prompt = job
+            .request
+            .as_ref()
+            .and_then(|w| w.generation())
+            .map_or("", |r| r.prompt.as_str());
         if !marker.is_empty() && prompt.contains(&marker) {
             panic!("injected fault (SD_WORKER_TEST_PANIC_ON_PROMPT)");
+        }
+    }
+    // A job that kills its worker (the poison-job test of the NATS queue).
+    #[cfg(debug_assertions)]
+    if let Ok(marker) = std::env::var("SD_WORKER_TEST_ABORT_ON_PROMPT") {
+        let prompt = job
+            .request
+            .as_ref()
+            .and_then(|w| w.generation())
+            .map_or("", |r| r.prompt.as_str());
+        if !marker.is_empty() && prompt.contains(&marker) {
+            // Half a second in, so the worker that accepted it has answered.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            std::process::abort();
         }
     }
     #[cfg(not(debug_assertions))]
@@ -203,7 +229,7 @@ impl Observer for JobObserver<'_> {
     }
 
     fn preview(&mut self, step: usize, clean_latents: &Tensor) {
-        let Some(req) = self.job.request.generation() else {
+        let Some(req) = self.job.request.as_ref().and_then(|w| w.generation()) else {
             return;
         };
         match preview_jpeg(self.model, clean_latents, req.decoding.preview) {

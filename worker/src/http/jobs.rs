@@ -89,7 +89,7 @@ async fn accept(
     let body = read_body(Request::from_parts(parts, body)).await?;
     let may_have_images = may_carry_images(&body);
     let (job, position) = validate_and_submit(state, may_have_images, move |_| Ok(body)).await?;
-    let seed = job.request.seed();
+    let seed = job.seed;
     Ok((
         StatusCode::ACCEPTED,
         Json(JobAccepted {
@@ -140,25 +140,28 @@ where
     // and the in-flight count go with it, so a client that hangs up does not
     // free the slot while its images are still being decoded.
     let st = state.clone();
-    let valid = tokio::task::spawn_blocking(move || {
+    let (valid, body) = tokio::task::spawn_blocking(move || {
         let metrics = st.engine.metrics();
         metrics.validations.inc();
         let _in_flight = slot.map(|permit| InFlight::new(metrics, permit));
         let profile = st.ready_profile()?;
         let body = prepare(profile)?;
-        validate_body(&body, profile).map_err(HttpError::from)
+        let valid = validate_body(&body, profile).map_err(HttpError::from)?;
+        Ok::<_, HttpError>((valid, body))
     })
     .await
     .map_err(|e| HttpError::new(ErrorCode::Internal, format!("validation failed: {e}")))??;
     let id = format!("job-{}", uuid::Uuid::new_v4().simple());
     let (job, position) = state
         .engine
-        .submit(id, valid.operation, valid.request, valid.preview_every)
+        .submit(id, valid, &body)
+        .await
         .map_err(|e| match e {
             PushError::Full => queue_full(state),
             PushError::Closed => {
                 HttpError::new(ErrorCode::ShuttingDown, "the worker is shutting down")
             }
+            PushError::Unavailable(why) => HttpError::new(ErrorCode::Unavailable, why),
         })?;
     state
         .engine
@@ -277,8 +280,9 @@ fn retry_after_secs(state: &AppState) -> u64 {
     (state.engine.queue_len() as u64).clamp(1, 60)
 }
 
-pub fn find(state: &AppState, id: &str) -> Result<Arc<Job>, HttpError> {
-    match state.engine.lookup(id) {
+/// The job of this id (NATS mode: on any worker). 404 unknown, 410 expired.
+pub async fn find(state: &AppState, id: &str) -> Result<Arc<Job>, HttpError> {
+    match state.engine.lookup(id).await {
         Lookup::Found(job) => Ok(job),
         Lookup::Expired => Err(HttpError::new(
             ErrorCode::Expired,
@@ -298,7 +302,7 @@ pub async fn status(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobSnapshot>, HttpError> {
-    Ok(Json(find(&state, &id)?.snapshot()))
+    Ok(Json(find(&state, &id).await?.snapshot()))
 }
 
 /// Cancels the job: a queued job leaves the queue, a running job stops at its next step.
@@ -308,13 +312,24 @@ pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobSnapshot>, HttpError> {
-    let job = find(&state, &id)?;
+    let job = find(&state, &id).await?;
     match state.engine.cancel(&job) {
         CancelOutcome::AlreadyEnded => Err(HttpError::new(
             ErrorCode::Conflict,
             format!("job `{id}` already ended ({})", job.status().as_str()),
         )),
-        CancelOutcome::Cancelled | CancelOutcome::Requested => {
+        CancelOutcome::Cancelled => {
+            // NATS mode: the `cancelled` event is on its way back to this
+            // worker's copy of the job (embedded: already there).
+            let mut changes = job.subscribe();
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while !job.status().is_terminal() && changes.changed().await.is_ok() {}
+            })
+            .await;
+            tracing::info!(job_id = %id, "cancelled while waiting");
+            Ok(Json(job.snapshot()))
+        }
+        CancelOutcome::Requested => {
             tracing::info!(job_id = %id, "cancel requested");
             Ok(Json(job.snapshot()))
         }
@@ -338,7 +353,7 @@ pub async fn image(
     State(state): State<AppState>,
     ApiPath(ImagePath { id, index }): ApiPath<ImagePath>,
 ) -> Result<Response, HttpError> {
-    let job = find(&state, &id)?;
+    let job = find(&state, &id).await?;
     let images = job.result_images().ok_or_else(|| {
         HttpError::new(
             ErrorCode::Conflict,

@@ -97,7 +97,7 @@ pub async fn stream(
 ) -> Result<impl IntoResponse, HttpError> {
     // Both forms are checked before the job is looked up, whichever is used.
     let header = header_event_id(&headers)?;
-    let job = find(&state, &id)?;
+    let job = find(&state, &id).await?;
     let after = header.or(query.last_event_id).map_or(0, |EventId(n)| n);
     let sse =
         Sse::new(events(job, after)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod a1111;
+pub mod nats;
 pub mod openai;
 
 use eventsource_stream::Eventsource;
@@ -27,6 +28,14 @@ pub fn tiny_model() -> &'static Path {
         write_model(&dir, &ModelShape::tiny(), WeightInit::Seeded(1)).expect("generate tiny model");
         dir
     })
+}
+
+/// The worker binary: `$SD_WORKER_BIN` when set (scripts/test.sh sets it to
+/// the binary cargo just built), else the one cargo built for these tests.
+pub fn worker_bin() -> PathBuf {
+    std::env::var_os("SD_WORKER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sd-worker")))
 }
 
 pub struct Worker {
@@ -57,7 +66,7 @@ impl Worker {
 
     /// Spawns bound to `host` on an ephemeral port.
     pub fn spawn_at(host: &str, args: &[&str], env: &[(&str, &str)]) -> Worker {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sd-worker"));
+        let mut cmd = Command::new(worker_bin());
         cmd.args(["--host", host, "--port", "0"])
             .args(args)
             .env("RUST_LOG", "warn")

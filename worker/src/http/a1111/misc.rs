@@ -248,13 +248,15 @@ pub async fn progress(
     // A job that just ended may still be the runner's for a moment: idle then.
     let running = state.engine.current().filter(|j| !j.status().is_terminal());
     let job_count = state.engine.queue_len() as u32 + u32::from(running.is_some());
-    let mine = caller
-        .and_then(|c| state.a1111_callers.last(&c))
-        .and_then(|id| match state.engine.lookup(&id) {
+    let last = caller.and_then(|c| state.a1111_callers.last(&c));
+    let mine = match last {
+        Some(id) => match state.engine.lookup(&id).await {
             Lookup::Found(job) => Some(job),
             Lookup::Expired | Lookup::Unknown => None,
-        })
-        .filter(|j| !j.status().is_terminal());
+        },
+        None => None,
+    }
+    .filter(|j| !j.status().is_terminal());
     let Some(job) = mine.or(running) else {
         return Json(Progress {
             state: ProgressState {

@@ -160,7 +160,7 @@ fn respond(
     images: Vec<GeneratedImage>,
 ) -> Response {
     // A1111's routes queue diffusion jobs only.
-    let Some(r) = job.request.generation() else {
+    let Some(r) = job.request.as_ref().and_then(|w| w.generation()) else {
         return crate::http::error::HttpError::from(sd_worker_sdk::ApiError::new(
             sd_worker_sdk::ErrorCode::Internal,
             "an A1111 route answered for a job that is not a generation",

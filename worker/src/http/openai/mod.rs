@@ -233,7 +233,7 @@ pub fn respond(
         created: crate::engine::job::unix_ms() / 1000,
         data,
         job_id: job.id.clone(),
-        seed: job.request.seed(),
+        seed: job.seed,
     };
     let mut res = Json(body).into_response();
     if let Ok(v) = HeaderValue::from_str(&job.id) {

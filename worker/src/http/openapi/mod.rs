@@ -31,7 +31,7 @@ mod truth;
         sdk::GeneratedImage, sdk::StreamEvent, sdk::ErrorBody, sdk::ApiError, sdk::ErrorCode, sdk::WorkerInfo, sdk::LoraApplied, sdk::ModelInfo, sdk::MemoryEstimate, sdk::ControlNetInfo, sdk::ControlNetUnit, sdk::PreprocessParams, sdk::PreprocessorName, sdk::PreprocessRequest,
         sdk::LoraRef, sdk::LoraInfo, sdk::LoraMetadata, sdk::EmbeddingInfo, sdk::UpscaleRequest, sdk::UpscalerInfo,
         sdk::HiresFix, sdk::Phase, sdk::PreviewMethod, sdk::VaeChoice, sdk::VaeTiling,
-        sdk::Limits, sdk::Defaults, sdk::Heartbeat, sdk::HeartbeatWorker, sdk::WorkerStatus,
+        sdk::Limits, sdk::Defaults, sdk::Heartbeat, sdk::HeartbeatWorker, sdk::WorkerStatus, sdk::QueueMode,
         openai::generations::ImageGenerationRequest, openai::edits::ImageEditForm, openai::ImagesResponse, openai::ImageData,
         openai::ResponseFormat, openai::OutputFormat, openai::error::OpenAiErrorBody, openai::error::OpenAiError,
         a1111::request::SdRequest, a1111::SdResponse, a1111::error::SdErrorBody, a1111::misc::Sampler, a1111::misc::Schedule,
