@@ -13,7 +13,7 @@ pub mod engine;
 pub mod hive;
 pub mod http;
 pub mod images;
-pub mod kernels;
+pub use sd_worker_kernels as kernels;
 pub mod lora;
 pub mod metrics;
 pub mod model;

@@ -11,17 +11,20 @@ use crate::kernels::timing::{self, Op};
 use crate::model::LoadedModel;
 use crate::pipeline::{generate, Observer, Outcome, Request};
 
-/// Per-stage, per-op seconds: `(op, seconds, calls)`.
+/// `(op, seconds, calls)` of each timed kind of operation.
+type Totals = Vec<(Op, f64, u64)>;
+
+/// Per-stage, per-op seconds.
 pub(super) struct OpsSplit {
     pub denoise_s: f64,
-    pub denoise: Vec<(Op, f64, u64)>,
+    pub denoise: Totals,
     pub decode_s: f64,
-    pub decode: Vec<(Op, f64, u64)>,
+    pub decode: Totals,
 }
 
 /// Snapshots the op totals after the last denoiser step.
 struct AtLastStep {
-    at: Option<(Instant, Vec<(Op, f64, u64)>)>,
+    at: Option<(Instant, Totals)>,
 }
 
 impl Observer for AtLastStep {

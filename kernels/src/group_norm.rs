@@ -12,6 +12,8 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::exp::silu;
+
 /// `x [b, c, ...]` normalised over `groups` groups of `c / groups` channels
 /// (and every position), then `* weight [c] + bias [c]`, then SiLU when
 /// `silu`. Our kernel for CPU f32 contiguous-able input; Candle's ops
@@ -135,7 +137,7 @@ impl CustomOp3 for GroupNormOp {
                     if self.silu {
                         for (d, &s) in d.iter_mut().zip(s) {
                             let y = s * scale + shift;
-                            *d = y / (1.0 + (-y).exp());
+                            *d = silu(y);
                         }
                     } else {
                         for (d, &s) in d.iter_mut().zip(s) {

@@ -18,6 +18,8 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::exp::softmax_in_place;
+
 /// Score floats per task: a tile of queries times every key.
 const TILE_SCORES: usize = 1 << 18;
 
@@ -166,20 +168,6 @@ impl CustomOp3 for Sdpa {
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((b, s, width))))
-    }
-}
-
-/// `x <- exp(x - max x) / sum`, in f32 (as Candle's `softmax_last_dim`).
-fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for x in row.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
-    for x in row.iter_mut() {
-        *x *= inv;
     }
 }
 
