@@ -21,7 +21,7 @@
 //! Same definition as `torch.nn.functional.conv2d` (cross-correlation, zero
 //! padding, `groups == 1`); `out = floor((in + 2 p - d (k - 1) - 1) / s) + 1`.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Target number of output pixels per tile: large enough for the GEMM to run
@@ -45,13 +45,42 @@ pub struct Conv2dParams {
 /// Errors: the shapes' ranks or channel counts disagree, or the kernel does not
 /// fit the padded input.
 pub fn conv2d(x: &Tensor, w: &Tensor, p: Conv2dParams, groups: usize) -> Result<Tensor> {
-    let on_cpu_f32 = matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32;
-    if !on_cpu_f32 || groups != 1 || w.dtype() != DType::F32 {
-        return x.conv2d(w, p.padding, p.stride, p.dilation, groups);
+    conv2d_bias(x, w, None, p, groups)
+}
+
+/// [`conv2d`] plus `bias [c_out]` per output channel. The kernel starts each
+/// output channel at its bias and accumulates into it (no pass of its own);
+/// the fallback adds it after Candle's convolution.
+pub fn conv2d_bias(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    groups: usize,
+) -> Result<Tensor> {
+    let f32_cpu = |t: &Tensor| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32;
+    if !f32_cpu(x) || !f32_cpu(w) || !bias.is_none_or(f32_cpu) || groups != 1 {
+        let y = x.conv2d(w, p.padding, p.stride, p.dilation, groups)?;
+        return match bias {
+            None => Ok(y),
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+        };
     }
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    x.apply_op2_no_bwd(&w, &Conv2dOp(p))
+    match bias {
+        None => x.apply_op2_no_bwd(&w, &Conv2dOp(p)),
+        Some(b) => {
+            if b.dims() != [w.dim(0)?] {
+                candle_core::bail!(
+                    "conv2d: bias {:?} for {} output channels",
+                    b.dims(),
+                    w.dim(0)?
+                )
+            }
+            x.apply_op3_no_bwd(&w, &b.contiguous()?, &Conv2dOp(p))
+        }
+    }
 }
 
 struct Conv2dOp(Conv2dParams);
@@ -131,7 +160,7 @@ impl CustomOp2 for Conv2dOp {
             candle_core::bail!("sd-conv2d: contiguous tensors only")
         };
         let d = Dims::new(l1, l2, self.0)?;
-        let out = run(&x[x0..x1], &k[k0..k1], d, self.0);
+        let out = run(&x[x0..x1], &k[k0..k1], None, d, self.0);
         Ok((
             CpuStorage::F32(out),
             Shape::from((d.b, d.c_out, d.out_h, d.out_w)),
@@ -139,10 +168,49 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
-/// The output, `[b, c_out, out_h, out_w]` contiguous.
-fn run(x: &[f32], k: &[f32], d: Dims, p: Conv2dParams) -> Vec<f32> {
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "sd-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(k), CpuStorage::F32(b)) = (s1, s2, s3) else {
+            candle_core::bail!("sd-conv2d: f32 tensors only")
+        };
+        let (Some((x0, x1)), Some((k0, k1)), Some((b0, b1))) = (
+            l1.contiguous_offsets(),
+            l2.contiguous_offsets(),
+            l3.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("sd-conv2d: contiguous tensors only")
+        };
+        let d = Dims::new(l1, l2, self.0)?;
+        let out = run(&x[x0..x1], &k[k0..k1], Some(&b[b0..b1]), d, self.0);
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((d.b, d.c_out, d.out_h, d.out_w)),
+        ))
+    }
+}
+
+/// The output, `[b, c_out, out_h, out_w]` contiguous; each channel starts at
+/// its `bias` (or 0) and the GEMM accumulates into it.
+fn run(x: &[f32], k: &[f32], bias: Option<&[f32]>, d: Dims, p: Conv2dParams) -> Vec<f32> {
     let plane = d.out_h * d.out_w;
     let mut out = vec![0f32; d.b * d.c_out * plane];
+    if let Some(bias) = bias {
+        for (row, &b) in out.chunks_exact_mut(plane.max(1)).zip(bias.iter().cycle()) {
+            row.fill(b);
+        }
+    }
     if plane == 0 || d.c_out == 0 {
         return out;
     }
@@ -178,14 +246,14 @@ fn run(x: &[f32], k: &[f32], d: Dims, p: Conv2dParams) -> Vec<f32> {
                 dst,
                 1,
                 plane as isize,
-                false,
+                bias.is_some(),
                 k.as_ptr(),
                 1,
                 d.k_size() as isize,
                 rhs.as_ptr(),
                 1,
                 rhs_rs as isize,
-                0.0,
+                1.0,
                 1.0,
                 false,
                 false,
@@ -302,6 +370,27 @@ mod tests {
             let rel = check(x, k, *p);
             assert!(rel < 2e-6, "{x:?} * {k:?} {p:?}: max relative diff {rel:e}");
         }
+    }
+
+    #[test]
+    fn a_bias_is_added_per_output_channel() {
+        let (x, k) = (randn(&[2, 5, 9, 11], 8), randn(&[7, 5, 3, 3], 9));
+        let b = randn(&[7], 10);
+        let p = params(1, 1, 1);
+        let ours = conv2d_bias(&x, &k, Some(&b), p, 1).unwrap();
+        let reference = x
+            .conv2d(&k, 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, 7, 1, 1)).unwrap())
+            .unwrap();
+        let diff = (&ours - &reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        assert!(diff.max(0).unwrap().to_scalar::<f32>().unwrap() < 1e-4);
+        assert!(conv2d_bias(&x, &k, Some(&randn(&[6], 11)), p, 1).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use crate::kernels::conv2d::{conv2d as conv2d_op, Conv2dParams};
+use crate::kernels::conv2d::{conv2d_bias, Conv2dParams};
 use crate::kernels::timing::{self, Op};
 
 /// `weight [c_out, c_in / groups, k, k]`, `bias [c_out]`; input
@@ -41,11 +41,7 @@ impl Module for Conv2d {
             stride: cfg.stride,
             dilation: cfg.dilation,
         };
-        let y = conv2d_op(x, self.0.weight(), params, cfg.groups)?;
-        match self.0.bias() {
-            None => Ok(y),
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-        }
+        conv2d_bias(x, self.0.weight(), self.0.bias(), params, cfg.groups)
     }
 }
 

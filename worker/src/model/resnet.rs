@@ -81,6 +81,11 @@ impl ResnetBlock2D {
             _ => h,
         };
         let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
-        (shortcut + h)? / self.output_scale_factor
+        let out = (shortcut + h)?;
+        if self.output_scale_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.output_scale_factor
+        }
     }
 }
