@@ -17,11 +17,13 @@ import sys
 from pathlib import Path
 
 FIGURES = [
+    ("load_s", "load", "s"),
     ("unet_step_ms", "UNet call (mean of the steps)", "ms"),
     ("vae_decode_ms", "VAE decode", "ms"),
     ("text_encoder_ms", "text encoder", "ms"),
     ("end_to_end_ms", "end to end", "ms"),
     ("peak_rss_mib_generating", "peak RSS", "MiB"),
+    ("rss_mib_after_load", "RSS after load", "MiB"),
 ]
 
 
