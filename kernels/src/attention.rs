@@ -174,6 +174,7 @@ impl CustomOp3 for Sdpa {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_abs;
     use candle_nn::ops::softmax_last_dim;
 
     fn reference(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
@@ -189,19 +190,6 @@ mod tests {
             .transpose(1, 2)
             .unwrap()
             .reshape((b, s, h * d))
-            .unwrap()
-    }
-
-    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
             .unwrap()
     }
 

@@ -174,19 +174,7 @@ fn moments(src: &[f32], eps: f64) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::test_util::max_abs;
 
     #[test]
     fn matches_candles_group_norm_and_silu() {

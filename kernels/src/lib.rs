@@ -8,3 +8,6 @@ pub mod conv2d;
 pub mod exp;
 pub mod group_norm;
 pub mod timing;
+
+#[cfg(test)]
+mod test_util;

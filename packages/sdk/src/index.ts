@@ -47,6 +47,7 @@ export type {
   PreprocessRequest,
   PreprocessorName,
   PreviewMethod,
+  QueueMode,
   ResizeMode,
   Rng,
   SchedulerName,

@@ -151,26 +151,21 @@ fn run_one(model: &LoadedModel, job: &Arc<Job>, shared: &RunnerShared) {
 /// whole process half a second in, as a job that crashes its worker would.
 fn inject_fault(job: &Job) {
     #[cfg(debug_assertions)]
-    if let Ok(marker) = std::env::var("SD_WORKER_TEST_PANIC_ON_PROMPT") {
+    {
         let prompt = job
             .request
             .as_ref()
             .and_then(|w| w.generation())
             .map_or("", |r| r.prompt.as_str());
-        if !marker.is_empty() && prompt.contains(&marker) {
+        let marked = |var: &str| {
+            std::env::var(var).is_ok_and(|marker| !marker.is_empty() && prompt.contains(&marker))
+        };
+        if marked("SD_WORKER_TEST_PANIC_ON_PROMPT") {
             panic!("injected fault (SD_WORKER_TEST_PANIC_ON_PROMPT)");
         }
-    }
-    // A job that kills its worker (the poison-job test of the NATS queue).
-    #[cfg(debug_assertions)]
-    if let Ok(marker) = std::env::var("SD_WORKER_TEST_ABORT_ON_PROMPT") {
-        let prompt = job
-            .request
-            .as_ref()
-            .and_then(|w| w.generation())
-            .map_or("", |r| r.prompt.as_str());
-        if !marker.is_empty() && prompt.contains(&marker) {
-            // Half a second in, so the worker that accepted it has answered.
+        // A job that kills its worker (the poison-job test of the NATS queue),
+        // half a second in, so the worker that accepted it has answered.
+        if marked("SD_WORKER_TEST_ABORT_ON_PROMPT") {
             std::thread::sleep(std::time::Duration::from_millis(500));
             std::process::abort();
         }
