@@ -24,7 +24,9 @@ let info: WorkerInfo;
 beforeAll(async () => {
   const made = await generateTinyUpscaleWorker(UPSCALER, true);
   dir = made.dir;
-  worker = await startWorker({}, made.args);
+  // Steps held back 30 ms each: the tiny model is fast enough to finish before
+  // the page renders a phase otherwise.
+  worker = await startWorker({ SD_WORKER_TEST_STEP_DELAY_MS: '30' }, made.args);
   await worker.ready();
   info = await workerInfo(worker.url);
   browser = await launch();

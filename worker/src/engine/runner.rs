@@ -174,6 +174,19 @@ fn inject_fault(job: &Job) {
     let _ = job;
 }
 
+/// Test-only, compiled into debug builds alone: `$SD_WORKER_TEST_STEP_DELAY_MS`
+/// holds every step back, so a browser test can watch a job's progress on a
+/// model fast enough to finish before the page renders it.
+fn hold_step_for_tests() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("SD_WORKER_TEST_STEP_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 struct JobObserver<'a> {
     job: &'a Job,
     model: &'a LoadedModel,
@@ -196,6 +209,7 @@ impl Observer for JobObserver<'_> {
 
     fn step(&mut self, step: usize, total: usize) -> bool {
         self.shared.metrics.steps.inc();
+        hold_step_for_tests();
         if self.job.cancel_requested() {
             return false;
         }
