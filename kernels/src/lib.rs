@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod conv2d;
 pub mod exp;
+pub mod geglu;
 pub mod group_norm;
 pub mod timing;
 

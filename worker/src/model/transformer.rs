@@ -8,7 +8,7 @@
 //! loads as it is.
 
 use anyhow::{bail, Result};
-use candle_core::{Module, Tensor, D};
+use candle_core::{Module, Tensor};
 use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::attention::CrossAttention;
 
@@ -115,8 +115,7 @@ impl FeedForward {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let both = self.geglu.forward(xs)?.chunk(2, D::Minus1)?;
-        let gated = (&both[0] * both[1].gelu_erf()?)?;
+        let gated = crate::kernels::geglu::geglu(&self.geglu.forward(xs)?)?;
         Ok(self.out.forward(&gated)?)
     }
 }
