@@ -19,6 +19,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, T
 use rayon::prelude::*;
 
 use crate::exp::softmax_in_place;
+use crate::f32_data;
 
 /// Score floats per task: a tile of queries times every key.
 const TILE_SCORES: usize = 1 << 18;
@@ -93,9 +94,11 @@ impl CustomOp3 for Sdpa {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (s1, s2, s3) else {
-            candle_core::bail!("sd-sdpa: f32 tensors only")
-        };
+        let (q, k, v) = (
+            f32_data("sd-sdpa", s1)?,
+            f32_data("sd-sdpa", s2)?,
+            f32_data("sd-sdpa", s3)?,
+        );
         let (b, heads, s, d) = l1.shape().dims4()?;
         let s_kv = l2.shape().dims()[2];
         let (qv, kv, vv) = (View::of(l1), View::of(l2), View::of(l3));

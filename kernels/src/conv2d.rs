@@ -24,6 +24,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::contiguous_f32;
+
 /// Target number of output pixels per tile: large enough for the GEMM to run
 /// at speed, small enough that an im2col tile (`c_in * kh * kw` rows) stays in
 /// the L2/L3 cache and that a 64x64 latent gives several tiles per core.
@@ -152,19 +154,7 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(k)) = (s1, s2) else {
-            candle_core::bail!("sd-conv2d: f32 tensors only")
-        };
-        let (Some((x0, x1)), Some((k0, k1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("sd-conv2d: contiguous tensors only")
-        };
-        let d = Dims::new(l1, l2, self.0)?;
-        let out = run(&x[x0..x1], &k[k0..k1], None, d, self.0);
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((d.b, d.c_out, d.out_h, d.out_w)),
-        ))
+        self.forward(s1, l1, s2, l2, None)
     }
 }
 
@@ -182,20 +172,26 @@ impl CustomOp3 for Conv2dOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(k), CpuStorage::F32(b)) = (s1, s2, s3) else {
-            candle_core::bail!("sd-conv2d: f32 tensors only")
-        };
-        let (Some((x0, x1)), Some((k0, k1)), Some((b0, b1))) = (
-            l1.contiguous_offsets(),
-            l2.contiguous_offsets(),
-            l3.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("sd-conv2d: contiguous tensors only")
-        };
+        let bias = contiguous_f32("sd-conv2d", s3, l3)?;
+        self.forward(s1, l1, s2, l2, Some(bias))
+    }
+}
+
+impl Conv2dOp {
+    /// Both ops' forward pass: input and kernel checked, then [`run`].
+    fn forward(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        bias: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32("sd-conv2d", s1, l1)?;
+        let k = contiguous_f32("sd-conv2d", s2, l2)?;
         let d = Dims::new(l1, l2, self.0)?;
-        let out = run(&x[x0..x1], &k[k0..k1], Some(&b[b0..b1]), d, self.0);
         Ok((
-            CpuStorage::F32(out),
+            CpuStorage::F32(run(x, k, bias, d, self.0)),
             Shape::from((d.b, d.c_out, d.out_h, d.out_w)),
         ))
     }
@@ -205,12 +201,18 @@ impl CustomOp3 for Conv2dOp {
 /// its `bias` (or 0) and the GEMM accumulates into it.
 fn run(x: &[f32], k: &[f32], bias: Option<&[f32]>, d: Dims, p: Conv2dParams) -> Vec<f32> {
     let plane = d.out_h * d.out_w;
-    let mut out = vec![0f32; d.b * d.c_out * plane];
-    if let Some(bias) = bias {
-        for (row, &b) in out.chunks_exact_mut(plane.max(1)).zip(bias.iter().cycle()) {
-            row.fill(b);
+    let mut out = match bias {
+        None => vec![0f32; d.b * d.c_out * plane],
+        Some(bias) => {
+            let mut out = Vec::with_capacity(d.b * d.c_out * plane);
+            for _ in 0..d.b {
+                for &b in bias {
+                    out.extend(std::iter::repeat_n(b, plane));
+                }
+            }
+            out
         }
-    }
+    };
     if plane == 0 || d.c_out == 0 {
         return out;
     }

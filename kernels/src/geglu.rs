@@ -10,6 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use crate::contiguous_f32;
 use crate::exp::exp;
 
 /// `x [..., 2n]` -> `[..., n]`: the first half times the GELU of the second.
@@ -34,20 +35,15 @@ impl CustomOp1 for Geglu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(x) = s else {
-            candle_core::bail!("sd-geglu: f32 only")
-        };
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("sd-geglu: contiguous input only")
-        };
+        let x = contiguous_f32("sd-geglu", s, l)?;
         let dims = l.shape().dims();
         let n = dims[dims.len() - 1] / 2;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("rank >= 1") = n;
-        let mut out = vec![0f32; x[start..end].len() / 2];
+        let mut out = vec![0f32; x.len() / 2];
         if n > 0 {
             out.par_chunks_mut(n)
-                .zip(x[start..end].par_chunks(2 * n))
+                .zip(x.par_chunks(2 * n))
                 .for_each(|(o, row)| {
                     let (h, gate) = row.split_at(n);
                     for ((o, &h), &g) in o.iter_mut().zip(h).zip(gate) {

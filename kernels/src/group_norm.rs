@@ -12,6 +12,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::contiguous_f32;
 use crate::exp::silu;
 
 /// `x [b, c, ...]` normalised over `groups` groups of `c / groups` channels
@@ -103,23 +104,16 @@ impl CustomOp3 for GroupNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) = (s1, s2, s3) else {
-            candle_core::bail!("sd-group-norm: f32 tensors only")
-        };
-        let (Some((x0, x1)), Some((w0, _)), Some((b0, _))) = (
-            l1.contiguous_offsets(),
-            l2.contiguous_offsets(),
-            l3.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("sd-group-norm: contiguous tensors only")
-        };
-        let x = &x[x0..x1];
+        let x = contiguous_f32("sd-group-norm", s1, l1)?;
+        let (w, b) = (
+            contiguous_f32("sd-group-norm", s2, l2)?,
+            contiguous_f32("sd-group-norm", s3, l3)?,
+        );
         let dims = l1.shape().dims();
         let c = dims[1];
         let positions: usize = dims[2..].iter().product();
         let per_group = c / self.groups;
         let group_len = per_group * positions;
-        let (w, b) = (&w[w0..w0 + c], &b[b0..b0 + c]);
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(group_len.max(1))
             .zip(x.par_chunks(group_len.max(1)))

@@ -176,14 +176,21 @@ fn inject_fault(job: &Job) {
 
 /// Test-only, compiled into debug builds alone: `$SD_WORKER_TEST_STEP_DELAY_MS`
 /// holds every step back, so a browser test can watch a job's progress on a
-/// model fast enough to finish before the page renders it.
+/// model fast enough to finish before the page renders it. Read once: this
+/// runs on every step.
 fn hold_step_for_tests() {
     #[cfg(debug_assertions)]
-    if let Some(ms) = std::env::var("SD_WORKER_TEST_STEP_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
     {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+        static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+        let delay = DELAY.get_or_init(|| {
+            std::env::var("SD_WORKER_TEST_STEP_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(std::time::Duration::from_millis)
+        });
+        if let Some(delay) = delay {
+            std::thread::sleep(*delay);
+        }
     }
 }
 

@@ -234,56 +234,11 @@ impl NatsQueue {
             }, delivered, acker).await;
             return;
         }
-        let body = match body_ref {
-            Some(name) => match blobs::get(&self.blobs, &name).await {
-                Ok(b) => b,
-                Err(e) => {
-                    let message = format!(
-                        "the job's request could not be read back from the shared store: {e:#}"
-                    );
-                    self.publish_end(
-                        &carrier,
-                        StreamEvent::Error {
-                            code: ErrorCode::Internal,
-                            message,
-                        },
-                        delivered,
-                        acker,
-                    )
-                    .await;
-                    return;
-                }
-            },
-            None => payload,
-        };
-        let check = validate.clone();
-        let valid = match tokio::task::spawn_blocking(move || check(&body)).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
-                self.publish_end(
-                    &carrier,
-                    StreamEvent::Error {
-                        code: e.code,
-                        message: e.message,
-                    },
-                    delivered,
-                    acker,
-                )
-                .await;
-                return;
-            }
-            Err(e) => {
-                let message = format!("validation failed: {e}");
-                self.publish_end(
-                    &carrier,
-                    StreamEvent::Error {
-                        code: ErrorCode::Internal,
-                        message,
-                    },
-                    delivered,
-                    acker,
-                )
-                .await;
+        let valid = match self.read_and_validate(body_ref, payload, validate).await {
+            Ok(v) => v,
+            Err((code, message)) => {
+                let end = StreamEvent::Error { code, message };
+                self.publish_end(&carrier, end, delivered, acker).await;
                 return;
             }
         };
@@ -352,6 +307,32 @@ impl NatsQueue {
     }
 
     /// The terminal event of a job that does not run here, then the ack.
+    /// The job's request (from the message, or the object store when it was
+    /// too large for one) validated as the front did; the error the job ends
+    /// with otherwise.
+    async fn read_and_validate(
+        &self,
+        body_ref: Option<String>,
+        payload: Vec<u8>,
+        validate: &Validator,
+    ) -> Result<crate::validation::Validated, (ErrorCode, String)> {
+        let body = match body_ref {
+            Some(name) => blobs::get(&self.blobs, &name).await.map_err(|e| {
+                let message = format!(
+                    "the job's request could not be read back from the shared store: {e:#}"
+                );
+                (ErrorCode::Internal, message)
+            })?,
+            None => payload,
+        };
+        let check = validate.clone();
+        match tokio::task::spawn_blocking(move || check(&body)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err((e.code, e.message)),
+            Err(e) => Err((ErrorCode::Internal, format!("validation failed: {e}"))),
+        }
+    }
+
     async fn publish_end(&self, carrier: &Job, event: StreamEvent, delivered: i64, acker: &Acker) {
         self.publish_retrying(
             carrier,
