@@ -5,7 +5,10 @@
 # systems load the same diffusers folder and run alternately, several rounds, each
 # in a fresh process; the table gives min / median per system and the ratio.
 #
-#   scripts/bench-compare.sh [--rounds N] [--size PX] [--steps N] [--no-sd15] [--no-demo] [--dtype D]
+#   scripts/bench-compare.sh [--rounds N] [--size PX] [--steps N] [--no-sd15] [--no-demo] [--dtype D[,D...]]
+#
+# --dtype f32,q8 runs the worker in both precisions in each round (a column and
+# a ratio against PyTorch f32 each): the 8-bit weight path's figures.
 #
 # Installs, once, a Python venv with the pinned torch + diffusers from PyPI
 # ($SD_WORKER_BENCH_PYTHON overrides it with a Python that has them) and writes the

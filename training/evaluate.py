@@ -12,6 +12,7 @@ Prints the accuracies and writes every image (and a grid) to --out.
     python training/evaluate.py                      # the worker's default (bundled) model
     python training/evaluate.py --model-path DIR     # another model folder
     python training/evaluate.py --split train        # training combinations, for comparison
+    python training/evaluate.py --dtype q8           # the same through the 8-bit weight path
 
 Only the standard library, numpy and Pillow.
 """
@@ -116,7 +117,7 @@ def analyse(img: np.ndarray) -> dict:
 
 
 class Worker:
-    def __init__(self, url: str | None, binary: str, model_path: str | None):
+    def __init__(self, url: str | None, binary: str, model_path: str | None, dtype: str | None = None):
         self.proc = None
         if url:
             self.base = url.rstrip("/")
@@ -124,6 +125,8 @@ class Worker:
         cmd = [binary, "--host", "127.0.0.1", "--port", "0", "--no-studio"]
         if model_path:
             cmd += ["--model-path", model_path]
+        if dtype:
+            cmd += ["--dtype", dtype]
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline().strip()
@@ -184,6 +187,7 @@ def main() -> None:
     ap.add_argument("--worker", default=str(Path(target) / "debug" / "sd-worker"), help="the sd-worker binary")
     ap.add_argument("--url", help="use a running worker instead of starting one")
     ap.add_argument("--model-path", help="model folder (default: the worker's bundled default)")
+    ap.add_argument("--dtype", help="the worker's --dtype (f32, q8; default: the worker's default)")
     ap.add_argument("--split", choices=["held-out", "train"], default="held-out")
     ap.add_argument("--steps", type=int, help="sampling steps (default: the worker's default)")
     ap.add_argument("--guidance", type=float, help="guidance scale (default: the worker's default)")
@@ -201,7 +205,7 @@ def main() -> None:
     ][: args.limit]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    worker = Worker(args.url, args.worker, args.model_path)
+    worker = Worker(args.url, args.worker, args.model_path, args.dtype)
     info = json.loads(worker.get("/v1/info"))
     print(f"model {info['model']['id']}, {len(cases)} prompts ({args.split}), steps {args.steps or info['defaults']['steps']}, "
           f"guidance {args.guidance or info['defaults']['guidance_scale']}, scheduler {args.scheduler or info['defaults']['scheduler']}")

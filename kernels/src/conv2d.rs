@@ -29,7 +29,7 @@ use crate::contiguous_f32;
 /// Target number of output pixels per tile: large enough for the GEMM to run
 /// at speed, small enough that an im2col tile (`c_in * kh * kw` rows) stays in
 /// the L2/L3 cache and that a 64x64 latent gives several tiles per core.
-const TILE_PIXELS: usize = 512;
+pub(crate) const TILE_PIXELS: usize = 512;
 
 /// The convolution's parameters (square kernels' stride, padding and dilation,
 /// as `candle_nn::Conv2dConfig`).
@@ -89,22 +89,27 @@ struct Conv2dOp(Conv2dParams);
 
 /// Sizes of one call, checked once.
 #[derive(Debug, Clone, Copy)]
-struct Dims {
-    b: usize,
-    c_in: usize,
-    h: usize,
-    w: usize,
-    c_out: usize,
-    kh: usize,
-    kw: usize,
-    out_h: usize,
-    out_w: usize,
+pub(crate) struct Dims {
+    pub b: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub out_h: usize,
+    pub out_w: usize,
 }
 
 impl Dims {
     fn new(x: &Layout, k: &Layout, p: Conv2dParams) -> Result<Self> {
-        let (b, c_in, h, w) = x.shape().dims4()?;
-        let (c_out, k_c_in, kh, kw) = k.shape().dims4()?;
+        Self::from_shapes(x.shape(), k.shape(), p)
+    }
+
+    /// Input `[b, c_in, h, w]` and kernel `[c_out, c_in, kh, kw]`, checked.
+    pub(crate) fn from_shapes(x: &Shape, k: &Shape, p: Conv2dParams) -> Result<Self> {
+        let (b, c_in, h, w) = x.dims4()?;
+        let (c_out, k_c_in, kh, kw) = k.dims4()?;
         if k_c_in != c_in {
             candle_core::bail!("conv2d: the input has {c_in} channels, the kernel expects {k_c_in}")
         }
@@ -137,7 +142,7 @@ impl Dims {
         }
     }
 
-    fn k_size(&self) -> usize {
+    pub(crate) fn k_size(&self) -> usize {
         self.c_in * self.kh * self.kw
     }
 }
@@ -270,7 +275,13 @@ fn run(x: &[f32], k: &[f32], bias: Option<&[f32]>, d: Dims, p: Conv2dParams) -> 
 /// The im2col matrix of output rows `[y0, y1)`: `[c_in * kh * kw, (y1 - y0) * out_w]`,
 /// row `(c * kh + i) * kw + j` holding, for each output pixel `(oy, ox)`, the
 /// input value at `(oy * s + i * d - p, ox * s + j * d - p)` or 0 outside.
-fn im2col_rows(image: &[f32], d: Dims, p: Conv2dParams, y0: usize, y1: usize) -> Vec<f32> {
+pub(crate) fn im2col_rows(
+    image: &[f32],
+    d: Dims,
+    p: Conv2dParams,
+    y0: usize,
+    y1: usize,
+) -> Vec<f32> {
     let n = (y1 - y0) * d.out_w;
     let mut col = vec![0f32; d.k_size() * n];
     let pad = p.padding as isize;

@@ -8,6 +8,7 @@ pub mod conv2d;
 pub mod exp;
 pub mod geglu;
 pub mod group_norm;
+pub mod q8;
 pub mod timing;
 
 use candle_core::{CpuStorage, Layout, Result};

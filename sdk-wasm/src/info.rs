@@ -12,7 +12,8 @@ pub struct WorkerInfo {
     pub model: ModelInfo,
     /// `cpu`, `cuda:0`, `metal:0`.
     pub device: String,
-    /// `f32`, `f16` or `bf16`.
+    /// `f32`, `f16`, `bf16`, or `q8` (the denoiser with int8 weights and
+    /// activations, f32 around them; `--dtype q8`).
     pub dtype: String,
     /// Scheduler names accepted in a request's `scheduler` field.
     pub schedulers: Vec<String>,
@@ -49,7 +50,9 @@ pub struct ModelInfo {
     pub inpainting: bool,
     /// Tokens per prompt window of the text encoder (77 for CLIP).
     pub max_prompt_tokens: u32,
-    /// Memory the model takes on its device at the worker's dtype.
+    /// Memory the model takes on its device at the worker's dtype (`q8`:
+    /// the denoiser's weights as held, int8 for its linear layers and
+    /// convolutions).
     pub memory: MemoryEstimate,
     /// The most extra memory merging LoRAs takes: one copy (at the worker's
     /// dtype) of every weight a LoRA can adapt (the denoiser's and text

@@ -1,5 +1,6 @@
 //! `--device` and `--dtype` resolution.
 
+use crate::model::quant::WeightQuant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 
@@ -106,6 +107,30 @@ pub fn resolve_dtype(device: &Device, requested: Option<DType>) -> Result<DType>
         );
     }
     Ok(dtype)
+}
+
+/// [`resolve_dtype`] for a `--dtype` argument, with the denoiser's weight
+/// format: `q8` computes in f32 around int8 layers, on the CPU only.
+pub fn resolve_precision(
+    device: &Device,
+    requested: Option<crate::cli::DTypeArg>,
+) -> Result<(DType, WeightQuant)> {
+    let quant = requested.map_or(WeightQuant::Dense, |d| d.quant());
+    if quant == WeightQuant::Q8 && !device.is_cpu() {
+        bail!("--dtype q8 runs on the CPU only (its int8 kernels are CPU kernels); use f16 or bf16 on a GPU");
+    }
+    Ok((
+        resolve_dtype(device, requested.map(|d| d.to_candle()))?,
+        quant,
+    ))
+}
+
+/// The precision's name in logs, metrics and `/v1/info`: the dtype, or `q8`.
+pub fn precision_name(dtype: DType, quant: WeightQuant) -> &'static str {
+    match quant {
+        WeightQuant::Q8 => "q8",
+        WeightQuant::Dense => dtype_name(dtype),
+    }
 }
 
 pub fn device_name(device: &Device) -> String {

@@ -4,6 +4,7 @@
 //! request -> [`validation`] -> [`engine`] (queue, registry, generation thread)
 //! -> [`pipeline`] (with [`model`] and [`scheduler`]) -> job events -> [`http`] stream.
 
+pub mod allocator;
 pub mod bench;
 pub mod catalog;
 pub mod cli;

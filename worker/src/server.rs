@@ -18,7 +18,7 @@ use tower::ServiceExt as _;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::ServeArgs;
-use crate::device::{device_name, dtype_name, parse_device, resolve_dtype};
+use crate::device::{device_name, parse_device, precision_name, resolve_precision};
 use crate::engine::Engine;
 use crate::hive::{self, HiveConfig};
 use crate::http::studio::StudioDir;
@@ -92,7 +92,7 @@ fn studio_dir(args: &ServeArgs) -> Result<Option<StudioDir>> {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     check_exposure(&args)?;
     let device = parse_device(&args.device)?;
-    let dtype = resolve_dtype(&device, args.dtype.map(|d| d.to_candle()))?;
+    let (dtype, quant) = resolve_precision(&device, args.dtype)?;
     let metrics = Metrics::new();
     let engine = match &args.queue {
         None => Engine::new(
@@ -169,7 +169,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         state.clone(),
         &args,
         device.clone(),
-        dtype,
+        (dtype, quant),
         worker_id.clone(),
         catalogs,
     );
@@ -317,10 +317,11 @@ fn spawn_model_load(
     state: AppState,
     args: &ServeArgs,
     device: candle_core::Device,
-    dtype: candle_core::DType,
+    (dtype, quant): (candle_core::DType, crate::model::quant::WeightQuant),
     worker_id: String,
     catalogs: crate::catalog::Catalogs,
 ) {
+    let precision = precision_name(dtype, quant);
     let spec = model_spec(args);
     let queue_capacity = args.queue_size;
     let max_input_pixels = args.max_input_pixels;
@@ -337,9 +338,9 @@ fn spawn_model_load(
     std::thread::Builder::new()
         .name("model-load".into())
         .spawn(move || {
-            info!(?spec, device = %device_name(&device), dtype = dtype_name(dtype), "loading model");
+            info!(?spec, device = %device_name(&device), dtype = precision, "loading model");
             hold_load_for_tests();
-            match LoadedModel::load(&spec, &device, LoadOptions { dtype, skip_t5 }) {
+            match LoadedModel::load(&spec, &device, LoadOptions { dtype, skip_t5, quant }) {
                 Ok(mut model) => {
                     if let Some(t) = &taesd {
                         if let Err(e) = load_taesd(&mut model, t, &device, dtype) {
@@ -349,7 +350,7 @@ fn spawn_model_load(
                         }
                     }
                     let dev = device_name(&device);
-                    let rt = Runtime { worker_id: &worker_id, device: &dev, dtype: dtype_name(dtype), queue_capacity, max_input_pixels, max_pixels, max_images };
+                    let rt = Runtime { worker_id: &worker_id, device: &dev, dtype: precision, queue_capacity, max_input_pixels, max_pixels, max_images };
                     let registry = match crate::controlnet::ControlNetRegistry::build(&controlnets, model.meta(), model.unet_config(), &device, dtype) {
                         Ok(r) => r,
                         Err(e) => {
@@ -372,7 +373,7 @@ fn spawn_model_load(
                     let m = state.engine.metrics();
                     m.model_load.set(model.meta().load_ms as f64 / 1000.0);
                     m.info
-                        .with_label_values(&[env!("CARGO_PKG_VERSION"), &model.meta().id, model.meta().family.name(), &dev, dtype_name(dtype)])
+                        .with_label_values(&[env!("CARGO_PKG_VERSION"), &model.meta().id, model.meta().family.name(), &dev, precision])
                         .set(1.0);
                     info!(model = %model.meta().id, family = model.meta().family.name(), load_ms = model.meta().load_ms, "model ready");
                     let _ = state.profile.set(profile);

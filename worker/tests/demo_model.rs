@@ -99,8 +99,34 @@ fn read(png: &[u8]) -> Reading {
 
 #[tokio::test]
 async fn the_default_model_draws_the_colours_and_places_it_is_asked_for() {
+    let info = draws_what_it_is_asked_for(&[]).await;
+    assert_eq!(info["dtype"], "f32");
+}
+
+/// The same prompts through the 8-bit weight path: int8 UNet layers, a
+/// quarter of their f32 memory, the same pictures.
+#[tokio::test]
+async fn the_default_model_in_q8_draws_the_same_things() {
+    let info = draws_what_it_is_asked_for(&["--dtype", "q8"]).await;
+    assert_eq!(info["dtype"], "q8");
     let cache = tempfile::tempdir().unwrap();
-    let w = Worker::spawn(&[], &[("SD_WORKER_CACHE", cache.path().to_str().unwrap())]);
+    let f32 = Worker::spawn(&[], &[("SD_WORKER_CACHE", cache.path().to_str().unwrap())]);
+    f32.wait_ready().await;
+    let (_, f32_info) = f32.get_json("/v1/info").await;
+    let weights = |i: &serde_json::Value| i["model"]["memory"]["weights_bytes"].as_u64().unwrap();
+    assert!(
+        weights(&info) < weights(&f32_info) * 6 / 10,
+        "q8 weights {} vs f32 {}",
+        weights(&info),
+        weights(&f32_info)
+    );
+}
+
+/// Starts the worker on the bundled model with `args`, checks four prompts'
+/// pictures, and returns its `/v1/info`.
+async fn draws_what_it_is_asked_for(args: &[&str]) -> serde_json::Value {
+    let cache = tempfile::tempdir().unwrap();
+    let w = Worker::spawn(args, &[("SD_WORKER_CACHE", cache.path().to_str().unwrap())]);
     w.wait_ready().await;
     let (_, info) = w.get_json("/v1/info").await;
     assert_eq!(info["model"]["id"], "sd-demo-shapes");
@@ -163,6 +189,7 @@ async fn the_default_model_draws_the_colours_and_places_it_is_asked_for() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    info
 }
 
 /// Previews show the scheduler's estimate of the clean image through a

@@ -29,6 +29,7 @@ fn files() -> &'static PathBuf {
             LoadOptions {
                 dtype: candle_core::DType::F32,
                 skip_t5: false,
+                quant: Default::default(),
             },
         )
         .unwrap();

@@ -205,6 +205,7 @@ async fn an_sd3_lora_is_listed_applied_and_removed_exactly() {
         LoadOptions {
             dtype: candle_core::DType::F32,
             skip_t5: true,
+            quant: Default::default(),
         },
     )
     .unwrap();

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::device::{device_name, dtype_name, parse_device, resolve_dtype};
+use crate::device::{device_name, parse_device, precision_name, resolve_precision};
 use crate::model::generate::{write_model, WeightInit};
 use crate::model::shapes::{ModelShape, SHAPE_NAMES};
 use crate::model::{source, LoadedModel};
@@ -94,7 +94,7 @@ impl Observer for Quiet {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let dtype = resolve_dtype(&device, args.dtype.map(|d| d.to_candle()))?;
+    let (dtype, quant) = resolve_precision(&device, args.dtype)?;
     if args.vae_tiling {
         return vae::run(args, &device, dtype);
     }
@@ -128,7 +128,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             (tmp, format!("{} (random weights)", shape.name))
         }
     };
-    let result = measure(args, &dir, &label, &device, dtype);
+    let result = measure(args, &dir, &label, &device, (dtype, quant));
     if let Some(tmp) = generated {
         let _ = std::fs::remove_dir_all(tmp);
     }
@@ -140,7 +140,7 @@ fn measure(
     dir: &std::path::Path,
     label: &str,
     device: &candle_core::Device,
-    dtype: candle_core::DType,
+    (dtype, quant): (candle_core::DType, crate::model::quant::WeightQuant),
 ) -> Result<()> {
     // Generating random weights above used memory the worker never would:
     // restart the high-water mark (Linux >= 4.0) so the peak is the pipeline's.
@@ -155,7 +155,11 @@ fn measure(
             },
         )?,
         device,
-        dtype,
+        crate::model::LoadOptions {
+            dtype,
+            skip_t5: args.no_t5,
+            quant,
+        },
     )?;
     let load_s = t0.elapsed().as_secs_f64();
     let load_peak = rss_mib("VmHWM:");
@@ -251,7 +255,7 @@ fn measure(
     println!(
         "  device {} dtype {}  {}x{}  {} steps  denoiser batch {batch}",
         device_name(device),
-        crate::device::dtype_name(dtype),
+        precision_name(dtype, quant),
         req.width,
         req.height,
         args.steps
@@ -300,7 +304,7 @@ fn measure(
         println!(
             "{}",
             serde_json::json!({
-                "model": label, "device": device_name(device), "dtype": dtype_name(dtype),
+                "model": label, "device": device_name(device), "dtype": precision_name(dtype, quant),
                 "width": req.width, "height": req.height, "steps": args.steps, "unet_batch": batch,
                 "load_s": load_s, "text_encoder_ms": text_ms, "unet_step_ms": step_ms,
                 "vae_decode_ms": timings.vae_decode_ms, "end_to_end_ms": e2e_ms,

@@ -84,6 +84,7 @@ fn generate_lora(args: &crate::cli::GenerateLoraArgs) -> anyhow::Result<()> {
         LoadOptions {
             dtype: candle_core::DType::F32,
             skip_t5: false,
+            quant: Default::default(),
         },
     )?;
     let layers = model.unet_config().map(|c| c.layers_per_block);
@@ -109,6 +110,7 @@ fn generate_lora(args: &crate::cli::GenerateLoraArgs) -> anyhow::Result<()> {
 /// stderr with exit code 1.
 pub fn main() -> std::process::ExitCode {
     crate::device::pin_cpu_threads();
+    crate::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = run(cli);
     match result {

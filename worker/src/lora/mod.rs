@@ -86,7 +86,7 @@ pub struct Applied {
     /// with the same files reuses them (and the merged set) without reading.
     files: Vec<(std::path::PathBuf, crate::catalog::Stamp, Arc<LoraFile>)>,
     set: Vec<(Arc<LoraFile>, u32, u32)>,
-    originals: BTreeMap<Target, Tensor>,
+    originals: BTreeMap<Target, crate::model::weights::Snapshot>,
     report: Option<LoraReport>,
 }
 
@@ -256,11 +256,7 @@ impl LoadedModel {
             loras: matches,
             reused: false,
             touched_weights: state.originals.len(),
-            backup_bytes: state
-                .originals
-                .values()
-                .map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64)
-                .sum(),
+            backup_bytes: state.originals.values().map(|s| s.bytes()).sum(),
             elapsed: started.elapsed(),
         };
         state.set = key;
@@ -307,11 +303,11 @@ impl LoadedModel {
                     .names()
                     .into_iter()
                     .filter(|n| n.ends_with(".weight") && !n.contains("embedding"))
-                    .filter_map(|n| table.get(&n))
+                    .filter_map(|n| table.info(&n))
                     .collect::<Vec<_>>()
             })
-            .filter(|t| matches!(t.rank(), 2 | 4))
-            .map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64)
+            .filter(|(dims, _)| matches!(dims.len(), 2 | 4))
+            .map(|(_, bytes)| bytes)
             .sum()
     }
 
@@ -325,7 +321,7 @@ impl LoadedModel {
         state.set.clear();
         state.report = None;
         for (target, base) in &originals {
-            self.table(target.network)?.write(&target.weight, base)?;
+            self.table(target.network)?.restore(&target.weight, base)?;
         }
         Ok(())
     }
@@ -362,7 +358,9 @@ impl LoadedModel {
             }
             let Some(sum) = sum else { continue };
             let merged = (base.to_dtype(DType::F32)? + sum)?.to_dtype(base.dtype())?;
-            state.originals.insert(target.clone(), base.copy()?);
+            state
+                .originals
+                .insert(target.clone(), table.snapshot(&target.weight)?);
             table.write(&target.weight, &merged)?;
         }
         Ok(())

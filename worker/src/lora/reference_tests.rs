@@ -93,6 +93,7 @@ fn load(dir: &Path) -> LoadedModel {
         LoadOptions {
             dtype: DType::F32,
             skip_t5: true,
+            quant: Default::default(),
         },
     )
     .unwrap()

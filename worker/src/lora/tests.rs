@@ -21,6 +21,7 @@ pub(crate) fn load(dir: &Path, dtype: DType) -> LoadedModel {
         LoadOptions {
             dtype,
             skip_t5: true,
+            quant: Default::default(),
         },
     )
     .unwrap()

@@ -50,6 +50,7 @@ fn load(dir: &Path, shape: ModelShape) -> LoadedModel {
         LoadOptions {
             dtype: DType::F32,
             skip_t5: true,
+            quant: Default::default(),
         },
     )
     .unwrap()

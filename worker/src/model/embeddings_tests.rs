@@ -24,6 +24,7 @@ fn tiny(shape: ModelShape) -> (TempDir, LoadedModel) {
         LoadOptions {
             dtype: DType::F32,
             skip_t5: true,
+            quant: Default::default(),
         },
     )
     .unwrap();

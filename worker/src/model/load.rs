@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use super::config::{read_json, ModelIndex, TextEncoderConfig, UNetConfig, VaeConfig};
 use super::mmdit::{Mmdit, TransformerConfig};
+use super::quant::{self, WeightQuant};
 use super::source::{self, DenoiserFolder, ModelFiles, Wanted};
 use super::t5::{self, T5TextEncoder};
 use super::text_encoder::ClipTextEncoder;
@@ -26,13 +27,15 @@ use super::{bundled, memory, single_file};
 use super::{Family, LoadedModel, ModelMeta, ModelSpec};
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
 
-/// How to load: the compute dtype, and whether to leave SD 3's T5 out (it is
+/// How to load: the compute dtype, the denoiser's weight format, and whether to leave SD 3's T5 out (it is
 /// most of SD 3's weights; without it T5's tokens are zeros, as diffusers
 /// does with `text_encoder_3=None`).
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
     pub dtype: DType,
     pub skip_t5: bool,
+    /// The denoiser's weight format (`q8`: int8, quantised while it is built).
+    pub quant: WeightQuant,
 }
 
 /// The denoiser with what the rest of the model needs to know about it.
@@ -71,11 +74,18 @@ impl LoadedModel {
             }
             ModelSpec::Hub { repo, revision } => source::hub(repo, revision.as_deref(), wanted)?,
         };
-        Self::from_files(files, device, opts.dtype)
+        Self::from_files(files, device, opts)
     }
 
-    pub fn from_files(files: ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
+    /// Builds every network from resolved files.
+    ///
+    /// Errors: configs that disagree, missing tensors, `q8` off the CPU.
+    pub fn from_files(files: ModelFiles, device: &Device, opts: LoadOptions) -> Result<Self> {
         let started = Instant::now();
+        let dtype = opts.dtype;
+        if opts.quant == WeightQuant::Q8 && !device.is_cpu() {
+            bail!("q8 weights run on the CPU only");
+        }
         let index: Option<ModelIndex> = files.model_index.as_deref().map(read_json).transpose()?;
         if let Some(index) = &index {
             if index.class_name.contains("Refiner") {
@@ -145,18 +155,27 @@ impl LoadedModel {
             DenoiserFolder::Unet => {
                 let cfg: UNetConfig = read_json(&files.denoiser_config)?;
                 let (weights, table) = recorded(&files.denoiser_weights, "unet")?;
-                let part = unet_part(
-                    cfg,
-                    weights,
-                    device,
-                    &vae_cfg,
-                    &text_cfg,
-                    text_2_cfg.as_ref(),
-                    &workload,
-                )?;
+                let build = || {
+                    unet_part(
+                        cfg,
+                        weights,
+                        device,
+                        &vae_cfg,
+                        &text_cfg,
+                        text_2_cfg.as_ref(),
+                        &workload,
+                    )
+                };
+                let part = match opts.quant {
+                    WeightQuant::Dense => build()?,
+                    WeightQuant::Q8 => quant::quantizing(&table, build)?,
+                };
                 (part, (Network::Unet, table))
             }
             DenoiserFolder::Transformer => {
+                if opts.quant == WeightQuant::Q8 {
+                    bail!("q8 weights cover UNet models (SD 1.x, 2.x, XL); SD 3's transformer runs in f32 (use --dtype f32)");
+                }
                 let cfg: TransformerConfig = read_json(&files.denoiser_config)?;
                 let (weights, table) = recorded(&files.denoiser_weights, "transformer")?;
                 let encoders = (&text_cfg, text_2_cfg.as_ref(), text_encoder_3.as_ref());
@@ -205,7 +224,14 @@ impl LoadedModel {
             &tiling,
             VaeTiling::Auto,
         );
-        let memory = memory::estimate(parameters, dtype, part.working_bytes.max(vae_bytes));
+        let mut memory = memory::estimate(parameters, dtype, part.working_bytes.max(vae_bytes));
+        if opts.quant == WeightQuant::Q8 {
+            // The denoiser's weights as held (int8 layers, f32 norms and biases).
+            let dense = memory::parameters(&files.denoiser_weights)? * dtype.size_in_bytes() as u64;
+            memory.weights_bytes =
+                memory.weights_bytes.saturating_sub(dense) + denoiser_table.1.bytes();
+            memory.total_bytes = memory.weights_bytes + memory.activations_bytes;
+        }
 
         let default_scheduler = SchedulerKind::default_for(&scheduler_config);
         let max_prompt_tokens = std::iter::once((&tokenizer, &text_encoder))

@@ -15,10 +15,14 @@ pub mod embeddings;
 #[cfg(test)]
 mod embeddings_reference_tests;
 pub mod generate;
+pub mod linear;
 mod load;
 pub mod memory;
 pub mod mmdit;
 pub mod norm;
+pub mod quant;
+#[cfg(test)]
+mod quant_tests;
 #[cfg(test)]
 pub(crate) mod reference;
 pub mod resnet;

@@ -6,7 +6,9 @@
 //! ([`super::conv`]).
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use super::linear::{linear, Linear};
 pub use candle_transformers::models::stable_diffusion::resnet::ResnetBlock2DConfig;
 
 use super::conv::{conv2d, Conv2d};

@@ -9,10 +9,11 @@
 
 use anyhow::{bail, Result};
 use candle_core::{Module, Tensor};
-use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 use candle_transformers::models::stable_diffusion::attention::CrossAttention;
 
 use super::conv::{conv2d, Conv2d};
+use super::linear::{linear, linear_no_bias, Linear};
 use super::norm::{group_norm, GroupNorm};
 
 use super::attention::{attention_in_groups, Upcast, SCORE_BUDGET};

@@ -42,6 +42,7 @@ fn tiny_model() -> (tempfile::TempDir, LoadedModel) {
         LoadOptions {
             dtype: DType::F32,
             skip_t5: true,
+            quant: Default::default(),
         },
     )
     .unwrap();

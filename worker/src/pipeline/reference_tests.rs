@@ -43,6 +43,7 @@ fn load_f32(dir: &std::path::Path, skip_t5: bool) -> LoadedModel {
         LoadOptions {
             dtype: DType::F32,
             skip_t5,
+            quant: Default::default(),
         },
     )
     .unwrap()
