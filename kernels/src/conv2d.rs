@@ -29,7 +29,7 @@ use crate::contiguous_f32;
 /// Target number of output pixels per tile: large enough for the GEMM to run
 /// at speed, small enough that an im2col tile (`c_in * kh * kw` rows) stays in
 /// the L2/L3 cache and that a 64x64 latent gives several tiles per core.
-pub(crate) const TILE_PIXELS: usize = 512;
+const TILE_PIXELS: usize = 512;
 
 /// The convolution's parameters (square kernels' stride, padding and dilation,
 /// as `candle_nn::Conv2dConfig`).
@@ -221,25 +221,17 @@ fn run(x: &[f32], k: &[f32], bias: Option<&[f32]>, d: Dims, p: Conv2dParams) -> 
     if plane == 0 || d.c_out == 0 {
         return out;
     }
-    let rows_per_tile = (TILE_PIXELS / d.out_w).clamp(1, d.out_h);
-    let tiles_per_image = d.out_h.div_ceil(rows_per_tile);
-    let direct = d.kh == 1 && d.kw == 1 && p.stride == 1 && p.padding == 0;
-    // Tiles write disjoint column ranges of one image's [c_out, plane] output;
-    // the pointer crosses threads as an integer.
+    // Bands write disjoint column ranges of one image's [c_out, plane]
+    // output; the pointer crosses threads as an integer.
     let out_addr = out.as_mut_ptr() as usize;
-    (0..d.b * tiles_per_image).into_par_iter().for_each(|task| {
-        let (bi, tile) = (task / tiles_per_image, task % tiles_per_image);
-        let y0 = tile * rows_per_tile;
-        let y1 = (y0 + rows_per_tile).min(d.out_h);
-        let n = (y1 - y0) * d.out_w;
-        let image = &x[bi * d.c_in * d.h * d.w..(bi + 1) * d.c_in * d.h * d.w];
-        let col;
-        let (rhs, rhs_rs): (&[f32], usize) = if direct {
-            (&image[y0 * d.w..], d.h * d.w)
-        } else {
-            col = im2col_rows(image, d, p, y0, y1);
-            (&col, n)
-        };
+    for_each_band(x, d, p, |band| {
+        let Band {
+            image: bi,
+            y0,
+            n,
+            src: rhs,
+            rs: rhs_rs,
+        } = band;
         let dst = (out_addr as *mut f32).wrapping_add(bi * d.c_out * plane + y0 * d.out_w);
         // SAFETY: `dst` addresses the columns [y0 * out_w, y1 * out_w) of this
         // image's [c_out, plane] output (row stride `plane`), which no other
@@ -272,16 +264,51 @@ fn run(x: &[f32], k: &[f32], bias: Option<&[f32]>, d: Dims, p: Conv2dParams) -> 
     out
 }
 
+/// A band of whole output rows of one image, as the convolution's GEMM sees
+/// it: output rows from `y0`, `n` output pixels, and their `[k_size, n]`
+/// im2col matrix at `src` with row stride `rs` (the input plane itself for a
+/// 1x1, stride 1, unpadded convolution).
+pub(crate) struct Band<'a> {
+    pub image: usize,
+    pub y0: usize,
+    pub n: usize,
+    pub src: &'a [f32],
+    pub rs: usize,
+}
+
+/// Calls `f` for every band of about [`TILE_PIXELS`] output pixels of every
+/// image of `x`, in parallel on the rayon pool.
+pub(crate) fn for_each_band(x: &[f32], d: Dims, p: Conv2dParams, f: impl Fn(Band<'_>) + Sync) {
+    let rows_per_tile = (TILE_PIXELS / d.out_w).clamp(1, d.out_h);
+    let tiles_per_image = d.out_h.div_ceil(rows_per_tile);
+    let direct = d.kh == 1 && d.kw == 1 && p.stride == 1 && p.padding == 0;
+    (0..d.b * tiles_per_image).into_par_iter().for_each(|task| {
+        let (bi, tile) = (task / tiles_per_image, task % tiles_per_image);
+        let y0 = tile * rows_per_tile;
+        let y1 = (y0 + rows_per_tile).min(d.out_h);
+        let n = (y1 - y0) * d.out_w;
+        let image = &x[bi * d.c_in * d.h * d.w..(bi + 1) * d.c_in * d.h * d.w];
+        let col;
+        let (src, rs): (&[f32], usize) = if direct {
+            (&image[y0 * d.w..], d.h * d.w)
+        } else {
+            col = im2col_rows(image, d, p, y0, y1);
+            (&col, n)
+        };
+        f(Band {
+            image: bi,
+            y0,
+            n,
+            src,
+            rs,
+        })
+    });
+}
+
 /// The im2col matrix of output rows `[y0, y1)`: `[c_in * kh * kw, (y1 - y0) * out_w]`,
 /// row `(c * kh + i) * kw + j` holding, for each output pixel `(oy, ox)`, the
 /// input value at `(oy * s + i * d - p, ox * s + j * d - p)` or 0 outside.
-pub(crate) fn im2col_rows(
-    image: &[f32],
-    d: Dims,
-    p: Conv2dParams,
-    y0: usize,
-    y1: usize,
-) -> Vec<f32> {
+fn im2col_rows(image: &[f32], d: Dims, p: Conv2dParams, y0: usize, y1: usize) -> Vec<f32> {
     let n = (y1 - y0) * d.out_w;
     let mut col = vec![0f32; d.k_size() * n];
     let pad = p.padding as isize;

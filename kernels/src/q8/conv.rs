@@ -5,13 +5,12 @@
 //! straight into the NCHW output.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::micro::{tile, Isa, Tile, MR, NV_MAX};
 use super::pack::pack_columns;
 use super::weight::{Q8Weight, BLOCK};
 use crate::contiguous_f32;
-use crate::conv2d::{im2col_rows, Conv2dParams, Dims, TILE_PIXELS};
+use crate::conv2d::{for_each_band, Band, Conv2dParams, Dims};
 
 /// `x [b, c_in, h, w] (*) w [c_out, c_in, kh, kw] (+ bias [c_out])`, as
 /// [`crate::conv2d::conv2d_bias`] with `groups == 1`. On CPU f32 inputs the
@@ -103,24 +102,16 @@ fn run(
         row_bias[..d.c_out].copy_from_slice(b);
     }
     let no_col_bias = [0f32; NV_MAX * BLOCK];
-    let rows_per_tile = (TILE_PIXELS / d.out_w).clamp(1, d.out_h);
-    let tiles_per_image = d.out_h.div_ceil(rows_per_tile);
-    let direct = d.kh == 1 && d.kw == 1 && p.stride == 1 && p.padding == 0;
     let zeros = [0i32; NV_MAX * BLOCK];
     let out_addr = out.as_mut_ptr() as usize;
-    (0..d.b * tiles_per_image).into_par_iter().for_each(|task| {
-        let (bi, band) = (task / tiles_per_image, task % tiles_per_image);
-        let y0 = band * rows_per_tile;
-        let y1 = (y0 + rows_per_tile).min(d.out_h);
-        let n = (y1 - y0) * d.out_w;
-        let image = &x[bi * d.c_in * d.h * d.w..(bi + 1) * d.c_in * d.h * d.w];
-        let col;
-        let (src, rs): (&[f32], usize) = if direct {
-            (&image[y0 * d.w..], d.h * d.w)
-        } else {
-            col = im2col_rows(image, d, p, y0, y1);
-            (&col, n)
-        };
+    for_each_band(x, d, p, |band| {
+        let Band {
+            image: bi,
+            y0,
+            n,
+            src,
+            rs,
+        } = band;
         let blocks = n.div_ceil(BLOCK);
         let mut a = vec![0u8; blocks * k4 * 64];
         let mut a_scale = vec![0f32; blocks * BLOCK];

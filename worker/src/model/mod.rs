@@ -62,7 +62,27 @@ pub use load::LoadOptions;
 
 #[cfg(test)]
 pub(crate) mod test_util {
-    use candle_core::Tensor;
+    use candle_core::{Device, Tensor};
+
+    /// `scale * f(freq * i)` for i in 0..n (flat, row-major): the inputs the
+    /// reference scripts in `tests/reference/` build.
+    pub fn wave(shape: &[usize], scale: f64, freq: f64, f: fn(f64) -> f64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| (scale * f(freq * i as f64)) as f32)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Largest `|got - want|` against reference values.
+    pub fn worst_diff(got: &Tensor, want: &[f64]) -> f64 {
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got.len(), want.len());
+        got.iter()
+            .zip(want)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max)
+    }
 
     /// Largest absolute difference between two tensors of one shape.
     pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

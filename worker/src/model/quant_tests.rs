@@ -12,6 +12,7 @@ use super::config::{read_json, UNetConfig};
 use super::generate::{write_model, WeightInit};
 use super::quant::{quantizing, WeightQuant};
 use super::shapes::ModelShape;
+use super::test_util::{wave, worst_diff};
 use super::unet::Unet;
 use super::weights::{recording_var_builder, Network, WeightTable};
 use super::{LoadOptions, LoadedModel, ModelSpec};
@@ -42,15 +43,6 @@ struct ModelCases {
 struct Reference {
     timestep: f64,
     models: std::collections::HashMap<String, ModelCases>,
-}
-
-/// `scale * f(freq * i)` for i in 0..n, as the script builds its inputs.
-fn wave(shape: &[usize], scale: f64, freq: f64, f: fn(f64) -> f64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|i| (scale * f(freq * i as f64)) as f32)
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
 /// The int8 UNet of a written model and its weight table.
@@ -103,12 +95,7 @@ fn one_int8_unet_call_matches_the_same_quantisation_in_pytorch() {
                 .forward(&latents, reference.timestep, &context, None, None)
                 .unwrap();
             assert_eq!(out.dims(), case.shape.as_slice());
-            let got: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
-            let worst = got
-                .iter()
-                .zip(&case.values)
-                .map(|(a, b)| (*a as f64 - b).abs())
-                .fold(0.0, f64::max);
+            let worst = worst_diff(&out, &case.values);
             let what = format!("{} {}", shape.name, case.name);
             eprintln!(
                 "{what}: max |ours - PyTorch q8| {worst:.3e}, q8 vs f32 {:.3e}",

@@ -4,13 +4,14 @@
 //! it: `sd15_unet_reference.py` beside it, which also records how far the
 //! tanh GELU moves each output: `tanh_gap`).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::config::{read_json, UNetConfig};
 use super::generate::{write_model, WeightInit};
 use super::shapes::ModelShape;
+use super::test_util::{wave, worst_diff};
 use super::unet::Unet;
 
 /// Largest difference allowed from diffusers' f32 output. The tanh GELU
@@ -30,15 +31,6 @@ struct Case {
 struct Reference {
     timestep: f64,
     models: std::collections::HashMap<String, Vec<Case>>,
-}
-
-/// `scale * f(freq * i)` for i in 0..n, as the script builds its inputs.
-fn wave(shape: &[usize], scale: f64, freq: f64, f: fn(f64) -> f64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|i| (scale * f(freq * i as f64)) as f32)
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
 #[test]
@@ -71,13 +63,7 @@ fn one_unet_call_matches_diffusers_closer_than_the_tanh_gelu_would() {
                 .forward(&latents, reference.timestep, &context, None, None)
                 .unwrap();
             assert_eq!(out.dims(), case.shape.as_slice());
-            let got: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
-            assert_eq!(got.len(), case.values.len());
-            let worst = got
-                .iter()
-                .zip(&case.values)
-                .map(|(a, b)| (*a as f64 - b).abs())
-                .fold(0.0, f64::max);
+            let worst = worst_diff(&out, &case.values);
             let what = format!("{} {}", shape.name, case.name);
             eprintln!(
                 "{what}: max |ours - diffusers| {worst:.3e}, tanh gap {:.3e}",

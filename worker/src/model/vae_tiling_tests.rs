@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::generate::{write_model, WeightInit};
 use super::reference::{self, Sampled};
 use super::shapes::ModelShape;
+use super::test_util::wave;
 use super::vae_tiling::{Tiling, VaeTiling};
 use super::{LoadOptions, LoadedModel, ModelSpec};
 
@@ -22,15 +23,6 @@ struct Reference {
     mean: Sampled,
     logvar: Sampled,
     decoded_gap: f64,
-}
-
-/// `scale * f(freq * i)` for i in 0..n, as the script builds its inputs.
-fn wave(shape: &[usize], scale: f64, freq: f64, f: fn(f64) -> f64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|i| (scale * f(freq * i as f64)) as f32)
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
 fn tiny_model() -> (tempfile::TempDir, LoadedModel) {

@@ -33,13 +33,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 
-TIMESTEP = 500.0
-CASES = [("8x8", 1, 8, 8), ("5x7-batch2", 2, 5, 7)]
+# The same inputs and cases as the f32 UNet reference beside this script.
+from sd15_unet_reference import CASES, TIMESTEP, run
+
 DENSE = ("time_embedding.", "add_embedding.")
-
-
-def wave(n: int, scale: float, freq: float, fn=torch.sin) -> torch.Tensor:
-    return (scale * fn(torch.arange(n, dtype=torch.float64) * freq)).float()
 
 
 def quantize(x: torch.Tensor, dim: int):
@@ -86,15 +83,6 @@ def quantize_unet(unet) -> int:
             module.forward = lambda x, m=module: q8_conv(m, x)
             count += 1
     return count
-
-
-def run(unet, batch: int, h: int, w: int) -> torch.Tensor:
-    cfg = unet.config
-    latents = wave(batch * cfg.in_channels * h * w, 1.0, 0.1).reshape(batch, cfg.in_channels, h, w)
-    dim = cfg.cross_attention_dim
-    context = wave(batch * 77 * dim, 2.0, 0.37, torch.cos).reshape(batch, 77, dim)
-    with torch.no_grad():
-        return unet(latents, torch.tensor(TIMESTEP), encoder_hidden_states=context).sample
 
 
 def main(pairs: list[str]) -> None:
