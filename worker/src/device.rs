@@ -1,8 +1,9 @@
 //! `--device` and `--dtype` resolution.
 
-use crate::model::quant::WeightQuant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
+
+use crate::model::quant::WeightQuant;
 
 /// How long Candle's element-wise worker threads spin before they sleep
 /// between operations (its default is 25,000 spins).

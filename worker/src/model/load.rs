@@ -27,9 +27,9 @@ use super::{bundled, memory, single_file};
 use super::{Family, LoadedModel, ModelMeta, ModelSpec};
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
 
-/// How to load: the compute dtype, the denoiser's weight format, and whether to leave SD 3's T5 out (it is
-/// most of SD 3's weights; without it T5's tokens are zeros, as diffusers
-/// does with `text_encoder_3=None`).
+/// How to load: the compute dtype, the denoiser's weight format, and whether
+/// to leave SD 3's T5 out (it is most of SD 3's weights; without it T5's
+/// tokens are zeros, as diffusers does with `text_encoder_3=None`).
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
     pub dtype: DType,
