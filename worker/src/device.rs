@@ -37,6 +37,15 @@ pub fn pin_cpu_threads() {
     }
 }
 
+/// [`parse_device`] for a worker asked for `dtype`: `auto` with `q8`, which
+/// only the CPU runs, is the CPU.
+pub fn parse_device_for(spec: &str, dtype: Option<crate::cli::DTypeArg>) -> Result<Device> {
+    match (spec, dtype.map(|d| d.quant())) {
+        ("auto", Some(WeightQuant::Q8)) => Ok(Device::Cpu),
+        _ => parse_device(spec),
+    }
+}
+
 /// Parses `cpu`, `cuda[:N]`, `metal[:N]` or `auto` (first GPU the build supports, else CPU).
 pub fn parse_device(spec: &str) -> Result<Device> {
     let (kind, index) = match spec.split_once(':') {
@@ -118,7 +127,7 @@ pub fn resolve_precision(
 ) -> Result<(DType, WeightQuant)> {
     let quant = requested.map_or(WeightQuant::Dense, |d| d.quant());
     if quant == WeightQuant::Q8 && !device.is_cpu() {
-        bail!("--dtype q8 runs on the CPU only (its int8 kernels are CPU kernels); use f16 or bf16 on a GPU");
+        bail!("--dtype q8 runs on the CPU only (its int8 kernels are CPU kernels): add --device cpu, or use f16 or bf16 on the GPU");
     }
     Ok((
         resolve_dtype(device, requested.map(|d| d.to_candle()))?,
@@ -153,6 +162,17 @@ pub fn dtype_name(dtype: DType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn q8_runs_on_the_cpu_and_auto_picks_it() {
+        use crate::cli::DTypeArg;
+        let dev = parse_device_for("auto", Some(DTypeArg::Q8)).unwrap();
+        assert!(dev.is_cpu());
+        let (dtype, quant) = resolve_precision(&dev, Some(DTypeArg::Q8)).unwrap();
+        assert_eq!((dtype, quant), (DType::F32, WeightQuant::Q8));
+        assert_eq!(precision_name(dtype, quant), "q8");
+        assert_eq!(precision_name(DType::F16, WeightQuant::Dense), "f16");
+    }
 
     #[test]
     fn bf16_is_refused_on_the_cpu_only_when_asked_for() {

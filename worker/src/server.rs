@@ -18,7 +18,7 @@ use tower::ServiceExt as _;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::ServeArgs;
-use crate::device::{device_name, parse_device, precision_name, resolve_precision};
+use crate::device::{device_name, parse_device_for, precision_name, resolve_precision};
 use crate::engine::Engine;
 use crate::hive::{self, HiveConfig};
 use crate::http::studio::StudioDir;
@@ -91,7 +91,7 @@ fn studio_dir(args: &ServeArgs) -> Result<Option<StudioDir>> {
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     check_exposure(&args)?;
-    let device = parse_device(&args.device)?;
+    let device = parse_device_for(&args.device, args.dtype)?;
     let (dtype, quant) = resolve_precision(&device, args.dtype)?;
     let metrics = Metrics::new();
     let engine = match &args.queue {

@@ -18,23 +18,43 @@ pub(crate) const NV_MAX: usize = 3;
 pub enum Isa {
     /// AVX-512 VNNI (`VPDPBUSD`), 64 byte products per instruction.
     Avx512Vnni,
-    /// Plain Rust, the same integer arithmetic.
+    /// AVX2 (`VPMADDWD` on bytes widened to i16), 16 products per instruction.
+    Avx2,
+    /// Plain Rust.
     Portable,
 }
 
 impl Isa {
-    /// The best this CPU runs, detected once.
+    /// Every instruction set this CPU runs, best first.
+    pub fn supported() -> Vec<Isa> {
+        let mut out = vec![];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+                out.push(Isa::Avx512Vnni);
+            }
+            if has!("avx2") {
+                out.push(Isa::Avx2);
+            }
+        }
+        out.push(Isa::Portable);
+        out
+    }
+
+    /// The best this CPU runs, detected once; `SD_WORKER_Q8_ISA` in the
+    /// environment (`avx512-vnni`, `avx2` or `portable`) picks a slower one
+    /// the CPU also runs, to measure it or rule the faster one out.
     pub fn detect() -> Isa {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vnni")
-            {
-                return Isa::Avx512Vnni;
-            }
-            Isa::Portable
+            let supported = Isa::supported();
+            let wanted = std::env::var("SD_WORKER_Q8_ISA").ok();
+            supported
+                .iter()
+                .copied()
+                .find(|i| wanted.as_deref() == Some(i.name()))
+                .unwrap_or(supported[0])
         })
     }
 
@@ -42,6 +62,7 @@ impl Isa {
     pub fn name(self) -> &'static str {
         match self {
             Isa::Avx512Vnni => "avx512-vnni",
+            Isa::Avx2 => "avx2",
             Isa::Portable => "portable",
         }
     }
@@ -92,38 +113,125 @@ pub(crate) unsafe fn tile<const BCAST_U8: bool>(isa: Isa, nv: usize, t: &Tile) {
             _ => vnni::tile::<3, BCAST_U8>(t),
         },
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx512Vnni => unreachable!("VNNI is only detected on x86_64"),
-        Isa::Portable => portable::<BCAST_U8>(nv, t),
+        Isa::Avx512Vnni | Isa::Avx2 => unreachable!("only detected on x86_64"),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => with_pairs(t, |pairs| avx2::pairs::<BCAST_U8>(nv, t, pairs)),
+        Isa::Portable => with_pairs(t, |pairs| scalar_pairs::<BCAST_U8>(nv, t, pairs)),
     }
 }
 
-/// The same sums in plain Rust.
-unsafe fn portable<const BCAST_U8: bool>(nv: usize, t: &Tile) {
-    let cols = 16 * nv;
-    let mut acc = [[0i32; 16 * NV_MAX]; MR];
+/// Without VNNI the four byte products of a group are summed as two pairs
+/// (`a0 p0 + a1 p1`, `a2 p2 + a3 p3`; each product exact in i16 since
+/// `|a p| <= 255 * 127`), added together at the end.
+///
+/// Pair sums of a tile, `[row][block][2 * lane + h]`: column `block * 16 +
+/// lane` is `pairs[..][2 * lane] + pairs[..][2 * lane + 1]` (the two halves
+/// `a0 p0 + a1 p1` and `a2 p2 + a3 p3` of each group of four bytes).
+type Pairs = [[[i32; 32]; NV_MAX]; MR];
+
+/// The tile from its pair sums, filled by `fill`: the same epilogue as the
+/// VNNI kernel's, one value at a time.
+unsafe fn with_pairs(t: &Tile, fill: impl FnOnce(&mut Pairs)) {
+    let mut pairs: Pairs = [[[0i32; 32]; NV_MAX]; MR];
+    fill(&mut pairs);
+    for (r, pr) in pairs.iter().enumerate().take(t.rows) {
+        for c in 0..t.cols {
+            let pair = &pr[c / 16][2 * (c % 16)..2 * (c % 16) + 2];
+            let i = pair[0] + pair[1] - t.row_off[r] - t.col_off[c];
+            let f = (i as f32 * t.row_scale[r]) * t.col_scale[c];
+            *t.dst.add(r * t.ldc + c) = f + (t.row_bias[r] + t.col_bias[c]);
+        }
+    }
+}
+
+/// The bytes of one operand as i16: unsigned activations or signed weights.
+#[inline(always)]
+fn widen<const UNSIGNED: bool>(b: u8) -> i32 {
+    if UNSIGNED {
+        b as i32
+    } else {
+        b as i8 as i32
+    }
+}
+
+/// The pair sums in plain Rust.
+unsafe fn scalar_pairs<const BCAST_U8: bool>(nv: usize, t: &Tile, pairs: &mut Pairs) {
     for g in 0..t.k4 {
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let a = std::slice::from_raw_parts(t.bcast.add(r * t.bcast_rs + g * t.bcast_gs), 4);
-            for (c, acc_rc) in acc_r.iter_mut().take(cols).enumerate() {
-                let p = std::slice::from_raw_parts(
-                    t.packed.add((c / 16) * t.packed_bs + g * 64 + (c % 16) * 4),
-                    4,
-                );
-                for j in 0..4 {
-                    *acc_rc += if BCAST_U8 {
-                        a[j] as i32 * p[j] as i8 as i32
+        for (r, pr) in pairs.iter_mut().enumerate() {
+            let a = &*(t.bcast.add(r * t.bcast_rs + g * t.bcast_gs) as *const [u8; 4]);
+            let a = a.map(|x| {
+                if BCAST_U8 {
+                    widen::<true>(x)
+                } else {
+                    widen::<false>(x)
+                }
+            });
+            for (v, pv) in pr.iter_mut().enumerate().take(nv) {
+                let p = &*(t.packed.add(v * t.packed_bs + g * 64) as *const [u8; 64]);
+                let p = |i: usize| {
+                    if BCAST_U8 {
+                        widen::<false>(p[i])
                     } else {
-                        a[j] as i8 as i32 * p[j] as i32
-                    };
+                        widen::<true>(p[i])
+                    }
+                };
+                for lane in 0..16 {
+                    pv[2 * lane] += a[0] * p(4 * lane) + a[1] * p(4 * lane + 1);
+                    pv[2 * lane + 1] += a[2] * p(4 * lane + 2) + a[3] * p(4 * lane + 3);
                 }
             }
         }
     }
-    for (r, acc_r) in acc.iter().enumerate().take(t.rows) {
-        for (c, &sum) in acc_r.iter().enumerate().take(t.cols) {
-            let i = sum - t.row_off[r] - t.col_off[c];
-            let f = (i as f32 * t.row_scale[r]) * t.col_scale[c];
-            *t.dst.add(r * t.ldc + c) = f + (t.row_bias[r] + t.col_bias[c]);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Pairs, Tile, MR};
+    use std::arch::x86_64::*;
+
+    /// The pair sums by `VPMADDWD`: two rows of one 16-column block at a time (8 accumulators, 4 widened
+    /// quarters of the block, 1 broadcast row: 13 of the 16 registers).
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::needless_range_loop)] // `v` also addresses the packed operand
+    pub(super) unsafe fn pairs<const BCAST_U8: bool>(nv: usize, t: &Tile, out: &mut Pairs) {
+        for v in 0..nv {
+            for r0 in (0..MR).step_by(2) {
+                let mut acc = [[_mm256_setzero_si256(); 4]; 2];
+                for g in 0..t.k4 {
+                    let base = t.packed.add(v * t.packed_bs + g * 64);
+                    let mut p = [_mm256_setzero_si256(); 4];
+                    for (q, pq) in p.iter_mut().enumerate() {
+                        let bytes = _mm_loadu_si128(base.add(16 * q) as *const __m128i);
+                        *pq = if BCAST_U8 {
+                            _mm256_cvtepi8_epi16(bytes)
+                        } else {
+                            _mm256_cvtepu8_epi16(bytes)
+                        };
+                    }
+                    for (row, acc_row) in acc.iter_mut().enumerate() {
+                        let a = &*(t.bcast.add((r0 + row) * t.bcast_rs + g * t.bcast_gs)
+                            as *const [u8; 4]);
+                        let w = |x: u8| -> u64 {
+                            let v = if BCAST_U8 { x as i16 } else { x as i8 as i16 };
+                            v as u16 as u64
+                        };
+                        let pattern = w(a[0]) | w(a[1]) << 16 | w(a[2]) << 32 | w(a[3]) << 48;
+                        let a = _mm256_set1_epi64x(pattern as i64);
+                        for (q, s) in acc_row.iter_mut().enumerate() {
+                            *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p[q], a));
+                        }
+                    }
+                }
+                for (row, acc_row) in acc.iter().enumerate() {
+                    for (q, s) in acc_row.iter().enumerate() {
+                        // Lanes 4q..4q + 4, two pair sums each.
+                        _mm256_storeu_si256(
+                            out[r0 + row][v][8 * q..].as_mut_ptr() as *mut __m256i,
+                            *s,
+                        );
+                    }
+                }
+            }
         }
     }
 }

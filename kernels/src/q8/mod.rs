@@ -17,12 +17,12 @@
 //!   this adds is subtracted from each sum exactly, in i32.
 //! - **output**: `y = (sum_k q_a q_w) * s_a * s_w (+ bias)` in f32.
 //!
-//! Where the CPU has AVX-512 VNNI (`VPDPBUSD`: 64 byte products per
-//! instruction, 4x the multiply-adds of an f32 FMA) the tile kernel uses it,
-//! detected at run time; elsewhere the same integer arithmetic runs as
-//! portable Rust. Both give bit-identical results (integer sums are exact and
-//! the f32 epilogue is the same sequence of IEEE operations), so a `q8` image
-//! does not depend on the CPU.
+//! The tile kernel runs on the best the CPU has, detected at run time
+//! ([`Isa`]): AVX-512 VNNI (`VPDPBUSD`: 64 byte products per instruction,
+//! 4x the multiply-adds of an f32 FMA), else AVX2 (`VPMADDWD` on bytes
+//! widened to i16), else plain Rust. All give bit-identical results (integer
+//! sums are exact and the f32 epilogue is the same sequence of IEEE
+//! operations), so a `q8` image does not depend on the CPU.
 
 mod conv;
 mod linear;

@@ -84,6 +84,9 @@ pub(super) fn run(rounds: usize) -> Result<()> {
         );
     }
     println!(
+        "  (q8 columns: the int8 kernel on each shape; --dtype q8 quantises the UNet only, the VAE stays f32)"
+    );
+    println!(
         "  {:30} {:>10} {:>10} {:>8} {:>12}",
         "linear", "f32", "q8", "q8/f32", "q8 GOP/s"
     );

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::device::{device_name, parse_device, precision_name, resolve_precision};
+use crate::device::{device_name, parse_device_for, precision_name, resolve_precision};
 use crate::model::generate::{write_model, WeightInit};
 use crate::model::shapes::{ModelShape, SHAPE_NAMES};
 use crate::model::{source, LoadedModel};
@@ -93,7 +93,7 @@ impl Observer for Quiet {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let device = parse_device(&args.device)?;
+    let device = parse_device_for(&args.device, args.dtype)?;
     let (dtype, quant) = resolve_precision(&device, args.dtype)?;
     if args.vae_tiling {
         return vae::run(args, &device, dtype);

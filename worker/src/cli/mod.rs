@@ -367,7 +367,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Shape name: tiny, tiny-inpaint, tiny-sd2, tiny-sdxl, sd15, sd15-inpaint or sdxl.
+    /// Shape name: tiny, tiny-inpaint, tiny-sd2, tiny-sdxl, tiny-sd3, sd15, sd15-inpaint, sdxl or sd3-medium.
     #[arg(long, default_value = "tiny")]
     pub shape: String,
     /// Output folder.

@@ -343,8 +343,10 @@ impl LoadedModel {
                 .get(&target.weight)
                 .with_context(|| format!("no weight `{}`", target.weight))?;
             let mut sum: Option<Tensor> = None;
+            let mut weighted = false;
             for &(u, i) in uses {
                 let w = set[u].weight_for(target.network);
+                weighted |= w != 0.0;
                 let module = &set[u].file.modules[i];
                 // The delta is computed even at weight 0 so a LoRA that does
                 // not fit the model is refused whatever its weight.
@@ -356,7 +358,11 @@ impl LoadedModel {
                     Some(s) => (s + delta)?,
                 });
             }
-            let Some(sum) = sum else { continue };
+            // Weight 0 for this network: the weight is left as it is (an int8
+            // weight quantised again could move by an ulp of its scale).
+            let Some(sum) = sum.filter(|_| weighted) else {
+                continue;
+            };
             let merged = (base.to_dtype(DType::F32)? + sum)?.to_dtype(base.dtype())?;
             state
                 .originals

@@ -168,13 +168,16 @@ impl LoadedModel {
                 };
                 let part = match opts.quant {
                     WeightQuant::Dense => build()?,
-                    WeightQuant::Q8 => quant::quantizing(&table, build)?,
+                    WeightQuant::Q8 => {
+                        quant::log_kernel();
+                        quant::quantizing(&table, build)?
+                    }
                 };
                 (part, (Network::Unet, table))
             }
             DenoiserFolder::Transformer => {
                 if opts.quant == WeightQuant::Q8 {
-                    bail!("q8 weights cover UNet models (SD 1.x, 2.x, XL); SD 3's transformer runs in f32 (use --dtype f32)");
+                    bail!("--dtype q8 covers UNet models (SD 1.x, 2.x, XL); SD 3's transformer has no int8 path (use --dtype f32)");
                 }
                 let cfg: TransformerConfig = read_json(&files.denoiser_config)?;
                 let (weights, table) = recorded(&files.denoiser_weights, "transformer")?;

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, RwLock};
 
 use super::weights::WeightTable;
-use crate::kernels::q8::{Q8Weight, MAX_K};
+use crate::kernels::q8::{Isa, Q8Weight, MAX_K};
 
 /// The weight format a network is loaded in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +49,20 @@ pub fn quantizing<T>(table: &Arc<WeightTable>, build: impl FnOnce() -> T) -> T {
     let previous = SCOPE.with(|s| s.borrow_mut().replace(table.clone()));
     let _reset = Reset(previous);
     build()
+}
+
+/// Logs which int8 kernel this CPU runs; a warning where it is the plain Rust
+/// one, about 5x slower than f32 (no AVX2: `q8` then only saves memory).
+pub fn log_kernel() {
+    let isa = Isa::detect();
+    if isa == Isa::Portable {
+        tracing::warn!(
+            kernel = isa.name(),
+            "q8: this CPU has neither AVX-512 VNNI nor AVX2; the int8 layers run in plain Rust, several times slower than f32 (q8 still saves memory)"
+        );
+    } else {
+        tracing::info!(kernel = isa.name(), "q8: int8 kernels");
+    }
 }
 
 /// `weight` (read from `vb` as `<prefix>.weight`) as a shared int8 weight,

@@ -195,6 +195,16 @@ fn an_int8_model_reports_its_memory_and_takes_loras() {
         text_encoder_weight: 0.8,
     }];
     let base = unet_bits(&q8);
+    // At weight 0 for the UNet its int8 weights are left as they are.
+    let text_only = [LoraUse {
+        unet_weight: 0.0,
+        ..set[0].clone()
+    }];
+    q8.apply_loras(&text_only).unwrap();
+    assert!(
+        unet_bits(&q8) == base,
+        "a UNet weight of 0 moved the int8 weights"
+    );
     let (qt, dt) = (
         q8.weights(Network::Unet).unwrap(),
         dense.weights(Network::Unet).unwrap(),
