@@ -46,7 +46,7 @@ impl Q8Weight {
         }
         let n = dims[0];
         let k: usize = dims[1..].iter().product();
-        if k > MAX_K {
+        if !Self::fits(&dims) {
             candle_core::bail!("q8: a reduction of {k} values (weight {dims:?}) could overflow the i32 sums (at most {MAX_K})")
         }
         let values: Vec<f32> = w
@@ -88,6 +88,13 @@ impl Q8Weight {
             scales,
             offsets,
         })
+    }
+
+    /// Whether [`Q8Weight::quantize`] takes a weight of shape `dims`: rank 2
+    /// (linear) or 4 (convolution), rows (`in * kh * kw`) of at most
+    /// [`MAX_K`] values.
+    pub fn fits(dims: &[usize]) -> bool {
+        matches!(dims.len(), 2 | 4) && dims[1..].iter().product::<usize>() <= MAX_K
     }
 
     /// The weight's original shape.

@@ -212,9 +212,10 @@ fn measure(
         anyhow::bail!("--num-images needs at least one batch size");
     };
     let step_ms = timings.denoise_ms / timings.unet_steps.max(1) as f64;
+    // The first batch size's request, which the optional measures below share.
+    let req = Request { num_images, ..req };
     let controlnet_step_ms = if args.controlnet {
         let req = Request {
-            num_images,
             controls: vec![adapters::control_unit(&model, &req, device, dtype)?],
             ..req.clone()
         };
@@ -226,25 +227,13 @@ fn measure(
         None
     };
     let lora = if args.lora {
-        Some(adapters::lora_rows(
-            &model,
-            &Request {
-                num_images,
-                ..req.clone()
-            },
-        )?)
+        Some(adapters::lora_rows(&model, &req)?)
     } else {
         None
     };
     let peak = rss_mib("VmHWM:");
     let ops = if args.ops {
-        Some(ops::measure(
-            &model,
-            &Request {
-                num_images,
-                ..req.clone()
-            },
-        )?)
+        Some(ops::measure(&model, &req)?)
     } else {
         None
     };

@@ -203,22 +203,20 @@ impl LoadedModel {
         let vae_encoder = VaeEncoder::new(vae_vb, &vae_cfg)
             .context("building the vae encoder from its weights")?;
 
-        let parameters = [
-            &files.denoiser_weights,
-            &files.vae_weights,
-            &files.text_encoder_weights,
-        ]
-        .into_iter()
-        .chain(files.text_encoder_2.as_ref().map(|f| &f.weights))
-        .chain(
-            files
-                .text_encoder_3
-                .as_ref()
-                .filter(|_| text_encoder_3.is_some())
-                .map(|f| &f.weights),
-        )
-        .map(|paths| memory::parameters(paths))
-        .sum::<Result<u64>>()?;
+        let denoiser_parameters = memory::parameters(&files.denoiser_weights)?;
+        let parameters = [&files.vae_weights, &files.text_encoder_weights]
+            .into_iter()
+            .chain(files.text_encoder_2.as_ref().map(|f| &f.weights))
+            .chain(
+                files
+                    .text_encoder_3
+                    .as_ref()
+                    .filter(|_| text_encoder_3.is_some())
+                    .map(|f| &f.weights),
+            )
+            .map(|paths| memory::parameters(paths))
+            .sum::<Result<u64>>()?
+            + denoiser_parameters;
         let tiling = Tiling::for_config(&vae_cfg, part.latent_side * vae_scale)?;
         let vae_bytes = memory::vae_decode_bytes_with(
             &vae_candle,
@@ -230,7 +228,7 @@ impl LoadedModel {
         let mut memory = memory::estimate(parameters, dtype, part.working_bytes.max(vae_bytes));
         if opts.quant == WeightQuant::Q8 {
             // The denoiser's weights as held (int8 layers, f32 norms and biases).
-            let dense = memory::parameters(&files.denoiser_weights)? * dtype.size_in_bytes() as u64;
+            let dense = denoiser_parameters * dtype.size_in_bytes() as u64;
             memory.weights_bytes =
                 memory.weights_bytes.saturating_sub(dense) + denoiser_table.1.bytes();
             memory.total_bytes = memory.weights_bytes + memory.activations_bytes;

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, RwLock};
 
 use super::weights::WeightTable;
-use crate::kernels::q8::{Isa, Q8Weight, MAX_K};
+use crate::kernels::q8::{Isa, Q8Weight};
 
 /// The weight format a network is loaded in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,8 +67,8 @@ pub fn log_kernel() {
 
 /// `weight` (read from `vb` as `<prefix>.weight`) as a shared int8 weight,
 /// recorded in the scope's table, when a [`quantizing`] scope is open and the
-/// weight is an f32 CPU tensor of rank 2 or 4 whose rows fit the kernel
-/// ([`MAX_K`]); `None` otherwise (the layer stays dense).
+/// weight is an f32 CPU tensor the kernel takes ([`Q8Weight::fits`]);
+/// `None` otherwise (the layer stays dense).
 pub(crate) fn quantize_layer(
     vb: &VarBuilder,
     weight: &Tensor,
@@ -76,11 +76,9 @@ pub(crate) fn quantize_layer(
     let Some(table) = SCOPE.with(|s| s.borrow().clone()) else {
         return Ok(None);
     };
-    let k: usize = weight.dims().iter().skip(1).product();
     if !matches!(weight.device(), Device::Cpu)
         || weight.dtype() != DType::F32
-        || !matches!(weight.rank(), 2 | 4)
-        || k > MAX_K
+        || !Q8Weight::fits(weight.dims())
     {
         return Ok(None);
     }

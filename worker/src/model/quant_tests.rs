@@ -12,8 +12,9 @@ use super::config::{read_json, UNetConfig};
 use super::generate::{write_model, WeightInit};
 use super::quant::{quantizing, WeightQuant};
 use super::shapes::ModelShape;
-use super::test_util::{wave, worst_diff};
+use super::test_util::worst_diff;
 use super::unet::Unet;
+use super::unet_reference_tests::reference_call;
 use super::weights::{recording_var_builder, Network, WeightTable};
 use super::{LoadOptions, LoadedModel, ModelSpec};
 
@@ -83,18 +84,8 @@ fn one_int8_unet_call_matches_the_same_quantisation_in_pytorch() {
             let layer = name.ends_with(".weight") && matches!(rank, 2 | 4);
             assert_eq!(table.is_quantized(&name), layer && !embedding, "{name}");
         }
-        let dim = match cfg.cross_attention_dim {
-            super::config::PerBlock::All(d) => d,
-            super::config::PerBlock::Each(ref v) => v[0],
-        };
         for case in &expected.cases {
-            let (batch, h, w) = (case.shape[0], case.shape[2], case.shape[3]);
-            let latents = wave(&[batch, 4, h, w], 1.0, 0.1, f64::sin);
-            let context = wave(&[batch, 77, dim], 2.0, 0.37, f64::cos);
-            let out = unet
-                .forward(&latents, reference.timestep, &context, None, None)
-                .unwrap();
-            assert_eq!(out.dims(), case.shape.as_slice());
+            let out = reference_call(&unet, &cfg, &case.shape, reference.timestep);
             let worst = worst_diff(&out, &case.values);
             let what = format!("{} {}", shape.name, case.name);
             eprintln!(

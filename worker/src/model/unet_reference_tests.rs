@@ -4,7 +4,7 @@
 //! it: `sd15_unet_reference.py` beside it, which also records how far the
 //! tanh GELU moves each output: `tanh_gap`).
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
@@ -33,6 +33,29 @@ struct Reference {
     models: std::collections::HashMap<String, Vec<Case>>,
 }
 
+/// One call of `unet` on the reference scripts' inputs for an output of
+/// `shape` (`[batch, 4, h, w]`): latents `sin(0.1 i)`, context
+/// `2 cos(0.37 i)` at the config's cross-attention width.
+pub(super) fn reference_call(
+    unet: &Unet,
+    cfg: &UNetConfig,
+    shape: &[usize],
+    timestep: f64,
+) -> Tensor {
+    let dim = match cfg.cross_attention_dim {
+        super::config::PerBlock::All(d) => d,
+        super::config::PerBlock::Each(ref v) => v[0],
+    };
+    let (batch, h, w) = (shape[0], shape[2], shape[3]);
+    let latents = wave(&[batch, 4, h, w], 1.0, 0.1, f64::sin);
+    let context = wave(&[batch, 77, dim], 2.0, 0.37, f64::cos);
+    let out = unet
+        .forward(&latents, timestep, &context, None, None)
+        .unwrap();
+    assert_eq!(out.dims(), shape);
+    out
+}
+
 #[test]
 fn one_unet_call_matches_diffusers_closer_than_the_tanh_gelu_would() {
     let reference: Reference = serde_json::from_str(include_str!(
@@ -50,19 +73,9 @@ fn one_unet_call_matches_diffusers_closer_than_the_tanh_gelu_would() {
             VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu).unwrap()
         };
         let unet = Unet::new(vb, 4, 4, false, &cfg.to_candle().unwrap(), None).unwrap();
-        let dim = match cfg.cross_attention_dim {
-            super::config::PerBlock::All(d) => d,
-            super::config::PerBlock::Each(ref v) => v[0],
-        };
         assert_eq!(cases.len(), 2, "{}", shape.name);
         for case in cases {
-            let (batch, h, w) = (case.shape[0], case.shape[2], case.shape[3]);
-            let latents = wave(&[batch, 4, h, w], 1.0, 0.1, f64::sin);
-            let context = wave(&[batch, 77, dim], 2.0, 0.37, f64::cos);
-            let out = unet
-                .forward(&latents, reference.timestep, &context, None, None)
-                .unwrap();
-            assert_eq!(out.dims(), case.shape.as_slice());
+            let out = reference_call(&unet, &cfg, &case.shape, reference.timestep);
             let worst = worst_diff(&out, &case.values);
             let what = format!("{} {}", shape.name, case.name);
             eprintln!(
